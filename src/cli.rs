@@ -1,0 +1,228 @@
+//! The command line: clap definitions and the validation of every value, so
+//! bad input is refused with a one-line message before any connection.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Longest worker or master id accepted (it becomes a znode name).
+pub const MAX_ID_LEN: usize = 128;
+
+/// zkmw runs shell jobs across machines, coordinated by ZooKeeper.
+#[derive(Debug, Parser)]
+#[command(name = "zkmw", version, about)]
+pub struct Cli {
+    /// Options every role shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The role to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every role shares, each with an environment fallback.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// ZooKeeper servers, a comma list of host:port.
+    #[arg(long = "zk", env = "ZKMW_ZK", default_value = "127.0.0.1:2181", global = true, value_parser = parse_hosts)]
+    pub zk: String,
+    /// Namespace root: an absolute znode path holding all of zkmw's nodes.
+    #[arg(long, env = "ZKMW_ROOT", default_value = "/zkmw", global = true, value_parser = parse_root)]
+    pub root: String,
+    /// ZooKeeper session timeout: how soon a dead master or worker is noticed.
+    #[arg(long, env = "ZKMW_SESSION_TIMEOUT", default_value = "5s", global = true, value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// How long submit and status keep trying to reach ZooKeeper before exiting 125.
+    #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// The four roles.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a master (active or hot standby) until SIGINT/SIGTERM.
+    Master(MasterArgs),
+    /// Run a worker until SIGINT/SIGTERM.
+    Worker(WorkerArgs),
+    /// Store a job as a task; print its id, or with --wait its result.
+    Submit(SubmitArgs),
+    /// Show the cluster, or one task.
+    Status(StatusArgs),
+}
+
+/// `zkmw master`.
+#[derive(Debug, Args)]
+pub struct MasterArgs {
+    /// This master's id, shown in status [default: HOST-PID].
+    #[arg(long, value_parser = parse_id)]
+    pub id: Option<String>,
+    /// Re-read the whole namespace at least this often, whatever the watches say.
+    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
+    pub tick: Duration,
+}
+
+/// `zkmw worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// This worker's id: unique among live workers.
+    #[arg(long, value_parser = parse_id)]
+    pub id: String,
+    /// How many jobs run at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+    /// Re-read the assignments at least this often, whatever the watches say.
+    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
+    pub tick: Duration,
+    /// On SIGTERM, how long running jobs may take to finish before they are killed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Bytes of stdout, and of stderr, kept from each job.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=400_000))]
+    pub output_cap: u32,
+}
+
+/// `zkmw submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The shell command to run (`sh -c JOB`).
+    pub job: String,
+    /// Wait for the result; print the job's output and exit with its code.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, exit 124 (the task stays queued).
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    pub wait_timeout: Option<Duration>,
+    /// Kill the job if it runs longer than this; it then fails "timed out".
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Re-runs allowed when the worker running the job dies.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+}
+
+/// `zkmw status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A task id (task-NNNNNNNNNN); without it, the whole cluster.
+    pub task: Option<String>,
+    /// Print JSON (the shape is documented in README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A comma list of host:port, each with a non-empty host and a valid port.
+pub fn parse_hosts(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("empty ZooKeeper host list (expected host:port[,host:port...])".into());
+    }
+    for entry in s.split(',') {
+        let (host, port) = entry
+            .trim()
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{entry}' is not host:port"))?;
+        if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+            return Err(format!("'{entry}' has no valid host"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("'{entry}' has no valid port (1-65535)")),
+        }
+    }
+    Ok(s.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+}
+
+/// An absolute znode path, not `/` itself, without empty, `.` or `..` parts.
+pub fn parse_root(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    if !s.starts_with('/') {
+        return Err(format!("'{s}' is not an absolute path (example: /zkmw)"));
+    }
+    if trimmed.is_empty() {
+        return Err("the root must not be '/' itself (example: /zkmw)".into());
+    }
+    for part in trimmed[1..].split('/') {
+        if part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control) {
+            return Err(format!("'{s}' has an invalid path segment '{part}'"));
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A worker or master id: a single znode name.
+pub fn parse_id(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the id is empty".into());
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(format!("the id is longer than {MAX_ID_LEN} bytes"));
+    }
+    if s == "." || s == ".." || s.contains('/') || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "'{s}' is not a valid id: no '/', spaces or control characters, not '.' or '..'"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A duration: a number with an optional unit ms, s, m or h (default s).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 30s, 5m, 1h)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err(format!("'{s}' is too long"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_hosts() {
+        assert_eq!(parse_hosts("a:1, b:2").unwrap(), "a:1,b:2");
+        for bad in ["", "a", "a:", ":1", "a:0", "a:99999", "a:1,,b:2", "a:1/x"] {
+            assert!(parse_hosts(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validates_roots() {
+        assert_eq!(parse_root("/zkmw/").unwrap(), "/zkmw");
+        assert_eq!(parse_root("/a/b").unwrap(), "/a/b");
+        for bad in ["zkmw", "/", "", "/a//b", "/a/../b", "/a/."] {
+            assert!(parse_root(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validates_ids() {
+        assert!(parse_id("w-1.example").is_ok());
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        for bad in ["", ".", "..", "a/b", "a b", long.as_str()] {
+            assert!(parse_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        for bad in ["", "x", "5d", "-1", "1e999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

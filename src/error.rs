@@ -1,0 +1,81 @@
+//! The errors a role ends with, each a one-line message and a documented
+//! exit code (the codes follow coreutils `timeout`).
+
+use std::fmt;
+
+use crate::zk::ZkError;
+
+/// Exit code when `--wait-timeout` ran out, or the job hit its `--timeout`.
+pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit code for zkmw's own failure: bad input, ZooKeeper unreachable, not
+/// authorized, or a task that zkmw failed (worker lost, malformed).
+pub const EXIT_ZKMW_FAILED: i32 = 125;
+/// Exit code when the job could not be started on the worker.
+pub const EXIT_CANNOT_START: i32 = 126;
+
+/// Why a command stopped short.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// The user's input is wrong; the message says what to change.
+    BadInput(String),
+    /// A ZooKeeper call failed while doing something.
+    Zk {
+        /// What zkmw was doing, for the message.
+        doing: String,
+        /// The failure.
+        err: ZkError,
+    },
+    /// A worker with this id is already live.
+    WorkerIdTaken(String),
+    /// No task with this id exists in the namespace.
+    NoSuchTask(String),
+    /// `submit --wait` gave up waiting.
+    WaitTimedOut {
+        /// The task still in flight.
+        task: String,
+        /// How long we waited, in seconds.
+        secs: f64,
+    },
+}
+
+impl Error {
+    /// Wraps a ZooKeeper failure with what was being done.
+    pub fn zk(doing: impl Into<String>, err: ZkError) -> Error {
+        Error::Zk {
+            doing: doing.into(),
+            err,
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::WaitTimedOut { .. } => EXIT_TIMED_OUT,
+            _ => EXIT_ZKMW_FAILED,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadInput(msg) => write!(f, "{msg}"),
+            Error::Zk {
+                doing,
+                err: ZkError::NoAuth,
+            } => write!(f, "not authorized while {doing}: check --auth/--auth-file"),
+            Error::Zk { doing, err } => write!(f, "{doing}: {err}"),
+            Error::WorkerIdTaken(id) => write!(
+                f,
+                "worker id '{id}' is already live: stop that worker or pick another --id"
+            ),
+            Error::NoSuchTask(task) => write!(f, "no task '{task}' in this namespace (check --root)"),
+            Error::WaitTimedOut { task, secs } => write!(
+                f,
+                "gave up waiting for {task} after {secs:.1} s; it is still in flight: `zkmw status {task}`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

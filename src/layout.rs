@@ -1,0 +1,163 @@
+//! The znode paths of one zkmw namespace, built in one place so no other
+//! module formats a path by hand.
+//!
+//! ```text
+//! <root>/master            ephemeral: the active master (MasterInfo)
+//! <root>/epoch             persistent: its version is the fencing token
+//! <root>/workers/<id>      ephemeral: a live worker (WorkerInfo)
+//! <root>/assign/<id>/<t>   a task assigned to worker <id> (Task)
+//! <root>/tasks/<t>         persistent-sequential: a pending task (Task)
+//! <root>/running/<t>       ephemeral: the claim of the worker running <t>
+//! <root>/status/<t>        the final result of <t> (TaskResult)
+//! ```
+
+/// Prefix of every task name; the rest is ZooKeeper's 10-digit sequence.
+pub const TASK_PREFIX: &str = "task-";
+
+/// The paths of a namespace rooted at an absolute path such as `/zkmw`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: String,
+}
+
+impl Layout {
+    /// A layout under `root` (already validated: absolute, no trailing `/`).
+    pub fn new(root: &str) -> Layout {
+        Layout {
+            root: root.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The namespace root.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The active master's ephemeral node.
+    pub fn master(&self) -> String {
+        format!("{}/master", self.root)
+    }
+
+    /// The fencing node: each new master bumps its version.
+    pub fn epoch(&self) -> String {
+        format!("{}/epoch", self.root)
+    }
+
+    /// Parent of the live workers' ephemeral nodes.
+    pub fn workers(&self) -> String {
+        format!("{}/workers", self.root)
+    }
+
+    /// A live worker's ephemeral node.
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}/workers/{id}", self.root)
+    }
+
+    /// Parent of every worker's assignment folder.
+    pub fn assign(&self) -> String {
+        format!("{}/assign", self.root)
+    }
+
+    /// One worker's assignment folder.
+    pub fn assign_dir(&self, worker: &str) -> String {
+        format!("{}/assign/{worker}", self.root)
+    }
+
+    /// One task assigned to one worker.
+    pub fn assignment(&self, worker: &str, task: &str) -> String {
+        format!("{}/assign/{worker}/{task}", self.root)
+    }
+
+    /// Parent of the pending tasks.
+    pub fn tasks(&self) -> String {
+        format!("{}/tasks", self.root)
+    }
+
+    /// One pending task.
+    pub fn task(&self, task: &str) -> String {
+        format!("{}/tasks/{task}", self.root)
+    }
+
+    /// The prefix a sequential create under /tasks takes.
+    pub fn task_prefix(&self) -> String {
+        format!("{}/tasks/{TASK_PREFIX}", self.root)
+    }
+
+    /// Parent of the claims of running tasks.
+    pub fn running(&self) -> String {
+        format!("{}/running", self.root)
+    }
+
+    /// The claim of one running task.
+    pub fn running_task(&self, task: &str) -> String {
+        format!("{}/running/{task}", self.root)
+    }
+
+    /// Parent of the final results.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.root)
+    }
+
+    /// One task's final result.
+    pub fn status_task(&self, task: &str) -> String {
+        format!("{}/status/{task}", self.root)
+    }
+
+    /// Every persistent node the namespace needs, parents first: the
+    /// ancestors of the root, the root, then its folders and /epoch.
+    pub fn skeleton(&self) -> Vec<String> {
+        let mut paths = Vec::new();
+        let mut prefix = String::new();
+        for part in self.root.split('/').filter(|p| !p.is_empty()) {
+            prefix.push('/');
+            prefix.push_str(part);
+            paths.push(prefix.clone());
+        }
+        paths.extend([
+            self.epoch(),
+            self.workers(),
+            self.assign(),
+            self.tasks(),
+            self.running(),
+            self.status(),
+        ]);
+        paths
+    }
+}
+
+/// True for a well-formed task name: `task-` and ten or more digits.
+pub fn is_task_name(name: &str) -> bool {
+    name.strip_prefix(TASK_PREFIX)
+        .is_some_and(|digits| digits.len() >= 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The sequence number of a task name, if it is one.
+pub fn task_sequence(name: &str) -> Option<i64> {
+    if is_task_name(name) {
+        name[TASK_PREFIX.len()..].parse().ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_paths_under_the_root() {
+        let l = Layout::new("/a/b/");
+        assert_eq!(l.assignment("w1", "task-0000000001"), "/a/b/assign/w1/task-0000000001");
+        assert_eq!(l.task_prefix(), "/a/b/tasks/task-");
+        assert_eq!(&l.skeleton()[..3], ["/a", "/a/b", "/a/b/epoch"]);
+    }
+
+    #[test]
+    fn recognises_task_names() {
+        assert!(is_task_name("task-0000000042"));
+        assert_eq!(task_sequence("task-0000000042"), Some(42));
+        for bad in ["task-42", "task-000000004x", "tusk-0000000042", "", "task-"] {
+            assert!(!is_task_name(bad), "{bad}");
+        }
+    }
+}

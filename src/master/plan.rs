@@ -1,0 +1,485 @@
+//! The master's decisions as a pure function: given what it read of the
+//! namespace, which transactions to make. No I/O, no clock, no randomness of
+//! its own (the tie-break is passed in), so every rule is unit-tested.
+//!
+//! Rules, in order:
+//! 1. An assignment that cannot be decoded fails as "malformed task".
+//! 2. A claimed assignment (data version > 0) with no live claim in /running
+//!    was interrupted: its worker died or lost its session mid-run. It is
+//!    requeued, or failed as "worker lost" once its runs exceed 1 + retries.
+//! 3. An unclaimed assignment of a worker that is not live is requeued.
+//! 4. The empty assignment folder of a worker that is not live is removed.
+//! 5. Each pending task, oldest first, goes to the live worker with the
+//!    fewest assignments (random among equals); an undecodable one fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::layout::{Layout, is_task_name};
+use crate::model::{Task, TaskResult, encode};
+use crate::zk::Op;
+
+/// Reason recorded for a task whose data cannot be decoded.
+pub const MALFORMED: &str = "malformed task";
+/// Reason recorded for a task whose runs were all interrupted by lost workers.
+pub const WORKER_LOST: &str = "worker lost";
+
+/// What the master read in one round.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Ids under /workers.
+    pub live_workers: BTreeSet<String>,
+    /// Tasks under /tasks that are still there, oldest first.
+    pub pending: Vec<Pending>,
+    /// Every /assign/<worker> folder and its children.
+    pub assign_dirs: BTreeMap<String, Vec<Assigned>>,
+    /// Names under /running, when read this round (full rounds only).
+    pub running: Option<BTreeSet<String>>,
+}
+
+/// A pending task as read.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Its name under /tasks.
+    pub name: String,
+    /// Its data version (for the version-checked delete).
+    pub version: i32,
+    /// The decoded task, or what is wrong with its data.
+    pub task: Result<Task, String>,
+}
+
+/// An assignment as read; `detail` is only read in full rounds.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    /// Its name under /assign/<worker>.
+    pub name: String,
+    /// Data and version, when read.
+    pub detail: Option<AssignedDetail>,
+}
+
+/// An assignment's data.
+#[derive(Debug, Clone)]
+pub struct AssignedDetail {
+    /// 0 until a worker claims it; then 1.
+    pub version: i32,
+    /// The decoded task, or what is wrong with its data.
+    pub task: Result<Task, String>,
+}
+
+/// Where a task to fail currently is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Under /tasks.
+    Pending,
+    /// Under /assign/<worker>.
+    Assigned(String),
+}
+
+/// One change the master makes; each becomes one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Move a pending task to a worker.
+    Assign {
+        /// Task name.
+        task: String,
+        /// Chosen worker.
+        worker: String,
+        /// Version of /tasks/<task> as read.
+        version: i32,
+        /// The task record to store in the assignment.
+        data: Vec<u8>,
+    },
+    /// Move an assignment back to /tasks under the same name.
+    Requeue {
+        /// Task name.
+        task: String,
+        /// The worker it was assigned to.
+        worker: String,
+        /// Version of the assignment as read.
+        version: i32,
+        /// The task record (its attempts already count the runs started).
+        data: Vec<u8>,
+    },
+    /// Store a failed result and remove the task from where it is.
+    Fail {
+        /// Task name.
+        task: String,
+        /// Where it is now.
+        from: Origin,
+        /// Version of the node at `from` as read.
+        version: i32,
+        /// The result to store.
+        result: TaskResult,
+    },
+    /// Remove the empty /assign/<worker> of a worker that is not live.
+    RemoveAssignDir {
+        /// The worker.
+        worker: String,
+    },
+}
+
+/// Decides the round's actions. `pick(n)` returns an index below `n`, used
+/// to choose among equally loaded workers.
+pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for (worker, assigned) in &snap.assign_dirs {
+        let live = snap.live_workers.contains(worker);
+        let mut kept = 0;
+        for a in assigned {
+            match repair(worker, live, a, snap.running.as_ref()) {
+                Some(action) => actions.push(action),
+                None => kept += 1,
+            }
+        }
+        if live {
+            load.insert(worker, kept);
+        } else if assigned.is_empty() {
+            actions.push(Action::RemoveAssignDir {
+                worker: worker.clone(),
+            });
+        }
+    }
+    for p in &snap.pending {
+        let task = match &p.task {
+            Ok(task) => task,
+            Err(_) => {
+                actions.push(Action::Fail {
+                    task: p.name.clone(),
+                    from: Origin::Pending,
+                    version: p.version,
+                    result: TaskResult::failed(None, MALFORMED, None),
+                });
+                continue;
+            }
+        };
+        let Some(worker) = least_loaded(&load, pick) else {
+            break;
+        };
+        *load.entry(worker).or_default() += 1;
+        actions.push(Action::Assign {
+            task: p.name.clone(),
+            worker: worker.to_string(),
+            version: p.version,
+            data: encode(task),
+        });
+    }
+    actions
+}
+
+/// The action one assignment needs, if any.
+fn repair(
+    worker: &str,
+    live: bool,
+    a: &Assigned,
+    running: Option<&BTreeSet<String>>,
+) -> Option<Action> {
+    let detail = a.detail.as_ref()?;
+    let fail = |task: Option<&Task>, reason: &str| Action::Fail {
+        task: a.name.clone(),
+        from: Origin::Assigned(worker.to_string()),
+        version: detail.version,
+        result: TaskResult::failed(task, reason, Some(worker)),
+    };
+    let task = match &detail.task {
+        Ok(task) if is_task_name(&a.name) => task,
+        _ => return Some(fail(None, MALFORMED)),
+    };
+    let claimed = detail.version > 0;
+    let interrupted = claimed && running.is_some_and(|r| !r.contains(&a.name));
+    if interrupted && task.attempts > task.retries {
+        return Some(fail(Some(task), WORKER_LOST));
+    }
+    if interrupted || (!claimed && !live) {
+        return Some(Action::Requeue {
+            task: a.name.clone(),
+            worker: worker.to_string(),
+            version: detail.version,
+            data: encode(task),
+        });
+    }
+    None
+}
+
+fn least_loaded<'a>(load: &BTreeMap<&'a str, usize>, pick: &mut dyn FnMut(usize) -> usize) -> Option<&'a str> {
+    let min = *load.values().min()?;
+    let ties: Vec<&str> = load.iter().filter(|(_, n)| **n == min).map(|(w, _)| *w).collect();
+    Some(ties[pick(ties.len()).min(ties.len() - 1)])
+}
+
+/// The transaction for an action, fenced by the master's epoch: every one
+/// starts with a check that /epoch is still at `epoch`.
+pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
+    let mut ops = vec![Op::Check {
+        path: layout.epoch(),
+        version: epoch,
+    }];
+    match action {
+        Action::Assign {
+            task,
+            worker,
+            version,
+            data,
+        } => ops.extend([
+            Op::Create {
+                path: layout.assignment(worker, task),
+                data: data.clone(),
+            },
+            Op::Delete {
+                path: layout.task(task),
+                version: Some(*version),
+            },
+        ]),
+        Action::Requeue {
+            task,
+            worker,
+            version,
+            data,
+        } => ops.extend([
+            Op::Create {
+                path: layout.task(task),
+                data: data.clone(),
+            },
+            Op::Delete {
+                path: layout.assignment(worker, task),
+                version: Some(*version),
+            },
+        ]),
+        Action::Fail {
+            task,
+            from,
+            version,
+            result,
+        } => ops.extend([
+            Op::Create {
+                path: layout.status_task(task),
+                data: encode(result),
+            },
+            origin_delete(layout, task, from, *version),
+        ]),
+        // Creating and deleting the worker's ephemeral node in the same
+        // transaction proves the worker is not live: if it registered
+        // meanwhile, the create fails and nothing is removed.
+        Action::RemoveAssignDir { worker } => ops.extend([
+            Op::CreateEphemeral {
+                path: layout.worker(worker),
+                data: Vec::new(),
+            },
+            Op::Delete {
+                path: layout.worker(worker),
+                version: None,
+            },
+            Op::Delete {
+                path: layout.assign_dir(worker),
+                version: None,
+            },
+        ]),
+    }
+    ops
+}
+
+/// For a `Fail` whose /status node already exists (the task already has its
+/// one result): the transaction that only removes the leftover.
+pub fn cleanup_ops(action: &Action, layout: &Layout, epoch: i32) -> Option<Vec<Op>> {
+    let Action::Fail {
+        task, from, version, ..
+    } = action
+    else {
+        return None;
+    };
+    Some(vec![
+        Op::Check {
+            path: layout.epoch(),
+            version: epoch,
+        },
+        origin_delete(layout, task, from, *version),
+    ])
+}
+
+fn origin_delete(layout: &Layout, task: &str, from: &Origin, version: i32) -> Op {
+    let path = match from {
+        Origin::Pending => layout.task(task),
+        Origin::Assigned(worker) => layout.assignment(worker, task),
+    };
+    Op::Delete {
+        path,
+        version: Some(version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(attempts: u32) -> Task {
+        Task {
+            job: "true".into(),
+            submitted_ms: 0,
+            timeout_ms: None,
+            retries: 2,
+            attempts,
+            token: "tok".into(),
+        }
+    }
+
+    fn name(n: u32) -> String {
+        format!("task-{n:010}")
+    }
+
+    fn pending(n: u32) -> Pending {
+        Pending {
+            name: name(n),
+            version: 0,
+            task: Ok(task(0)),
+        }
+    }
+
+    fn assigned(n: u32, version: i32, attempts: u32) -> Assigned {
+        Assigned {
+            name: name(n),
+            detail: Some(AssignedDetail {
+                version,
+                task: Ok(task(attempts)),
+            }),
+        }
+    }
+
+    fn snapshot(live: &[&str], dirs: &[(&str, Vec<Assigned>)], running: Option<&[u32]>) -> Snapshot {
+        Snapshot {
+            live_workers: live.iter().map(|w| w.to_string()).collect(),
+            pending: Vec::new(),
+            assign_dirs: dirs.iter().map(|(w, a)| (w.to_string(), a.clone())).collect(),
+            running: running.map(|r| r.iter().map(|n| name(*n)).collect()),
+        }
+    }
+
+    fn first(_: usize) -> usize {
+        0
+    }
+
+    fn assigned_to(actions: &[Action]) -> Vec<(String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Assign { task, worker, .. } => Some((task.clone(), worker.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn assigns_pending_tasks_to_the_least_loaded_worker() {
+        let mut snap = snapshot(
+            &["w1", "w2"],
+            &[("w1", vec![assigned(1, 0, 0), assigned(2, 0, 0)]), ("w2", vec![])],
+            Some(&[]),
+        );
+        snap.pending = vec![pending(3), pending(4), pending(5)];
+        let got = assigned_to(&plan(&snap, &mut first));
+        assert_eq!(
+            got,
+            [(name(3), "w2".into()), (name(4), "w2".into()), (name(5), "w1".into())]
+        );
+    }
+
+    #[test]
+    fn breaks_ties_with_the_given_choice() {
+        let mut snap = snapshot(&["a", "b", "c"], &[("a", vec![]), ("b", vec![]), ("c", vec![])], None);
+        snap.pending = vec![pending(1)];
+        let got = assigned_to(&plan(&snap, &mut |n| n - 1));
+        assert_eq!(got, [(name(1), "c".into())]);
+    }
+
+    #[test]
+    fn leaves_tasks_pending_without_live_workers() {
+        let mut snap = snapshot(&[], &[], None);
+        snap.pending = vec![pending(1)];
+        assert!(plan(&snap, &mut first).is_empty());
+        // A live worker without its assignment folder cannot take tasks yet.
+        let mut snap = snapshot(&["w1"], &[], None);
+        snap.pending = vec![pending(1)];
+        assert!(plan(&snap, &mut first).is_empty());
+    }
+
+    #[test]
+    fn requeues_unclaimed_tasks_of_a_dead_worker() {
+        let snap = snapshot(&[], &[("w1", vec![assigned(1, 0, 0)])], Some(&[]));
+        let actions = plan(&snap, &mut first);
+        assert!(matches!(&actions[..], [Action::Requeue { task, worker, version: 0, .. }] if *task == name(1) && worker == "w1"));
+    }
+
+    #[test]
+    fn waits_for_a_dead_workers_running_task_while_its_claim_lives() {
+        // A draining worker left /workers but still holds /running/<t>.
+        let snap = snapshot(&[], &[("w1", vec![assigned(1, 1, 1)])], Some(&[1]));
+        assert!(plan(&snap, &mut first).is_empty());
+    }
+
+    #[test]
+    fn requeues_an_interrupted_run_until_retries_are_spent() {
+        let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 3)])], Some(&[]));
+        let actions = plan(&snap, &mut first);
+        match &actions[..] {
+            [Action::Fail { result, from, .. }] => {
+                assert_eq!(result.reason.as_deref(), Some(WORKER_LOST));
+                assert_eq!(result.attempts, 3);
+                assert_eq!(*from, Origin::Assigned("w1".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 2)])], Some(&[]));
+        assert!(matches!(&plan(&snap, &mut first)[..], [Action::Requeue { version: 1, .. }]));
+    }
+
+    #[test]
+    fn does_not_judge_claims_without_reading_running() {
+        let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 1)])], None);
+        assert!(plan(&snap, &mut first).is_empty());
+        let light = Assigned { name: name(1), detail: None };
+        let snap = snapshot(&[], &[("w1", vec![light])], None);
+        assert!(plan(&snap, &mut first).is_empty());
+    }
+
+    #[test]
+    fn fails_malformed_tasks_wherever_they_are() {
+        let bad = Assigned {
+            name: "junk".into(),
+            detail: Some(AssignedDetail { version: 0, task: Ok(task(0)) }),
+        };
+        let garbled = Assigned {
+            name: name(2),
+            detail: Some(AssignedDetail { version: 0, task: Err("invalid".into()) }),
+        };
+        let mut snap = snapshot(&["w1"], &[("w1", vec![bad, garbled])], Some(&[]));
+        snap.pending = vec![Pending { name: name(3), version: 4, task: Err("invalid".into()) }];
+        let reasons: Vec<_> = plan(&snap, &mut first)
+            .into_iter()
+            .map(|a| match a {
+                Action::Fail { task, result, .. } => (task, result.reason.unwrap()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [("junk".into(), MALFORMED.into()), (name(2), MALFORMED.into()), (name(3), MALFORMED.into())]
+        );
+    }
+
+    #[test]
+    fn removes_only_empty_folders_of_dead_workers() {
+        let snap = snapshot(&["w1"], &[("w1", vec![]), ("w2", vec![]), ("w3", vec![assigned(1, 1, 1)])], Some(&[1]));
+        assert_eq!(plan(&snap, &mut first), [Action::RemoveAssignDir { worker: "w2".into() }]);
+    }
+
+    #[test]
+    fn fences_every_transaction_with_the_epoch() {
+        let layout = Layout::new("/r");
+        let action = Action::Assign { task: name(1), worker: "w".into(), version: 0, data: b"{}".to_vec() };
+        let txn = ops(&action, &layout, 7);
+        assert_eq!(txn[0], Op::Check { path: "/r/epoch".into(), version: 7 });
+        assert_eq!(txn[1].path(), "/r/assign/w/task-0000000001");
+        assert_eq!(txn[2], Op::Delete { path: "/r/tasks/task-0000000001".into(), version: Some(0) });
+        let remove = ops(&Action::RemoveAssignDir { worker: "w".into() }, &layout, 7);
+        assert_eq!(remove.len(), 4);
+        assert!(cleanup_ops(&action, &layout, 7).is_none());
+    }
+}

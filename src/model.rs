@@ -1,0 +1,233 @@
+//! The JSON records stored in znodes, their size limits, and decoders that
+//! never panic: nothing read from ZooKeeper is trusted to be well-formed.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest record zkmw writes into one znode. ZooKeeper refuses packets of
+/// 1 MiB (jute.maxbuffer) and more; this leaves room for the path and headers.
+pub const MAX_NODE_BYTES: usize = 1_000_000;
+
+/// A submitted task: stored in /tasks/<t>, copied into /assign/<w>/<t>.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// The shell command, run as `sh -c JOB`.
+    pub job: String,
+    /// When `submit` stored it (unix ms).
+    pub submitted_ms: u64,
+    /// Kill the job after this long (ms); none means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// How many times a run interrupted by a lost worker is started again.
+    pub retries: u32,
+    /// How many runs have started so far (a worker's claim adds one).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The submitter's unique token: finds the task after an ambiguous create.
+    pub token: String,
+}
+
+/// How a finished task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalState {
+    /// The job ran and exited (with any exit code) or died of a signal.
+    Done,
+    /// zkmw could not get a result; `reason` says why.
+    Failed,
+}
+
+/// A task's final result, stored once in /status/<t>.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// done or failed.
+    pub state: FinalState,
+    /// The job's exit code, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed the job, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Why the task failed ("timed out", "worker lost", "malformed task", ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Captured stdout, cut at the worker's cap; invalid UTF-8 replaced by U+FFFD.
+    #[serde(default)]
+    pub stdout: String,
+    /// Captured stderr, same rules as stdout.
+    #[serde(default)]
+    pub stderr: String,
+    /// True when stdout was longer than the cap.
+    #[serde(default)]
+    pub stdout_truncated: bool,
+    /// True when stderr was longer than the cap.
+    #[serde(default)]
+    pub stderr_truncated: bool,
+    /// The worker that ran (or last held) the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Runs started, including the last one.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The job, for people reading status.
+    #[serde(default)]
+    pub job: String,
+    /// The submitter's token, copied from the task.
+    #[serde(default)]
+    pub token: String,
+    /// When the task was submitted (unix ms).
+    #[serde(default)]
+    pub submitted_ms: u64,
+    /// When the last run started (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    /// When the result was made (unix ms).
+    #[serde(default)]
+    pub finished_ms: u64,
+}
+
+impl TaskResult {
+    /// A failed result made by zkmw itself for `task` (which may be unknown
+    /// when the stored task could not be decoded).
+    pub fn failed(task: Option<&Task>, reason: &str, worker: Option<&str>) -> TaskResult {
+        TaskResult {
+            state: FinalState::Failed,
+            exit_code: None,
+            signal: None,
+            reason: Some(reason.to_string()),
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            worker: worker.map(str::to_string),
+            attempts: task.map_or(0, |t| t.attempts),
+            job: task.map_or_else(String::new, |t| t.job.clone()),
+            token: task.map_or_else(String::new, |t| t.token.clone()),
+            submitted_ms: task.map_or(0, |t| t.submitted_ms),
+            started_ms: None,
+            finished_ms: now_ms(),
+        }
+    }
+}
+
+/// What a live worker publishes in /workers/<id>.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Host name of the worker's machine.
+    pub host: String,
+    /// Process id of the worker.
+    pub pid: u32,
+    /// Size of its thread pool: how many jobs it runs at once.
+    pub threads: usize,
+    /// When it registered (unix ms).
+    pub started_ms: u64,
+}
+
+/// What the active master publishes in /master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterInfo {
+    /// The master's id (`--id`).
+    pub id: String,
+    /// Host name of its machine.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its ZooKeeper session, in hex.
+    pub session: String,
+    /// The fencing epoch it was elected under.
+    pub epoch: i32,
+}
+
+/// A worker's claim on a task it is running, in /running/<t>.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The worker running the task.
+    pub worker: String,
+    /// When this run started (unix ms).
+    pub started_ms: u64,
+    /// Which run this is (1 for the first).
+    pub attempt: u32,
+}
+
+/// Encodes a record as JSON.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail: no maps with non-string
+    // keys, no custom serializers.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+/// Decodes a record, describing what is wrong when the bytes are not one.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|err| format!("invalid record: {err}"))
+}
+
+/// Decodes a task and checks what serde cannot: a job to run.
+pub fn decode_task(bytes: &[u8]) -> Result<Task, String> {
+    let task: Task = decode(bytes)?;
+    if task.job.trim().is_empty() {
+        return Err("invalid record: empty job".into());
+    }
+    Ok(task)
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            job: "echo hi".into(),
+            submitted_ms: 1,
+            timeout_ms: None,
+            retries: 2,
+            attempts: 0,
+            token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_records() {
+        let t = task();
+        assert_eq!(decode_task(&encode(&t)), Ok(t.clone()));
+        let r = TaskResult::failed(Some(&t), "worker lost", Some("w1"));
+        assert_eq!(decode::<TaskResult>(&encode(&r)), Ok(r));
+    }
+
+    #[test]
+    fn refuses_garbage_without_panicking() {
+        let samples: [&[u8]; 7] = [
+            b"",
+            b"{",
+            b"null",
+            b"[1,2]",
+            b"{\"job\":\"\",\"submitted_ms\":1,\"retries\":0,\"token\":\"x\"}",
+            b"\xff\xfe\x00",
+            b"{\"job\":5}",
+        ];
+        for bytes in samples {
+            assert!(decode_task(bytes).is_err(), "{bytes:?}");
+            assert!(decode::<TaskResult>(bytes).is_err() || bytes.is_empty());
+            assert!(decode::<WorkerInfo>(bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn decoders_survive_every_prefix_and_byte_flip() {
+        let bytes = encode(&TaskResult::failed(Some(&task()), "timed out", Some("w")));
+        for cut in 0..bytes.len() {
+            let _ = decode::<TaskResult>(&bytes[..cut]);
+            let mut flipped = bytes.clone();
+            flipped[cut] ^= 0x5a;
+            let _ = decode::<TaskResult>(&flipped);
+            let _ = decode_task(&flipped);
+            let _ = decode::<MasterInfo>(&flipped);
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! The only code that touches zookeeper-client.
+//!
+//! zkmw is synchronous; the crate is async. This layer turns each call into a
+//! blocking one with a deadline (`futures_lite::future::block_on` raced
+//! against a timer), forwards one-shot watches and session state changes into
+//! a crossbeam channel, and maps every failure to [`ZkError`]. Nothing else in
+//! zkmw sees a future or a type of the crate.
+//!
+//! Facts this layer is built on (measured, see the project notes): the crate
+//! keeps the session, its one-shot watches and its auth across reconnects;
+//! it never retries a call; a call that hits its deadline still executes when
+//! the link comes back, so a timed-out write has an unknown outcome; an
+//! expired client never opens a new session by itself.
+
+mod error;
+mod txn;
+
+pub use error::ZkError;
+pub use txn::Op;
+
+use std::future::Future;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use futures_lite::FutureExt;
+use log::{debug, warn};
+use zookeeper_client::{Acls, Client, CreateMode, SessionState};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Comma-separated `host:port` list, as given by the user.
+    pub hosts: String,
+    /// Session timeout asked of the server (it may clamp it).
+    pub session_timeout: Duration,
+    /// Deadline of each call.
+    pub call_timeout: Duration,
+    /// How long to keep trying to connect; `None` means forever (services).
+    pub connect_timeout: Option<Duration>,
+    /// Digest credentials `user:password`; nodes are then creator-only.
+    pub auth: Option<String>,
+}
+
+/// The parts of a znode's stat that zkmw uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStat {
+    /// Data version: bumped by every write of the node's data.
+    pub version: i32,
+    /// Session that owns the node if it is ephemeral, else 0.
+    pub ephemeral_owner: i64,
+    /// Number of children.
+    pub num_children: i32,
+    /// Child version: bumped by every create or delete of a child.
+    pub cversion: i32,
+    /// Creation time, unix milliseconds.
+    pub ctime_ms: i64,
+}
+
+impl From<zookeeper_client::Stat> for NodeStat {
+    fn from(s: zookeeper_client::Stat) -> Self {
+        NodeStat {
+            version: s.version,
+            ephemeral_owner: s.ephemeral_owner,
+            num_children: s.num_children,
+            cversion: s.cversion,
+            ctime_ms: s.ctime,
+        }
+    }
+}
+
+/// A session-level change, forwarded into a role's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// Connected again after a disconnect: re-read everything.
+    Connected,
+    /// The link is down; the session may still be alive. Pause writes.
+    Disconnected,
+    /// The session is over (expired, closed or refused): start over.
+    Lost,
+}
+
+/// A fired one-shot watch: something at `path` may have changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// The watched path.
+    pub path: String,
+}
+
+/// A connected ZooKeeper session. Cheap to clone; clones share the session
+/// and pipeline their requests on one socket.
+#[derive(Clone)]
+pub struct Zk {
+    client: Client,
+    call_timeout: Duration,
+    acls: Acls<'static>,
+}
+
+impl Zk {
+    /// Connects, retrying with backoff until `connect_timeout` (forever when
+    /// `None`, logging what it waits for). Each attempt has its own deadline,
+    /// so a server that accepts TCP and never answers cannot hang us.
+    pub fn connect(opts: &ConnectOptions) -> Result<Zk, ZkError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt_deadline = Instant::now() + opts.session_timeout + Duration::from_secs(1);
+            let attempt_deadline = match opts.connect_timeout {
+                Some(limit) => attempt_deadline.min(started + limit),
+                None => attempt_deadline,
+            };
+            let mut connector = Client::connector()
+                .with_session_timeout(opts.session_timeout)
+                .with_fail_eagerly();
+            if let Some(auth) = &opts.auth {
+                connector = connector.with_auth("digest", auth.as_bytes());
+            }
+            let err = match block_until(connector.connect(&opts.hosts), attempt_deadline) {
+                Ok(client) => {
+                    let acls = if opts.auth.is_some() {
+                        Acls::creator_all()
+                    } else {
+                        Acls::anyone_all()
+                    };
+                    debug!("connected to {} (session {:#x})", opts.hosts, client.session_id().0);
+                    return Ok(Zk {
+                        client,
+                        call_timeout: opts.call_timeout,
+                        acls,
+                    });
+                }
+                Err(ZkError::AuthFailed) => return Err(ZkError::AuthFailed),
+                Err(err) => err,
+            };
+            let waited = started.elapsed();
+            if let Some(limit) = opts.connect_timeout
+                && waited + backoff >= limit
+            {
+                return Err(ZkError::Unreachable(format!(
+                    "no ZooKeeper server answered at {} within {:.1} s ({err})",
+                    opts.hosts,
+                    limit.as_secs_f64()
+                )));
+            }
+            warn!(
+                "waiting for ZooKeeper at {} ({err}); retrying in {} ms",
+                opts.hosts,
+                backoff.as_millis()
+            );
+            thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// This session's id (the `ephemeral_owner` of the nodes it creates).
+    pub fn session_id(&self) -> i64 {
+        self.client.session_id().0
+    }
+
+    /// True while connected to a server (writes can go through).
+    pub fn is_connected(&self) -> bool {
+        matches!(
+            self.client.state(),
+            SessionState::SyncConnected | SessionState::ConnectedReadOnly
+        )
+    }
+
+    /// True once the session is over for good.
+    pub fn is_lost(&self) -> bool {
+        matches!(
+            self.client.state(),
+            SessionState::Expired | SessionState::AuthFailed | SessionState::Closed
+        )
+    }
+
+    /// Forwards every session state change into `tx` from a small thread,
+    /// which ends at the first terminal state or when `tx` is disconnected.
+    pub fn forward_session_events<M>(&self, tx: Sender<M>)
+    where
+        M: From<SessionEvent> + Send + 'static,
+    {
+        let mut watcher = self.client.state_watcher();
+        thread::Builder::new()
+            .name("zk-session".into())
+            .spawn(move || {
+                loop {
+                    let state = futures_lite::future::block_on(watcher.changed());
+                    let event = match state {
+                        SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                            SessionEvent::Connected
+                        }
+                        SessionState::Disconnected => SessionEvent::Disconnected,
+                        SessionState::Expired | SessionState::AuthFailed | SessionState::Closed => {
+                            SessionEvent::Lost
+                        }
+                    };
+                    if tx.send(M::from(event)).is_err() || event == SessionEvent::Lost {
+                        return;
+                    }
+                }
+            })
+            .map(drop)
+            .unwrap_or_else(|err| warn!("cannot start session watcher thread: {err}"));
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.call_timeout
+    }
+
+    /// Reads a node's data and stat; `None` when there is no such node.
+    pub fn get(&self, path: &str) -> Result<Option<(Vec<u8>, NodeStat)>, ZkError> {
+        absent_as_none(block_until(self.client.get_data(path), self.deadline()))
+            .map(|found| found.map(|(data, stat)| (data, stat.into())))
+    }
+
+    /// Reads many nodes with all requests in flight at once; `None` for each
+    /// node that is not there. One result per path, in order.
+    pub fn get_many(
+        &self,
+        paths: &[String],
+    ) -> Vec<Result<Option<(Vec<u8>, NodeStat)>, ZkError>> {
+        let deadline = self.deadline();
+        let pending: Vec<_> = paths.iter().map(|p| self.client.get_data(p)).collect();
+        pending
+            .into_iter()
+            .map(|fut| {
+                absent_as_none(block_until(fut, deadline))
+                    .map(|found| found.map(|(data, stat)| (data, stat.into())))
+            })
+            .collect()
+    }
+
+    /// The stat of a node, `None` when it is not there.
+    pub fn exists(&self, path: &str) -> Result<Option<NodeStat>, ZkError> {
+        block_until(self.client.check_stat(path), self.deadline()).map(|s| s.map(Into::into))
+    }
+
+    /// Like [`Zk::exists`], and arms a one-shot watch on the node (created,
+    /// changed or deleted) that will send one [`WatchEvent`] into `tx`.
+    pub fn exists_watch<M>(&self, path: &str, tx: &Sender<M>) -> Result<Option<NodeStat>, ZkError>
+    where
+        M: From<WatchEvent> + Send + 'static,
+    {
+        let (stat, watcher) =
+            block_until(self.client.check_and_watch_stat(path), self.deadline())?;
+        forward_watch(path, watcher, tx.clone());
+        Ok(stat.map(Into::into))
+    }
+
+    /// Lists a node's children (names only); `NoNode` if it is not there.
+    pub fn children(&self, path: &str) -> Result<Vec<String>, ZkError> {
+        block_until(self.client.list_children(path), self.deadline())
+    }
+
+    /// Like [`Zk::children`], and arms a one-shot watch on the set of
+    /// children (and the node's deletion) that sends one event into `tx`.
+    pub fn children_watch<M>(&self, path: &str, tx: &Sender<M>) -> Result<Vec<String>, ZkError>
+    where
+        M: From<WatchEvent> + Send + 'static,
+    {
+        let (children, watcher) =
+            block_until(self.client.list_and_watch_children(path), self.deadline())?;
+        forward_watch(path, watcher, tx.clone());
+        Ok(children)
+    }
+
+    /// Lists the children of many nodes with all requests in flight at once.
+    pub fn children_many(&self, paths: &[String]) -> Vec<Result<Vec<String>, ZkError>> {
+        let deadline = self.deadline();
+        let pending: Vec<_> = paths.iter().map(|p| self.client.list_children(p)).collect();
+        pending
+            .into_iter()
+            .map(|fut| block_until(fut, deadline))
+            .collect()
+    }
+
+    /// Creates a persistent node. `NodeExists` if it is there already.
+    pub fn create(&self, path: &str, data: &[u8]) -> Result<(), ZkError> {
+        let options = CreateMode::Persistent.with_acls(self.acls);
+        block_until(self.client.create(path, data, &options), self.deadline()).map(drop)
+    }
+
+    /// Creates a persistent node unless it exists (an idempotent `mkdir`).
+    pub fn ensure(&self, path: &str) -> Result<(), ZkError> {
+        match self.create(path, b"") {
+            Ok(()) | Err(ZkError::NodeExists) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Creates a persistent-sequential node under `prefix` and returns the
+    /// name of the new node (the last path segment).
+    ///
+    /// Notable errors: `ConnectionLoss`/`Timeout` leave the outcome unknown:
+    /// the node may exist; callers must find it by content before retrying.
+    pub fn create_sequential(&self, prefix: &str, data: &[u8]) -> Result<String, ZkError> {
+        let options = CreateMode::PersistentSequential.with_acls(self.acls);
+        let (_, sequence) =
+            block_until(self.client.create(prefix, data, &options), self.deadline())?;
+        let full = format!("{prefix}{sequence}");
+        Ok(full.rsplit('/').next().unwrap_or(&full).to_string())
+    }
+
+    /// Applies `ops` as one transaction: all of them or none.
+    ///
+    /// Notable errors: `TxnFailed { index, cause }` names the first failing
+    /// operation (nothing was applied); `ConnectionLoss`/`Timeout` leave the
+    /// outcome unknown.
+    pub fn multi(&self, ops: &[Op]) -> Result<(), ZkError> {
+        let deadline = self.deadline();
+        block_until_multi(self.start_multi(ops)?, deadline)
+    }
+
+    /// Applies many independent transactions with all of them in flight at
+    /// once (pipelined on the one socket). One result per transaction.
+    pub fn multi_many(&self, txns: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {
+        let deadline = self.deadline();
+        let pending: Vec<_> = txns.iter().map(|ops| self.start_multi(ops)).collect();
+        pending
+            .into_iter()
+            .map(|fut| match fut {
+                Ok(fut) => block_until_multi(fut, deadline),
+                Err(err) => Err(err),
+            })
+            .collect()
+    }
+}
+
+impl Zk {
+    /// Sends a transaction now; the returned future yields its outcome.
+    fn start_multi(
+        &self,
+        ops: &[Op],
+    ) -> Result<
+        impl Future<Output = Result<Vec<zookeeper_client::MultiWriteResult>, zookeeper_client::MultiWriteError>>
+        + use<'_>,
+        ZkError,
+    > {
+        let mut writer = self.client.new_multi_writer();
+        for op in ops {
+            op.add_to(&mut writer, self.acls)?;
+        }
+        Ok(writer.commit())
+    }
+}
+
+/// Runs `fut` on this thread until it finishes or `deadline` passes.
+fn block_until<T, E>(fut: impl Future<Output = Result<T, E>>, deadline: Instant) -> Result<T, ZkError>
+where
+    ZkError: From<E>,
+{
+    let call = async { fut.await.map_err(ZkError::from) };
+    let timer = async {
+        async_io::Timer::at(deadline).await;
+        Err(ZkError::Timeout)
+    };
+    futures_lite::future::block_on(call.or(timer))
+}
+
+fn block_until_multi<T>(
+    fut: impl Future<Output = Result<T, zookeeper_client::MultiWriteError>>,
+    deadline: Instant,
+) -> Result<(), ZkError> {
+    block_until(fut, deadline).map(drop)
+}
+
+fn absent_as_none<T>(result: Result<T, ZkError>) -> Result<Option<T>, ZkError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(ZkError::NoNode) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Waits for a one-shot watch on its own thread and forwards it. The thread
+/// ends when the watch fires, which includes the session ending.
+fn forward_watch<M>(path: &str, watcher: zookeeper_client::OneshotWatcher, tx: Sender<M>)
+where
+    M: From<WatchEvent> + Send + 'static,
+{
+    let path = path.to_string();
+    let spawned = thread::Builder::new().name("zk-watch".into()).spawn(move || {
+        futures_lite::future::block_on(watcher.changed());
+        let _ = tx.send(M::from(WatchEvent { path }));
+    });
+    if let Err(err) = spawned {
+        warn!("cannot start watch thread: {err}; relying on the periodic tick");
+    }
+}

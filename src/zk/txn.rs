@@ -1,0 +1,57 @@
+//! Operations of a ZooKeeper transaction, as plain data, so roles can build
+//! and unit-test the writes they plan without a server.
+
+use zookeeper_client::{Acls, CreateMode, MultiWriter};
+
+use super::ZkError;
+
+/// One operation of a transaction (`Zk::multi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create a persistent node.
+    Create { path: String, data: Vec<u8> },
+    /// Create an ephemeral node, owned by this session.
+    CreateEphemeral { path: String, data: Vec<u8> },
+    /// Delete a node, at this version if one is given.
+    Delete { path: String, version: Option<i32> },
+    /// Replace a node's data, at this version if one is given.
+    SetData {
+        path: String,
+        data: Vec<u8>,
+        version: Option<i32>,
+    },
+    /// Fail the transaction unless the node is at this version.
+    Check { path: String, version: i32 },
+}
+
+impl Op {
+    /// The path this operation touches.
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Create { path, .. }
+            | Op::CreateEphemeral { path, .. }
+            | Op::Delete { path, .. }
+            | Op::SetData { path, .. }
+            | Op::Check { path, .. } => path,
+        }
+    }
+
+    pub(super) fn add_to(&self, writer: &mut MultiWriter<'_>, acls: Acls<'static>) -> Result<(), ZkError> {
+        let added = match self {
+            Op::Create { path, data } => {
+                writer.add_create(path, data, &CreateMode::Persistent.with_acls(acls))
+            }
+            Op::CreateEphemeral { path, data } => {
+                writer.add_create(path, data, &CreateMode::Ephemeral.with_acls(acls))
+            }
+            Op::Delete { path, version } => writer.add_delete(path, *version),
+            Op::SetData {
+                path,
+                data,
+                version,
+            } => writer.add_set_data(path, data, *version),
+            Op::Check { path, version } => writer.add_check_version(path, *version),
+        };
+        added.map_err(ZkError::from)
+    }
+}
