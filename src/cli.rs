@@ -76,6 +76,9 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long running jobs may take to finish before they are killed.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// The shell that runs each job as `SHELL -c JOB`.
+    #[arg(long, env = "ZKMW_SHELL", default_value = "sh")]
+    pub shell: String,
     /// Bytes of stdout, and of stderr, kept from each job.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=400_000))]
     pub output_cap: u32,
@@ -156,7 +159,11 @@ pub fn parse_id(s: &str) -> Result<String, String> {
     if s.len() > MAX_ID_LEN {
         return Err(format!("the id is longer than {MAX_ID_LEN} bytes"));
     }
-    if s == "." || s == ".." || s.contains('/') || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if s == "."
+        || s == ".."
+        || s.contains('/')
+        || s.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(format!(
             "'{s}' is not a valid id: no '/', spaces or control characters, not '.' or '..'"
         ));
@@ -167,7 +174,9 @@ pub fn parse_id(s: &str) -> Result<String, String> {
 /// A duration: a number with an optional unit ms, s, m or h (default s).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let value: f64 = number
         .parse()

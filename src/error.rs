@@ -69,7 +69,9 @@ impl fmt::Display for Error {
                 f,
                 "worker id '{id}' is already live: stop that worker or pick another --id"
             ),
-            Error::NoSuchTask(task) => write!(f, "no task '{task}' in this namespace (check --root)"),
+            Error::NoSuchTask(task) => {
+                write!(f, "no task '{task}' in this namespace (check --root)")
+            }
             Error::WaitTimedOut { task, secs } => write!(
                 f,
                 "gave up waiting for {task} after {secs:.1} s; it is still in flight: `zkmw status {task}`"

@@ -147,7 +147,10 @@ mod tests {
     #[test]
     fn builds_paths_under_the_root() {
         let l = Layout::new("/a/b/");
-        assert_eq!(l.assignment("w1", "task-0000000001"), "/a/b/assign/w1/task-0000000001");
+        assert_eq!(
+            l.assignment("w1", "task-0000000001"),
+            "/a/b/assign/w1/task-0000000001"
+        );
         assert_eq!(l.task_prefix(), "/a/b/tasks/task-");
         assert_eq!(&l.skeleton()[..3], ["/a", "/a/b", "/a/b/epoch"]);
     }

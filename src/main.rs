@@ -1,3 +1,29 @@
+//! The `zkmw` binary: parse the command line, run one role, exit with its
+//! code. Everything else lives in the library.
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use zkmw::cli::{Cli, Command};
+use zkmw::error::EXIT_ZKMW_FAILED;
+
 fn main() {
-    println!("Hello, world!");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = match err.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => EXIT_ZKMW_FAILED,
+            };
+            let _ = err.print();
+            std::process::exit(code);
+        }
+    };
+    // Services log their life at info; commands stay quiet unless asked.
+    let default_level = match cli.command {
+        Command::Master(_) | Command::Worker(_) => "info",
+        Command::Submit(_) | Command::Status(_) => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+    std::process::exit(zkmw::app::run(cli));
 }

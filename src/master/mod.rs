@@ -1,1 +1,420 @@
+//! `zkmw master`: leader election on an ephemeral /master, then one control
+//! loop that reads the namespace, asks [`plan`] what to change, and applies
+//! each change as one epoch-fenced transaction.
+//!
+//! Election: a candidate creates /master and bumps /epoch's version in one
+//! transaction; the new version is its fencing token, checked by every write
+//! it makes, so a deposed master (paused, partitioned, expired) can write
+//! nothing. Standbys watch /master and run again when it disappears.
+//!
+//! The loop is level-triggered: a watch, a reconnect or a tick only says
+//! "look again". A light round (on a new task) reads /tasks and the
+//! assignment counts; a full round (on worker changes, reconnects, ticks,
+//! or after any doubtful write) also reads every assignment and claim, and
+//! repairs what a crash left behind.
+
 pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+
+use crate::error::Error;
+use crate::layout::Layout;
+use crate::model::{self, MasterInfo};
+use crate::session::{self, Next};
+use crate::shutdown::Shutdown;
+use crate::zk::{Op, SessionEvent, WatchEvent, Zk, ZkError};
+use plan::{Action, Assigned, AssignedDetail, Pending, Snapshot};
+
+/// What a master needs to run.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Where ZooKeeper is and how to talk to it.
+    pub connect: crate::zk::ConnectOptions,
+    /// The namespace.
+    pub layout: Layout,
+    /// This master's id.
+    pub id: String,
+    /// Longest time between two full rounds.
+    pub tick: Duration,
+}
+
+/// A message to the master's control loop: each means "look again".
+#[derive(Debug)]
+pub enum Msg {
+    /// A watched node changed.
+    Watch(WatchEvent),
+    /// The session's state changed.
+    Session(SessionEvent),
+    /// Stop: leave /master at once so a standby takes over.
+    Shutdown,
+}
+
+impl From<WatchEvent> for Msg {
+    fn from(event: WatchEvent) -> Self {
+        Msg::Watch(event)
+    }
+}
+
+impl From<SessionEvent> for Msg {
+    fn from(event: SessionEvent) -> Self {
+        Msg::Session(event)
+    }
+}
+
+impl From<Shutdown> for Msg {
+    fn from(_: Shutdown) -> Self {
+        Msg::Shutdown
+    }
+}
+
+/// Runs a master until a [`Msg::Shutdown`] arrives on `rx`. Session loss
+/// starts the election over with a new session.
+pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(), Error> {
+    loop {
+        let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, |m| {
+            matches!(m, Msg::Shutdown)
+        })?
+        else {
+            return Ok(());
+        };
+        match campaign(cfg, &zk, tx, rx) {
+            Next::Stop => return Ok(()),
+            Next::Restart => info!("master {}: starting over with a new session", cfg.id),
+        }
+    }
+}
+
+/// Standby until elected, then leads until the session or the lead is lost.
+fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Next {
+    loop {
+        if zk.is_lost() {
+            return Next::Restart;
+        }
+        if zk.is_connected() {
+            match run_for_master(cfg, zk) {
+                Ok(Some(epoch)) => {
+                    info!("master {}: active (epoch {epoch})", cfg.id);
+                    return Leader::new(cfg, zk, epoch).lead(tx, rx);
+                }
+                Ok(None) => match zk.exists_watch(&cfg.layout.master(), tx) {
+                    Ok(Some(_)) => debug!("master {}: standby", cfg.id),
+                    Ok(None) => continue,
+                    Err(err) => warn!("master {}: cannot watch /master: {err}", cfg.id),
+                },
+                Err(err) => warn!("master {}: election attempt failed: {err}", cfg.id),
+            }
+        }
+        match rx.recv_timeout(cfg.tick) {
+            Ok(Msg::Shutdown) => return Next::Stop,
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Next::Stop,
+        }
+    }
+}
+
+/// One election attempt: `Some(epoch)` when this session is now the master.
+fn run_for_master(cfg: &MasterConfig, zk: &Zk) -> Result<Option<i32>, ZkError> {
+    let layout = &cfg.layout;
+    if let Some(epoch) = held_epoch(zk, layout)? {
+        return Ok(Some(epoch));
+    }
+    let Some((_, epoch_stat)) = zk.get(&layout.epoch())? else {
+        return Err(ZkError::NoNode);
+    };
+    let epoch = epoch_stat.version + 1;
+    let info = MasterInfo {
+        id: cfg.id.clone(),
+        host: session::host_name(),
+        pid: std::process::id(),
+        session: format!("{:#x}", zk.session_id()),
+        epoch,
+    };
+    let txn = [
+        Op::CreateEphemeral {
+            path: layout.master(),
+            data: model::encode(&info),
+        },
+        Op::SetData {
+            path: layout.epoch(),
+            data: Vec::new(),
+            version: Some(epoch_stat.version),
+        },
+    ];
+    match zk.multi(&txn) {
+        Ok(()) => Ok(Some(epoch)),
+        Err(err) if err.is_txn_failure(0, &ZkError::NodeExists) => Ok(None),
+        Err(err) if err.is_txn_failure(1, &ZkError::BadVersion) => Ok(None),
+        // Unknown outcome: the next attempt finds /master if it was ours.
+        Err(err) => Err(err),
+    }
+}
+
+/// The epoch this session holds if /master is already its own (an earlier
+/// election whose reply was lost).
+fn held_epoch(zk: &Zk, layout: &Layout) -> Result<Option<i32>, ZkError> {
+    match zk.get(&layout.master())? {
+        Some((data, stat)) if stat.ephemeral_owner == zk.session_id() => {
+            Ok(model::decode::<MasterInfo>(&data)
+                .ok()
+                .map(|info| info.epoch))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The active master's loop state.
+struct Leader<'a> {
+    cfg: &'a MasterConfig,
+    zk: &'a Zk,
+    epoch: i32,
+    /// Paths whose one-shot watch is armed and has not fired yet.
+    armed: HashSet<String>,
+    /// The next round must re-read and repair everything.
+    full: bool,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl<'a> Leader<'a> {
+    fn new(cfg: &'a MasterConfig, zk: &'a Zk, epoch: i32) -> Self {
+        Leader {
+            cfg,
+            zk,
+            epoch,
+            armed: HashSet::new(),
+            full: true,
+            rng: rand::rng(),
+        }
+    }
+
+    fn lead(mut self, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Next {
+        let mut next_full = Instant::now() + self.cfg.tick;
+        loop {
+            if self.zk.is_lost() {
+                warn!("master {}: session lost; stepping down", self.cfg.id);
+                return Next::Restart;
+            }
+            if self.zk.is_connected() {
+                match self.round(tx) {
+                    Ok(()) => {}
+                    Err(Deposed) => {
+                        warn!(
+                            "master {}: deposed (epoch {} is stale); stepping down",
+                            self.cfg.id, self.epoch
+                        );
+                        return Next::Restart;
+                    }
+                }
+            }
+            // Wait for something to happen, then take every message queued.
+            let wait = next_full.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Next::Stop,
+            };
+            for msg in first.into_iter().chain(rx.try_iter()) {
+                match msg {
+                    Msg::Shutdown => return Next::Stop,
+                    Msg::Watch(event) => {
+                        self.armed.remove(&event.path);
+                        if event.path != self.cfg.layout.tasks() {
+                            self.full = true;
+                        }
+                    }
+                    Msg::Session(_) => self.full = true,
+                }
+            }
+            if Instant::now() >= next_full {
+                self.full = true;
+            }
+            if self.full {
+                next_full = Instant::now() + self.cfg.tick;
+            }
+        }
+    }
+
+    /// Reads, plans and applies one round. Errors other than being deposed
+    /// only mark the next round as full.
+    fn round(&mut self, tx: &Sender<Msg>) -> Result<(), Deposed> {
+        let full = std::mem::take(&mut self.full);
+        let snap = match self.read(full, tx) {
+            Ok(snap) => snap,
+            Err(ReadError::Deposed) => return Err(Deposed),
+            Err(ReadError::Zk(err)) => {
+                debug!("master {}: read failed ({err}); retrying", self.cfg.id);
+                self.full = true;
+                return Ok(());
+            }
+        };
+        let rng = &mut self.rng;
+        let actions = plan::plan(&snap, &mut |n| rand::RngExt::random_range(rng, 0..n));
+        self.apply(&actions)
+    }
+
+    /// Reads what this round needs; arms the watches that are not armed.
+    fn read(&mut self, full: bool, tx: &Sender<Msg>) -> Result<Snapshot, ReadError> {
+        let layout = &self.cfg.layout;
+        if full && !self.still_master()? {
+            return Err(ReadError::Deposed);
+        }
+        let workers = self.children_watched(&layout.workers(), tx)?;
+        let mut tasks = self.children_watched(&layout.tasks(), tx)?;
+        tasks.sort();
+        let dirs = self.zk.children(&layout.assign())?;
+        let dir_paths: Vec<String> = dirs.iter().map(|w| layout.assign_dir(w)).collect();
+        let mut assign_dirs = BTreeMap::new();
+        for (worker, listed) in dirs.into_iter().zip(self.zk.children_many(&dir_paths)) {
+            let names = match listed {
+                Ok(names) => names,
+                Err(ZkError::NoNode) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let assigned = if full {
+                let paths: Vec<String> = names
+                    .iter()
+                    .map(|t| layout.assignment(&worker, t))
+                    .collect();
+                let mut assigned = Vec::new();
+                for (name, got) in names.into_iter().zip(self.zk.get_many(&paths)) {
+                    if let Some((data, stat)) = got? {
+                        let task = model::decode_task(&data);
+                        if let Err(why) = &task {
+                            warn!("master: assignment {worker}/{name} is malformed: {why}");
+                        }
+                        let detail = AssignedDetail {
+                            version: stat.version,
+                            task,
+                        };
+                        assigned.push(Assigned {
+                            name,
+                            detail: Some(detail),
+                        });
+                    }
+                }
+                assigned
+            } else {
+                names
+                    .into_iter()
+                    .map(|name| Assigned { name, detail: None })
+                    .collect()
+            };
+            assign_dirs.insert(worker, assigned);
+        }
+        // Claims are read after the assignments: a claim made in between is
+        // then seen, so a running task is never taken for an interrupted one.
+        let running = if full {
+            Some(self.zk.children(&layout.running())?.into_iter().collect())
+        } else {
+            None
+        };
+        let task_paths: Vec<String> = tasks.iter().map(|t| layout.task(t)).collect();
+        let mut pending = Vec::new();
+        for (name, got) in tasks.into_iter().zip(self.zk.get_many(&task_paths)) {
+            if let Some((data, stat)) = got? {
+                let task = model::decode_task(&data);
+                if let Err(why) = &task {
+                    warn!("master: task {name} is malformed: {why}");
+                }
+                pending.push(Pending {
+                    name,
+                    version: stat.version,
+                    task,
+                });
+            }
+        }
+        Ok(Snapshot {
+            live_workers: workers.into_iter().collect::<BTreeSet<_>>(),
+            pending,
+            assign_dirs,
+            running,
+        })
+    }
+
+    fn still_master(&self) -> Result<bool, ZkError> {
+        let stat = self.zk.exists(&self.cfg.layout.master())?;
+        Ok(stat.is_some_and(|s| s.ephemeral_owner == self.zk.session_id()))
+    }
+
+    fn children_watched(&mut self, path: &str, tx: &Sender<Msg>) -> Result<Vec<String>, ZkError> {
+        if self.armed.contains(path) {
+            return self.zk.children(path);
+        }
+        let children = self.zk.children_watch(path, tx)?;
+        self.armed.insert(path.to_string());
+        Ok(children)
+    }
+
+    /// Applies the actions, all in flight at once, each one transaction.
+    fn apply(&mut self, actions: &[Action]) -> Result<(), Deposed> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let layout = &self.cfg.layout;
+        let txns: Vec<Vec<Op>> = actions
+            .iter()
+            .map(|a| plan::ops(a, layout, self.epoch))
+            .collect();
+        let results = self.zk.multi_many(&txns);
+        let mut cleanups = Vec::new();
+        for (action, result) in actions.iter().zip(results) {
+            match result {
+                Ok(()) => log_applied(action),
+                Err(err) if fenced_out(&err) => return Err(Deposed),
+                Err(err) if err.is_txn_failure(1, &ZkError::NodeExists) => {
+                    // The task already has its one result: only clean up.
+                    cleanups.extend(plan::cleanup_ops(action, layout, self.epoch));
+                    self.full = true;
+                }
+                Err(err) => {
+                    debug!("master: {action:?} not applied: {err}");
+                    self.full = true;
+                }
+            }
+        }
+        for result in self.zk.multi_many(&cleanups) {
+            match result {
+                Err(err) if fenced_out(&err) => return Err(Deposed),
+                Err(err) => debug!("master: cleanup not applied: {err}"),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True when the epoch check (operation 0) failed: another master won.
+fn fenced_out(err: &ZkError) -> bool {
+    err.is_txn_failure(0, &ZkError::BadVersion) || err.is_txn_failure(0, &ZkError::NoNode)
+}
+
+fn log_applied(action: &Action) {
+    match action {
+        Action::Assign { task, worker, .. } => debug!("master: assigned {task} to {worker}"),
+        Action::Requeue { task, worker, .. } => info!("master: requeued {task} from {worker}"),
+        Action::Fail { task, result, .. } => warn!(
+            "master: failed {task}: {}",
+            result.reason.as_deref().unwrap_or("unknown")
+        ),
+        Action::RemoveAssignDir { worker } => {
+            info!("master: removed the assignments folder of gone worker {worker}")
+        }
+    }
+}
+
+/// This master's epoch is stale: another master was elected.
+struct Deposed;
+
+enum ReadError {
+    Deposed,
+    Zk(ZkError),
+}
+
+impl From<ZkError> for ReadError {
+    fn from(err: ZkError) -> Self {
+        ReadError::Zk(err)
+    }
+}

@@ -200,9 +200,16 @@ fn repair(
     None
 }
 
-fn least_loaded<'a>(load: &BTreeMap<&'a str, usize>, pick: &mut dyn FnMut(usize) -> usize) -> Option<&'a str> {
+fn least_loaded<'a>(
+    load: &BTreeMap<&'a str, usize>,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Option<&'a str> {
     let min = *load.values().min()?;
-    let ties: Vec<&str> = load.iter().filter(|(_, n)| **n == min).map(|(w, _)| *w).collect();
+    let ties: Vec<&str> = load
+        .iter()
+        .filter(|(_, n)| **n == min)
+        .map(|(w, _)| *w)
+        .collect();
     Some(ties[pick(ties.len()).min(ties.len() - 1)])
 }
 
@@ -281,7 +288,10 @@ pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
 /// one result): the transaction that only removes the leftover.
 pub fn cleanup_ops(action: &Action, layout: &Layout, epoch: i32) -> Option<Vec<Op>> {
     let Action::Fail {
-        task, from, version, ..
+        task,
+        from,
+        version,
+        ..
     } = action
     else {
         return None;
@@ -343,11 +353,18 @@ mod tests {
         }
     }
 
-    fn snapshot(live: &[&str], dirs: &[(&str, Vec<Assigned>)], running: Option<&[u32]>) -> Snapshot {
+    fn snapshot(
+        live: &[&str],
+        dirs: &[(&str, Vec<Assigned>)],
+        running: Option<&[u32]>,
+    ) -> Snapshot {
         Snapshot {
             live_workers: live.iter().map(|w| w.to_string()).collect(),
             pending: Vec::new(),
-            assign_dirs: dirs.iter().map(|(w, a)| (w.to_string(), a.clone())).collect(),
+            assign_dirs: dirs
+                .iter()
+                .map(|(w, a)| (w.to_string(), a.clone()))
+                .collect(),
             running: running.map(|r| r.iter().map(|n| name(*n)).collect()),
         }
     }
@@ -370,20 +387,31 @@ mod tests {
     fn assigns_pending_tasks_to_the_least_loaded_worker() {
         let mut snap = snapshot(
             &["w1", "w2"],
-            &[("w1", vec![assigned(1, 0, 0), assigned(2, 0, 0)]), ("w2", vec![])],
+            &[
+                ("w1", vec![assigned(1, 0, 0), assigned(2, 0, 0)]),
+                ("w2", vec![]),
+            ],
             Some(&[]),
         );
         snap.pending = vec![pending(3), pending(4), pending(5)];
         let got = assigned_to(&plan(&snap, &mut first));
         assert_eq!(
             got,
-            [(name(3), "w2".into()), (name(4), "w2".into()), (name(5), "w1".into())]
+            [
+                (name(3), "w2".into()),
+                (name(4), "w2".into()),
+                (name(5), "w1".into())
+            ]
         );
     }
 
     #[test]
     fn breaks_ties_with_the_given_choice() {
-        let mut snap = snapshot(&["a", "b", "c"], &[("a", vec![]), ("b", vec![]), ("c", vec![])], None);
+        let mut snap = snapshot(
+            &["a", "b", "c"],
+            &[("a", vec![]), ("b", vec![]), ("c", vec![])],
+            None,
+        );
         snap.pending = vec![pending(1)];
         let got = assigned_to(&plan(&snap, &mut |n| n - 1));
         assert_eq!(got, [(name(1), "c".into())]);
@@ -404,7 +432,9 @@ mod tests {
     fn requeues_unclaimed_tasks_of_a_dead_worker() {
         let snap = snapshot(&[], &[("w1", vec![assigned(1, 0, 0)])], Some(&[]));
         let actions = plan(&snap, &mut first);
-        assert!(matches!(&actions[..], [Action::Requeue { task, worker, version: 0, .. }] if *task == name(1) && worker == "w1"));
+        assert!(
+            matches!(&actions[..], [Action::Requeue { task, worker, version: 0, .. }] if *task == name(1) && worker == "w1")
+        );
     }
 
     #[test]
@@ -427,14 +457,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 2)])], Some(&[]));
-        assert!(matches!(&plan(&snap, &mut first)[..], [Action::Requeue { version: 1, .. }]));
+        assert!(matches!(
+            &plan(&snap, &mut first)[..],
+            [Action::Requeue { version: 1, .. }]
+        ));
     }
 
     #[test]
     fn does_not_judge_claims_without_reading_running() {
         let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 1)])], None);
         assert!(plan(&snap, &mut first).is_empty());
-        let light = Assigned { name: name(1), detail: None };
+        let light = Assigned {
+            name: name(1),
+            detail: None,
+        };
         let snap = snapshot(&[], &[("w1", vec![light])], None);
         assert!(plan(&snap, &mut first).is_empty());
     }
@@ -443,14 +479,24 @@ mod tests {
     fn fails_malformed_tasks_wherever_they_are() {
         let bad = Assigned {
             name: "junk".into(),
-            detail: Some(AssignedDetail { version: 0, task: Ok(task(0)) }),
+            detail: Some(AssignedDetail {
+                version: 0,
+                task: Ok(task(0)),
+            }),
         };
         let garbled = Assigned {
             name: name(2),
-            detail: Some(AssignedDetail { version: 0, task: Err("invalid".into()) }),
+            detail: Some(AssignedDetail {
+                version: 0,
+                task: Err("invalid".into()),
+            }),
         };
         let mut snap = snapshot(&["w1"], &[("w1", vec![bad, garbled])], Some(&[]));
-        snap.pending = vec![Pending { name: name(3), version: 4, task: Err("invalid".into()) }];
+        snap.pending = vec![Pending {
+            name: name(3),
+            version: 4,
+            task: Err("invalid".into()),
+        }];
         let reasons: Vec<_> = plan(&snap, &mut first)
             .into_iter()
             .map(|a| match a {
@@ -460,24 +506,58 @@ mod tests {
             .collect();
         assert_eq!(
             reasons,
-            [("junk".into(), MALFORMED.into()), (name(2), MALFORMED.into()), (name(3), MALFORMED.into())]
+            [
+                ("junk".into(), MALFORMED.into()),
+                (name(2), MALFORMED.into()),
+                (name(3), MALFORMED.into())
+            ]
         );
     }
 
     #[test]
     fn removes_only_empty_folders_of_dead_workers() {
-        let snap = snapshot(&["w1"], &[("w1", vec![]), ("w2", vec![]), ("w3", vec![assigned(1, 1, 1)])], Some(&[1]));
-        assert_eq!(plan(&snap, &mut first), [Action::RemoveAssignDir { worker: "w2".into() }]);
+        let snap = snapshot(
+            &["w1"],
+            &[
+                ("w1", vec![]),
+                ("w2", vec![]),
+                ("w3", vec![assigned(1, 1, 1)]),
+            ],
+            Some(&[1]),
+        );
+        assert_eq!(
+            plan(&snap, &mut first),
+            [Action::RemoveAssignDir {
+                worker: "w2".into()
+            }]
+        );
     }
 
     #[test]
     fn fences_every_transaction_with_the_epoch() {
         let layout = Layout::new("/r");
-        let action = Action::Assign { task: name(1), worker: "w".into(), version: 0, data: b"{}".to_vec() };
+        let action = Action::Assign {
+            task: name(1),
+            worker: "w".into(),
+            version: 0,
+            data: b"{}".to_vec(),
+        };
         let txn = ops(&action, &layout, 7);
-        assert_eq!(txn[0], Op::Check { path: "/r/epoch".into(), version: 7 });
+        assert_eq!(
+            txn[0],
+            Op::Check {
+                path: "/r/epoch".into(),
+                version: 7
+            }
+        );
         assert_eq!(txn[1].path(), "/r/assign/w/task-0000000001");
-        assert_eq!(txn[2], Op::Delete { path: "/r/tasks/task-0000000001".into(), version: Some(0) });
+        assert_eq!(
+            txn[2],
+            Op::Delete {
+                path: "/r/tasks/task-0000000001".into(),
+                version: Some(0)
+            }
+        );
         let remove = ops(&Action::RemoveAssignDir { worker: "w".into() }, &layout, 7);
         assert_eq!(remove.len(), 4);
         assert!(cleanup_ops(&action, &layout, 7).is_none());

@@ -44,7 +44,10 @@ pub enum ZkError {
 impl ZkError {
     /// True when a write may or may not have been applied: re-read to know.
     pub fn is_unknown_outcome(&self) -> bool {
-        matches!(self, ZkError::ConnectionLoss | ZkError::Timeout | ZkError::Other(_))
+        matches!(
+            self,
+            ZkError::ConnectionLoss | ZkError::Timeout | ZkError::Other(_)
+        )
     }
 
     /// True when the session is gone for good: start the role over.

@@ -122,7 +122,11 @@ impl Zk {
                     } else {
                         Acls::anyone_all()
                     };
-                    debug!("connected to {} (session {:#x})", opts.hosts, client.session_id().0);
+                    debug!(
+                        "connected to {} (session {:#x})",
+                        opts.hosts,
+                        client.session_id().0
+                    );
                     return Ok(Zk {
                         client,
                         call_timeout: opts.call_timeout,
@@ -215,10 +219,7 @@ impl Zk {
 
     /// Reads many nodes with all requests in flight at once; `None` for each
     /// node that is not there. One result per path, in order.
-    pub fn get_many(
-        &self,
-        paths: &[String],
-    ) -> Vec<Result<Option<(Vec<u8>, NodeStat)>, ZkError>> {
+    pub fn get_many(&self, paths: &[String]) -> Vec<Result<Option<(Vec<u8>, NodeStat)>, ZkError>> {
         let deadline = self.deadline();
         let pending: Vec<_> = paths.iter().map(|p| self.client.get_data(p)).collect();
         pending
@@ -241,8 +242,7 @@ impl Zk {
     where
         M: From<WatchEvent> + Send + 'static,
     {
-        let (stat, watcher) =
-            block_until(self.client.check_and_watch_stat(path), self.deadline())?;
+        let (stat, watcher) = block_until(self.client.check_and_watch_stat(path), self.deadline())?;
         forward_watch(path, watcher, tx.clone());
         Ok(stat.map(Into::into))
     }
@@ -288,17 +288,31 @@ impl Zk {
         }
     }
 
-    /// Creates a persistent-sequential node under `prefix` and returns the
-    /// name of the new node (the last path segment).
-    ///
-    /// Notable errors: `ConnectionLoss`/`Timeout` leave the outcome unknown:
-    /// the node may exist; callers must find it by content before retrying.
-    pub fn create_sequential(&self, prefix: &str, data: &[u8]) -> Result<String, ZkError> {
+    /// Creates a persistent-sequential node under `prefix` (which lies in
+    /// `parent`) and, in the same round trip, reads `parent`'s child version
+    /// just before: the new node's sequence number is at least that version,
+    /// which bounds the search for it after an unknown outcome.
+    pub fn create_sequential_noting_parent(
+        &self,
+        parent: &str,
+        prefix: &str,
+        data: &[u8],
+    ) -> (Option<i32>, Result<String, ZkError>) {
+        let deadline = self.deadline();
         let options = CreateMode::PersistentSequential.with_acls(self.acls);
-        let (_, sequence) =
-            block_until(self.client.create(prefix, data, &options), self.deadline())?;
-        let full = format!("{prefix}{sequence}");
-        Ok(full.rsplit('/').next().unwrap_or(&full).to_string())
+        // Requests go out in call order, so the server reads the parent
+        // before it applies the create.
+        let stat = self.client.check_stat(parent);
+        let created = self.client.create(prefix, data, &options);
+        let floor = block_until(stat, deadline)
+            .ok()
+            .flatten()
+            .map(|s| s.cversion);
+        let name = block_until(created, deadline).map(|(_, sequence)| {
+            let full = format!("{prefix}{sequence}");
+            full.rsplit('/').next().unwrap_or(&full).to_string()
+        });
+        (floor, name)
     }
 
     /// Applies `ops` as one transaction: all of them or none.
@@ -332,8 +346,12 @@ impl Zk {
         &self,
         ops: &[Op],
     ) -> Result<
-        impl Future<Output = Result<Vec<zookeeper_client::MultiWriteResult>, zookeeper_client::MultiWriteError>>
-        + use<'_>,
+        impl Future<
+            Output = Result<
+                Vec<zookeeper_client::MultiWriteResult>,
+                zookeeper_client::MultiWriteError,
+            >,
+        > + use<'_>,
         ZkError,
     > {
         let mut writer = self.client.new_multi_writer();
@@ -345,7 +363,10 @@ impl Zk {
 }
 
 /// Runs `fut` on this thread until it finishes or `deadline` passes.
-fn block_until<T, E>(fut: impl Future<Output = Result<T, E>>, deadline: Instant) -> Result<T, ZkError>
+fn block_until<T, E>(
+    fut: impl Future<Output = Result<T, E>>,
+    deadline: Instant,
+) -> Result<T, ZkError>
 where
     ZkError: From<E>,
 {
@@ -379,10 +400,12 @@ where
     M: From<WatchEvent> + Send + 'static,
 {
     let path = path.to_string();
-    let spawned = thread::Builder::new().name("zk-watch".into()).spawn(move || {
-        futures_lite::future::block_on(watcher.changed());
-        let _ = tx.send(M::from(WatchEvent { path }));
-    });
+    let spawned = thread::Builder::new()
+        .name("zk-watch".into())
+        .spawn(move || {
+            futures_lite::future::block_on(watcher.changed());
+            let _ = tx.send(M::from(WatchEvent { path }));
+        });
     if let Err(err) = spawned {
         warn!("cannot start watch thread: {err}; relying on the periodic tick");
     }

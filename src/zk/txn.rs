@@ -36,7 +36,11 @@ impl Op {
         }
     }
 
-    pub(super) fn add_to(&self, writer: &mut MultiWriter<'_>, acls: Acls<'static>) -> Result<(), ZkError> {
+    pub(super) fn add_to(
+        &self,
+        writer: &mut MultiWriter<'_>,
+        acls: Acls<'static>,
+    ) -> Result<(), ZkError> {
         let added = match self {
             Op::Create { path, data } => {
                 writer.add_create(path, data, &CreateMode::Persistent.with_acls(acls))

@@ -1,0 +1,100 @@
+//! From parsed command line to a running role and an exit code: builds each
+//! role's configuration, wires signals into its channel, and turns its error
+//! into the documented exit code and a one-line message.
+
+use std::path::PathBuf;
+
+use crate::cli::{Cli, Command, GlobalArgs, MasterArgs, StatusArgs, SubmitArgs, WorkerArgs};
+use crate::error::Error;
+use crate::layout::Layout;
+use crate::zk::ConnectOptions;
+use crate::{master, session, shutdown, status, submit, worker};
+
+/// Runs the command and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let global = &cli.global;
+    let outcome = match &cli.command {
+        Command::Master(args) => run_master(global, args).map(|()| 0),
+        Command::Worker(args) => run_worker(global, args).map(|()| 0),
+        Command::Submit(args) => run_submit(global, args),
+        Command::Status(args) => run_status(global, args).map(|()| 0),
+    };
+    outcome.unwrap_or_else(|err| {
+        eprintln!("zkmw: {err}");
+        err.exit_code()
+    })
+}
+
+/// Connection settings; services retry forever, commands give up in time.
+fn connect_options(global: &GlobalArgs, service: bool) -> ConnectOptions {
+    ConnectOptions {
+        hosts: global.zk.clone(),
+        session_timeout: global.session_timeout,
+        call_timeout: global
+            .session_timeout
+            .max(std::time::Duration::from_secs(2)),
+        connect_timeout: (!service).then_some(global.connect_timeout),
+        auth: None,
+    }
+}
+
+fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
+    let cfg = master::MasterConfig {
+        connect: connect_options(global, true),
+        layout: Layout::new(&global.root),
+        id: args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", session::host_name(), std::process::id())),
+        tick: args.tick,
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    shutdown::forward_signals(tx.clone());
+    master::run(&cfg, &tx, &rx)
+}
+
+fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
+    let cfg = worker::WorkerConfig {
+        connect: connect_options(global, true),
+        layout: Layout::new(&global.root),
+        id: args.id.clone(),
+        threads: usize::from(args.threads),
+        tick: args.tick,
+        drain_timeout: args.drain_timeout,
+        output_cap: args.output_cap as usize,
+        shell: PathBuf::from(&args.shell),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    shutdown::forward_signals(tx.clone());
+    worker::run(&cfg, &tx, &rx)
+}
+
+fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
+    let cfg = submit::SubmitConfig {
+        connect: connect_options(global, false),
+        layout: Layout::new(&global.root),
+        job: args.job.clone(),
+        wait: args.wait,
+        wait_timeout: args.wait_timeout,
+        timeout: args.timeout,
+        retries: args.retries,
+    };
+    submit::run(&cfg)
+}
+
+fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
+    let layout = Layout::new(&global.root);
+    let zk = submit::connect(&connect_options(global, false))?;
+    let view = match &args.task {
+        Some(name) => status::task(&zk, &layout, name)?,
+        None => status::cluster(&zk, &layout)?,
+    };
+    if args.json {
+        println!("{view}");
+    } else if args.task.is_some() {
+        print!("{}", status::render_task(&view));
+    } else {
+        print!("{}", status::render_cluster(&view));
+    }
+    Ok(())
+}

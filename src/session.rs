@@ -1,0 +1,82 @@
+//! What every long-running role does with a session: open it (retrying
+//! until ZooKeeper answers, or until asked to stop), forward its state
+//! changes into the role's channel, and make sure the namespace exists.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use log::warn;
+
+use crate::error::Error;
+use crate::layout::Layout;
+use crate::zk::{ConnectOptions, SessionEvent, Zk, ZkError};
+
+/// What a role's session loop asks of the role's outer loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Stop the role: shutdown was asked.
+    Stop,
+    /// The session is over: open a new one and start over.
+    Restart,
+}
+
+/// Opens a session for a long-running role. Keeps trying while ZooKeeper is
+/// unreachable (logging what it waits for); returns `Ok(None)` if a message
+/// for which `is_stop` holds arrives meanwhile.
+pub fn open<M>(
+    opts: &ConnectOptions,
+    layout: &Layout,
+    tx: &Sender<M>,
+    rx: &Receiver<M>,
+    is_stop: fn(&M) -> bool,
+) -> Result<Option<Zk>, Error>
+where
+    M: From<SessionEvent> + Send + 'static,
+{
+    let attempt = ConnectOptions {
+        connect_timeout: Some(opts.session_timeout + Duration::from_secs(2)),
+        ..opts.clone()
+    };
+    loop {
+        if rx.try_iter().any(|m| is_stop(&m)) {
+            return Ok(None);
+        }
+        let zk = match Zk::connect(&attempt) {
+            Ok(zk) => zk,
+            Err(err @ ZkError::AuthFailed) => return Err(Error::zk("connecting", err)),
+            Err(err) => {
+                warn!("{err}; still trying");
+                continue;
+            }
+        };
+        zk.forward_session_events(tx.clone());
+        match ensure_namespace(&zk, layout) {
+            Ok(()) => return Ok(Some(zk)),
+            Err(err @ (ZkError::NoAuth | ZkError::AuthFailed)) => {
+                return Err(Error::zk(format!("creating {}", layout.root()), err));
+            }
+            Err(err) => warn!("cannot prepare {}: {err}; retrying", layout.root()),
+        }
+    }
+}
+
+/// Creates every persistent node of the namespace that is missing.
+pub fn ensure_namespace(zk: &Zk, layout: &Layout) -> Result<(), ZkError> {
+    layout
+        .skeleton()
+        .iter()
+        .try_for_each(|path| zk.ensure(path))
+}
+
+/// This machine's host name, for the records people read in status.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, and gethostname
+    // writes at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

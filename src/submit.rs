@@ -1,0 +1,302 @@
+//! `zkmw submit`: store a task under /tasks, then optionally wait for its
+//! result and pass the job's output and exit code through.
+//!
+//! The create is "protected": the task carries a random token, and when the
+//! create's outcome is unknown (connection lost, deadline hit) submit looks
+//! for the token among the tasks created since (their sequence numbers are
+//! bounded below by /tasks' child version read in the same round trip)
+//! before it tries again. So a task is neither lost nor stored twice.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, warn};
+
+use crate::error::{EXIT_CANNOT_START, EXIT_TIMED_OUT, EXIT_ZKMW_FAILED, Error};
+use crate::layout::{Layout, task_sequence};
+use crate::model::{self, FinalState, MAX_NODE_BYTES, Task, TaskResult};
+use crate::session;
+use crate::worker::job::{COULD_NOT_START, TIMED_OUT};
+use crate::zk::{ConnectOptions, SessionEvent, WatchEvent, Zk, ZkError};
+
+/// What to submit and how.
+#[derive(Debug, Clone)]
+pub struct SubmitConfig {
+    /// Where ZooKeeper is and how to talk to it.
+    pub connect: ConnectOptions,
+    /// The namespace.
+    pub layout: Layout,
+    /// The shell command.
+    pub job: String,
+    /// Wait for the result.
+    pub wait: bool,
+    /// Give up waiting after this long.
+    pub wait_timeout: Option<Duration>,
+    /// The job's own time limit.
+    pub timeout: Option<Duration>,
+    /// Re-runs allowed after lost workers.
+    pub retries: u32,
+}
+
+/// Submits the task; returns the process exit code.
+pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
+    let started = Instant::now();
+    let task = Task {
+        job: cfg.job.clone(),
+        submitted_ms: model::now_ms(),
+        timeout_ms: cfg.timeout.map(|d| d.as_millis().max(1) as u64),
+        retries: cfg.retries,
+        attempts: 0,
+        token: new_token(),
+    };
+    let data = check_task(&task)?;
+    let zk = connect(&cfg.connect)?;
+    let (zk, name) = store(&zk, cfg, &task, &data)?;
+    if !cfg.wait {
+        println!("{name}");
+        return Ok(0);
+    }
+    let deadline = cfg.wait_timeout.map(|d| started + d);
+    match wait_for_result(zk, cfg, &name, deadline)? {
+        Some(result) => Ok(print_result(&name, &result)),
+        None => Err(Error::WaitTimedOut {
+            task: name,
+            secs: started.elapsed().as_secs_f64(),
+        }),
+    }
+}
+
+/// Refuses what cannot become a task, before anything is sent.
+pub fn check_task(task: &Task) -> Result<Vec<u8>, Error> {
+    if task.job.trim().is_empty() {
+        return Err(Error::BadInput(
+            "the job is empty: give a shell command, e.g. zkmw submit 'echo hi'".into(),
+        ));
+    }
+    let data = model::encode(task);
+    if data.len() > MAX_NODE_BYTES {
+        return Err(Error::BadInput(format!(
+            "the job is too large: {} bytes stored, the limit is {MAX_NODE_BYTES} (ZooKeeper's znode limit is 1 MiB); put the script in a file and submit a command that runs it",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// Connects within the user's connect timeout.
+pub fn connect(opts: &ConnectOptions) -> Result<Zk, Error> {
+    Zk::connect(opts)
+        .map_err(|err| Error::zk(format!("connecting to ZooKeeper at {}", opts.hosts), err))
+}
+
+/// Stores the task exactly once; returns the session now in use (a new one
+/// if the first expired) and the task's name.
+fn store(zk: &Zk, cfg: &SubmitConfig, task: &Task, data: &[u8]) -> Result<(Zk, String), Error> {
+    let layout = &cfg.layout;
+    let give_up = Instant::now()
+        + cfg
+            .connect
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(10));
+    let mut zk = zk.clone();
+    loop {
+        let (floor, created) =
+            zk.create_sequential_noting_parent(&layout.tasks(), &layout.task_prefix(), data);
+        let err = match created {
+            Ok(name) => return Ok((zk, name)),
+            Err(err) => err,
+        };
+        match &err {
+            ZkError::NoNode => {
+                session::ensure_namespace(&zk, layout)
+                    .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))?;
+                continue;
+            }
+            ZkError::SessionExpired => zk = connect(&cfg.connect)?,
+            err if err.is_unknown_outcome() => {
+                warn!("storing the task: {err}; checking whether it was stored")
+            }
+            _ => {
+                return Err(Error::zk(
+                    format!("storing the task in {}", layout.tasks()),
+                    err,
+                ));
+            }
+        }
+        if Instant::now() > give_up {
+            return Err(Error::zk("storing the task", err));
+        }
+        // Find out whether the create happened before trying it again.
+        loop {
+            match find_by_token(&zk, layout, &task.token, floor.unwrap_or(0)) {
+                Ok(Some(name)) => return Ok((zk, name)),
+                Ok(None) => break,
+                Err(ZkError::SessionExpired) => zk = connect(&cfg.connect)?,
+                Err(err) if Instant::now() > give_up => {
+                    return Err(Error::zk("checking whether the task was stored", err));
+                }
+                Err(err) => {
+                    debug!("search not possible yet: {err}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+/// The task created with `token`, if any, among the tasks whose sequence is
+/// at least `floor`, wherever they are now (pending, assigned or finished).
+fn find_by_token(
+    zk: &Zk,
+    layout: &Layout,
+    token: &str,
+    floor: i32,
+) -> Result<Option<String>, ZkError> {
+    let recent = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| task_sequence(n).is_some_and(|s| s >= i64::from(floor)))
+            .collect()
+    };
+    let mut paths: Vec<(String, String)> = Vec::new();
+    for name in recent(zk.children(&layout.tasks())?) {
+        paths.push((layout.task(&name), name));
+    }
+    for worker in zk.children(&layout.assign())? {
+        let names = match zk.children(&layout.assign_dir(&worker)) {
+            Ok(names) => names,
+            Err(ZkError::NoNode) => continue,
+            Err(err) => return Err(err),
+        };
+        for name in recent(names) {
+            paths.push((layout.assignment(&worker, &name), name));
+        }
+    }
+    for name in recent(zk.children(&layout.status())?) {
+        paths.push((layout.status_task(&name), name));
+    }
+    let reads: Vec<String> = paths.iter().map(|(path, _)| path.clone()).collect();
+    for ((_, name), got) in paths.into_iter().zip(zk.get_many(&reads)) {
+        if let Some((data, _)) = got? {
+            let found = model::decode::<Task>(&data)
+                .map(|t| t.token)
+                .or_else(|_| model::decode::<TaskResult>(&data).map(|r| r.token));
+            if found.as_deref() == Ok(token) {
+                return Ok(Some(name));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A message to the waiting loop.
+enum Wake {
+    Watch,
+    Session,
+}
+
+impl From<WatchEvent> for Wake {
+    fn from(_: WatchEvent) -> Self {
+        Wake::Watch
+    }
+}
+
+impl From<SessionEvent> for Wake {
+    fn from(_: SessionEvent) -> Self {
+        Wake::Session
+    }
+}
+
+/// Waits for /status/<name>; `None` when the deadline passed first. Rides
+/// out disconnects, and opens a new session if this one expires.
+pub fn wait_for_result(
+    mut zk: Zk,
+    cfg: &SubmitConfig,
+    name: &str,
+    deadline: Option<Instant>,
+) -> Result<Option<TaskResult>, Error> {
+    let (tx, rx): (Sender<Wake>, Receiver<Wake>) = crossbeam_channel::unbounded();
+    zk.forward_session_events(tx.clone());
+    let path = cfg.layout.status_task(name);
+    let mut armed = false;
+    loop {
+        if zk.is_lost() {
+            zk = connect(&cfg.connect)?;
+            zk.forward_session_events(tx.clone());
+            armed = false;
+        }
+        let read = if armed {
+            zk.exists(&path)
+        } else {
+            zk.exists_watch(&path, &tx)
+        };
+        match read {
+            Ok(Some(_)) => match zk.get(&path) {
+                Ok(Some((data, _))) => {
+                    return model::decode::<TaskResult>(&data).map(Some).map_err(|why| {
+                        Error::BadInput(format!("the result of {name} is unreadable: {why}"))
+                    });
+                }
+                Ok(None) => {}
+                Err(err) => debug!("reading {path}: {err}"),
+            },
+            Ok(None) => armed = true,
+            Err(err) if err == ZkError::NoAuth => {
+                return Err(Error::zk(format!("reading {path}"), err));
+            }
+            Err(err) => debug!("watching {path}: {err}"),
+        }
+        // Wake on the watch or a session change; re-check every second as
+        // a backstop; stop at the deadline.
+        let mut wait = Duration::from_secs(1);
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            wait = wait.min(left);
+        }
+        match rx.recv_timeout(wait) {
+            Ok(Wake::Watch) => armed = false,
+            Ok(Wake::Session) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+    }
+}
+
+/// Passes the job's output through and returns the exit code for it.
+pub fn print_result(name: &str, result: &TaskResult) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(result.stdout.as_bytes());
+    let _ = out.flush();
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(result.stderr.as_bytes());
+    if result.stdout_truncated || result.stderr_truncated {
+        let _ = writeln!(
+            err,
+            "zkmw: {name}: output was cut at the worker's --output-cap"
+        );
+    }
+    let reason = result.reason.as_deref().unwrap_or("unknown reason");
+    match (result.state, result.exit_code, result.signal) {
+        (FinalState::Done, Some(code), _) => code,
+        (FinalState::Done, None, Some(signal)) => 128 + signal,
+        (FinalState::Done, None, None) => EXIT_ZKMW_FAILED,
+        (FinalState::Failed, ..) => {
+            let _ = writeln!(err, "zkmw: {name} failed: {reason}");
+            if reason == TIMED_OUT {
+                EXIT_TIMED_OUT
+            } else if reason.starts_with(COULD_NOT_START) {
+                EXIT_CANNOT_START
+            } else {
+                EXIT_ZKMW_FAILED
+            }
+        }
+    }
+}
+
+/// A random 128-bit token, in hex.
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
