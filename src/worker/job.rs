@@ -73,15 +73,17 @@ impl JobContext {
 
 /// Claims, runs and finishes one task; always reports `Ended` at the end.
 pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
-    if ctx.current() && !ctx.draining.load(Ordering::SeqCst) && !kill.is_killed() {
-        if let Some(task) = claim(ctx, task_name, task) {
-            ctx.report(task_name, JobEvent::Started);
-            let report = execute(ctx, task_name, &task, kill);
-            if matches!(report.outcome, Outcome::Killed) || !ctx.current() {
-                info!("{task_name}: run abandoned (worker stopping or session lost)");
-            } else {
-                finish(ctx, task_name, &result_of(ctx, &task, report));
-            }
+    if ctx.current()
+        && !ctx.draining.load(Ordering::SeqCst)
+        && !kill.is_killed()
+        && let Some(task) = claim(ctx, task_name, task)
+    {
+        ctx.report(task_name, JobEvent::Started);
+        let report = execute(ctx, task_name, &task, kill);
+        if matches!(report.outcome, Outcome::Killed) || !ctx.current() {
+            info!("{task_name}: run abandoned (worker stopping or session lost)");
+        } else {
+            finish(ctx, task_name, &result_of(ctx, &task, report));
         }
     }
     ctx.report(task_name, JobEvent::Ended);

@@ -42,6 +42,9 @@ pub struct ConnectOptions {
     pub auth: Option<String>,
 }
 
+/// A node's data and stat, or `None` when the node is not there.
+pub type Node = Option<(Vec<u8>, NodeStat)>;
+
 /// The parts of a znode's stat that zkmw uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeStat {
@@ -212,14 +215,14 @@ impl Zk {
     }
 
     /// Reads a node's data and stat; `None` when there is no such node.
-    pub fn get(&self, path: &str) -> Result<Option<(Vec<u8>, NodeStat)>, ZkError> {
+    pub fn get(&self, path: &str) -> Result<Node, ZkError> {
         absent_as_none(block_until(self.client.get_data(path), self.deadline()))
             .map(|found| found.map(|(data, stat)| (data, stat.into())))
     }
 
     /// Reads many nodes with all requests in flight at once; `None` for each
     /// node that is not there. One result per path, in order.
-    pub fn get_many(&self, paths: &[String]) -> Vec<Result<Option<(Vec<u8>, NodeStat)>, ZkError>> {
+    pub fn get_many(&self, paths: &[String]) -> Vec<Result<Node, ZkError>> {
         let deadline = self.deadline();
         let pending: Vec<_> = paths.iter().map(|p| self.client.get_data(p)).collect();
         pending
