@@ -82,7 +82,10 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
             return Ok(());
         };
         match campaign(cfg, &zk, tx, rx) {
-            Next::Stop => return Ok(()),
+            Next::Stop => {
+                info!("master {}: stopping", cfg.id);
+                return Ok(());
+            }
             Next::Restart => info!("master {}: starting over with a new session", cfg.id),
         }
     }
