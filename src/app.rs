@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Cli, Command, GlobalArgs, MasterArgs, StatusArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{self, Cli, Command, GlobalArgs, MasterArgs, StatusArgs, SubmitArgs, WorkerArgs};
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::zk::ConnectOptions;
+use crate::zk::{ConnectOptions, ZkError};
 use crate::{master, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
@@ -20,27 +20,39 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(args) => run_status(global, args).map(|()| 0),
     };
     outcome.unwrap_or_else(|err| {
+        let err = match err {
+            Error::Zk {
+                err: ZkError::NoAuth,
+                ..
+            } => Error::NotAuthorized(global.root.clone()),
+            other => other,
+        };
         eprintln!("zkmw: {err}");
         err.exit_code()
     })
 }
 
 /// Connection settings; services retry forever, commands give up in time.
-fn connect_options(global: &GlobalArgs, service: bool) -> ConnectOptions {
-    ConnectOptions {
+fn connect_options(global: &GlobalArgs, service: bool) -> Result<ConnectOptions, Error> {
+    let auth = match (&global.auth, &global.auth_file) {
+        (Some(auth), _) => Some(auth.clone()),
+        (None, Some(path)) => Some(cli::read_auth_file(path).map_err(Error::BadInput)?),
+        (None, None) => None,
+    };
+    Ok(ConnectOptions {
         hosts: global.zk.clone(),
         session_timeout: global.session_timeout,
         call_timeout: global
             .session_timeout
             .max(std::time::Duration::from_secs(2)),
         connect_timeout: (!service).then_some(global.connect_timeout),
-        auth: None,
-    }
+        auth,
+    })
 }
 
 fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
     let cfg = master::MasterConfig {
-        connect: connect_options(global, true),
+        connect: connect_options(global, true)?,
         layout: Layout::new(&global.root),
         id: args
             .id
@@ -55,7 +67,7 @@ fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
 
 fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
     let cfg = worker::WorkerConfig {
-        connect: connect_options(global, true),
+        connect: connect_options(global, true)?,
         layout: Layout::new(&global.root),
         id: args.id.clone(),
         threads: usize::from(args.threads),
@@ -71,7 +83,7 @@ fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
 
 fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
     let cfg = submit::SubmitConfig {
-        connect: connect_options(global, false),
+        connect: connect_options(global, false)?,
         layout: Layout::new(&global.root),
         job: args.job.clone(),
         wait: args.wait,
@@ -84,7 +96,7 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
 
 fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
-    let zk = submit::connect(&connect_options(global, false))?;
+    let zk = submit::connect(&connect_options(global, false)?)?;
     let view = match &args.task {
         Some(name) => status::task(&zk, &layout, name)?,
         None => status::cluster(&zk, &layout)?,

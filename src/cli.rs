@@ -32,6 +32,13 @@ pub struct GlobalArgs {
     /// ZooKeeper session timeout: how soon a dead master or worker is noticed.
     #[arg(long, env = "ZKMW_SESSION_TIMEOUT", default_value = "5s", global = true, value_parser = parse_duration)]
     pub session_timeout: Duration,
+    /// Digest credentials USER:PASSWORD: zkmw's nodes become readable and
+    /// writable by this identity only.
+    #[arg(long, env = "ZKMW_AUTH", global = true, hide_env_values = true, value_parser = parse_auth, conflicts_with = "auth_file")]
+    pub auth: Option<String>,
+    /// A file holding USER:PASSWORD (keeps the password out of `ps`).
+    #[arg(long, env = "ZKMW_AUTH_FILE", global = true)]
+    pub auth_file: Option<std::path::PathBuf>,
     /// How long submit and status keep trying to reach ZooKeeper before exiting 125.
     #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -134,6 +141,22 @@ pub fn parse_hosts(s: &str) -> Result<String, String> {
     Ok(s.split(',').map(str::trim).collect::<Vec<_>>().join(","))
 }
 
+/// Digest credentials: `user:password`, both non-empty.
+pub fn parse_auth(s: &str) -> Result<String, String> {
+    match s.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(s.to_string()),
+        _ => Err("credentials must be USER:PASSWORD, both non-empty".into()),
+    }
+}
+
+/// Reads credentials from a file: its first line, as USER:PASSWORD.
+pub fn read_auth_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read --auth-file {}: {err}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim();
+    parse_auth(line).map_err(|err| format!("--auth-file {}: {err}", path.display()))
+}
+
 /// An absolute znode path, not `/` itself, without empty, `.` or `..` parts.
 pub fn parse_root(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
@@ -203,6 +226,14 @@ mod tests {
         assert_eq!(parse_hosts("a:1, b:2").unwrap(), "a:1,b:2");
         for bad in ["", "a", "a:", ":1", "a:0", "a:99999", "a:1,,b:2", "a:1/x"] {
             assert!(parse_hosts(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn validates_credentials() {
+        assert!(parse_auth("ops:s3cret:with:colons").is_ok());
+        for bad in ["", "ops", "ops:", ":pw"] {
+            assert!(parse_auth(bad).is_err(), "{bad}");
         }
     }
 

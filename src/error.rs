@@ -25,6 +25,8 @@ pub enum Error {
         /// The failure.
         err: ZkError,
     },
+    /// The namespace is protected and these credentials (or none) may not use it.
+    NotAuthorized(String),
     /// A worker with this id is already live.
     WorkerIdTaken(String),
     /// No task with this id exists in the namespace.
@@ -60,10 +62,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::BadInput(msg) => write!(f, "{msg}"),
-            Error::Zk {
-                doing,
-                err: ZkError::NoAuth,
-            } => write!(f, "not authorized while {doing}: check --auth/--auth-file"),
+            Error::NotAuthorized(root) => write!(
+                f,
+                "not authorized for {root}: the namespace is protected; give its credentials with --auth or --auth-file"
+            ),
             Error::Zk { doing, err } => write!(f, "{doing}: {err}"),
             Error::WorkerIdTaken(id) => write!(
                 f,

@@ -93,6 +93,10 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
 
 /// Standby until elected, then leads until the session or the lead is lost.
 fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Next {
+    // True while a watch on /master is armed and has not fired: one watch
+    // at a time, however many ticks pass.
+    let mut watching = false;
+    let mut announced = false;
     loop {
         if zk.is_lost() {
             return Next::Restart;
@@ -103,8 +107,15 @@ fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg>) -
                     info!("master {}: active (epoch {epoch})", cfg.id);
                     return Leader::new(cfg, zk, epoch).lead(tx, rx);
                 }
+                Ok(None) if watching => {}
                 Ok(None) => match zk.exists_watch(&cfg.layout.master(), tx) {
-                    Ok(Some(_)) => debug!("master {}: standby", cfg.id),
+                    Ok(Some(_)) => {
+                        watching = true;
+                        if !announced {
+                            info!("master {}: standby", cfg.id);
+                            announced = true;
+                        }
+                    }
                     Ok(None) => continue,
                     Err(err) => warn!("master {}: cannot watch /master: {err}", cfg.id),
                 },
@@ -112,9 +123,9 @@ fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg>) -
             }
         }
         match rx.recv_timeout(cfg.tick) {
-            Ok(Msg::Shutdown) => return Next::Stop,
+            Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return Next::Stop,
+            Ok(Msg::Watch(event)) if event.path == cfg.layout.master() => watching = false,
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Next::Stop,
         }
     }
 }
