@@ -95,7 +95,11 @@ pub struct WorkerArgs {
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// The shell command to run (`sh -c JOB`).
-    pub job: String,
+    #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+    pub job: Option<String>,
+    /// Read one job per line from stdin; print one task id per line.
+    #[arg(long, conflicts_with = "wait")]
+    pub stdin: bool,
     /// Wait for the result; print the job's output and exit with its code.
     #[arg(long)]
     pub wait: bool,

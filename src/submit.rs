@@ -7,7 +7,8 @@
 //! bounded below by /tasks' child version read in the same round trip)
 //! before it tries again. So a task is neither lost nor stored twice.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -27,8 +28,8 @@ pub struct SubmitConfig {
     pub connect: ConnectOptions,
     /// The namespace.
     pub layout: Layout,
-    /// The shell command.
-    pub job: String,
+    /// The shell command; `None` reads one job per line from stdin.
+    pub job: Option<String>,
     /// Wait for the result.
     pub wait: bool,
     /// Give up waiting after this long.
@@ -39,20 +40,20 @@ pub struct SubmitConfig {
     pub retries: u32,
 }
 
-/// Submits the task; returns the process exit code.
+/// How many tasks of a `--stdin` submission are in flight at once.
+const BATCH: usize = 512;
+
+/// Submits the task(s); returns the process exit code.
 pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
     let started = Instant::now();
-    let task = Task {
-        job: cfg.job.clone(),
-        submitted_ms: model::now_ms(),
-        timeout_ms: cfg.timeout.map(|d| d.as_millis().max(1) as u64),
-        retries: cfg.retries,
-        attempts: 0,
-        token: new_token(),
+    let Some(job) = &cfg.job else {
+        return submit_lines(cfg, std::io::stdin().lock());
     };
+    let task = new_task(cfg, job);
     let data = check_task(&task)?;
     let zk = connect(&cfg.connect)?;
-    let (zk, name) = store(&zk, cfg, &task, &data)?;
+    let (zk, names) = store(zk, cfg, &[task], &[data])?;
+    let name = names.into_iter().next().unwrap_or_default();
     if !cfg.wait {
         println!("{name}");
         return Ok(0);
@@ -64,6 +65,72 @@ pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
             task: name,
             secs: started.elapsed().as_secs_f64(),
         }),
+    }
+}
+
+fn new_task(cfg: &SubmitConfig, job: &str) -> Task {
+    Task {
+        job: job.to_string(),
+        submitted_ms: model::now_ms(),
+        timeout_ms: cfg.timeout.map(|d| d.as_millis().max(1) as u64),
+        retries: cfg.retries,
+        attempts: 0,
+        token: new_token(),
+    }
+}
+
+/// `--stdin`: one job per line, stored [`BATCH`] at a time with the creates
+/// pipelined, ids printed in input order. Blank lines are skipped. At the
+/// first broken line, the jobs before it are stored, and the line is
+/// reported by number.
+fn submit_lines(cfg: &SubmitConfig, input: impl BufRead) -> Result<i32, Error> {
+    let mut zk = connect(&cfg.connect)?;
+    let mut lines = input.split(b'\n').enumerate();
+    loop {
+        let mut tasks = Vec::new();
+        let mut datas = Vec::new();
+        let mut broken = None;
+        for (index, line) in lines.by_ref() {
+            let line = line.map_err(|err| Error::BadInput(format!("reading stdin: {err}")))?;
+            let checked = std::str::from_utf8(&line)
+                .map_err(|_| Error::BadInput("not valid UTF-8".into()))
+                .map(|job| job.trim_end_matches('\r'))
+                .and_then(|job| {
+                    if job.trim().is_empty() {
+                        return Ok(None);
+                    }
+                    let task = new_task(cfg, job);
+                    check_task(&task).map(|data| Some((task, data)))
+                });
+            match checked {
+                Ok(None) => continue,
+                Ok(Some((task, data))) => {
+                    tasks.push(task);
+                    datas.push(data);
+                }
+                Err(err) => {
+                    broken = Some(Error::BadInput(format!("stdin line {}: {err}", index + 1)));
+                    break;
+                }
+            }
+            if tasks.len() == BATCH {
+                break;
+            }
+        }
+        if !tasks.is_empty() {
+            let (next, names) = store(zk, cfg, &tasks, &datas)?;
+            zk = next;
+            let mut out = std::io::stdout().lock();
+            for name in names {
+                let _ = writeln!(out, "{name}");
+            }
+            let _ = out.flush();
+        }
+        match broken {
+            Some(err) => return Err(err),
+            None if tasks.len() < BATCH => return Ok(0),
+            None => {}
+        }
     }
 }
 
@@ -90,49 +157,77 @@ pub fn connect(opts: &ConnectOptions) -> Result<Zk, Error> {
         .map_err(|err| Error::zk(format!("connecting to ZooKeeper at {}", opts.hosts), err))
 }
 
-/// Stores the task exactly once; returns the session now in use (a new one
-/// if the first expired) and the task's name.
-fn store(zk: &Zk, cfg: &SubmitConfig, task: &Task, data: &[u8]) -> Result<(Zk, String), Error> {
+/// Stores each task exactly once; returns the session now in use (a new one
+/// if the first expired) and the tasks' names, in order.
+fn store(
+    mut zk: Zk,
+    cfg: &SubmitConfig,
+    tasks: &[Task],
+    datas: &[Vec<u8>],
+) -> Result<(Zk, Vec<String>), Error> {
     let layout = &cfg.layout;
     let give_up = Instant::now()
         + cfg
             .connect
             .connect_timeout
             .unwrap_or(Duration::from_secs(10));
-    let mut zk = zk.clone();
+    let mut names: Vec<Option<String>> = vec![None; tasks.len()];
     loop {
+        let todo: Vec<usize> = (0..tasks.len()).filter(|i| names[*i].is_none()).collect();
+        if todo.is_empty() {
+            return Ok((zk, names.into_iter().flatten().collect()));
+        }
+        let batch: Vec<Vec<u8>> = todo.iter().map(|i| datas[*i].clone()).collect();
         let (floor, created) =
-            zk.create_sequential_noting_parent(&layout.tasks(), &layout.task_prefix(), data);
-        let err = match created {
-            Ok(name) => return Ok((zk, name)),
-            Err(err) => err,
-        };
-        match &err {
-            ZkError::NoNode => {
-                session::ensure_namespace(&zk, layout)
-                    .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))?;
-                continue;
-            }
-            ZkError::SessionExpired => zk = connect(&cfg.connect)?,
-            err if err.is_unknown_outcome() => {
-                warn!("storing the task: {err}; checking whether it was stored")
-            }
-            _ => {
-                return Err(Error::zk(
-                    format!("storing the task in {}", layout.tasks()),
-                    err,
-                ));
+            zk.create_sequential_noting_parent(&layout.tasks(), &layout.task_prefix(), &batch);
+        let mut unknown = Vec::new();
+        let mut missing_namespace = false;
+        let mut last_err = None;
+        for (i, result) in todo.into_iter().zip(created) {
+            match result {
+                Ok(name) => names[i] = Some(name),
+                // Nothing was created: simply try again.
+                Err(ZkError::NoNode) => missing_namespace = true,
+                Err(err) if err.is_unknown_outcome() || err.is_session_lost() => {
+                    unknown.push(i);
+                    last_err = Some(err);
+                }
+                Err(err) => {
+                    return Err(Error::zk(
+                        format!("storing the task in {}", layout.tasks()),
+                        err,
+                    ));
+                }
             }
         }
+        if missing_namespace {
+            session::ensure_namespace(&zk, layout)
+                .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))?;
+        }
+        let Some(err) = last_err else { continue };
+        warn!(
+            "storing {} tasks: {err}; checking whether they were stored",
+            unknown.len()
+        );
         if Instant::now() > give_up {
             return Err(Error::zk("storing the task", err));
         }
-        // Find out whether the create happened before trying it again.
+        // Find out which creates happened before trying the rest again.
+        let tokens: HashMap<&str, usize> = unknown
+            .iter()
+            .map(|i| (tasks[*i].token.as_str(), *i))
+            .collect();
         loop {
-            match find_by_token(&zk, layout, &task.token, floor.unwrap_or(0)) {
-                Ok(Some(name)) => return Ok((zk, name)),
-                Ok(None) => break,
-                Err(ZkError::SessionExpired) => zk = connect(&cfg.connect)?,
+            if zk.is_lost() {
+                zk = connect(&cfg.connect)?;
+            }
+            match find_by_tokens(&zk, layout, &tokens, floor.unwrap_or(0)) {
+                Ok(found) => {
+                    for (i, name) in found {
+                        names[i] = Some(name);
+                    }
+                    break;
+                }
                 Err(err) if Instant::now() > give_up => {
                     return Err(Error::zk("checking whether the task was stored", err));
                 }
@@ -145,14 +240,14 @@ fn store(zk: &Zk, cfg: &SubmitConfig, task: &Task, data: &[u8]) -> Result<(Zk, S
     }
 }
 
-/// The task created with `token`, if any, among the tasks whose sequence is
-/// at least `floor`, wherever they are now (pending, assigned or finished).
-fn find_by_token(
+/// Which of `tokens` were stored, among the tasks whose sequence is at
+/// least `floor`, wherever they are now (pending, assigned or finished).
+fn find_by_tokens(
     zk: &Zk,
     layout: &Layout,
-    token: &str,
+    tokens: &HashMap<&str, usize>,
     floor: i32,
-) -> Result<Option<String>, ZkError> {
+) -> Result<HashMap<usize, String>, ZkError> {
     let recent = |names: Vec<String>| -> Vec<String> {
         names
             .into_iter()
@@ -177,17 +272,18 @@ fn find_by_token(
         paths.push((layout.status_task(&name), name));
     }
     let reads: Vec<String> = paths.iter().map(|(path, _)| path.clone()).collect();
+    let mut found = HashMap::new();
     for ((_, name), got) in paths.into_iter().zip(zk.get_many(&reads)) {
         if let Some((data, _)) = got? {
-            let found = model::decode::<Task>(&data)
+            let token = model::decode::<Task>(&data)
                 .map(|t| t.token)
                 .or_else(|_| model::decode::<TaskResult>(&data).map(|r| r.token));
-            if found.as_deref() == Ok(token) {
-                return Ok(Some(name));
+            if let Some(i) = token.ok().and_then(|t| tokens.get(t.as_str()).copied()) {
+                found.insert(i, name);
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// A message to the waiting loop.

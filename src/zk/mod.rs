@@ -291,31 +291,41 @@ impl Zk {
         }
     }
 
-    /// Creates a persistent-sequential node under `prefix` (which lies in
-    /// `parent`) and, in the same round trip, reads `parent`'s child version
-    /// just before: the new node's sequence number is at least that version,
-    /// which bounds the search for it after an unknown outcome.
+    /// Creates one persistent-sequential node under `prefix` (which lies in
+    /// `parent`) per item of `data`, all in flight at once, and, in the same
+    /// round trip, reads `parent`'s child version just before: every new
+    /// node's sequence number is at least that version, which bounds the
+    /// search for them after an unknown outcome. Returns that version (if
+    /// read) and the name of each new node, in order.
     pub fn create_sequential_noting_parent(
         &self,
         parent: &str,
         prefix: &str,
-        data: &[u8],
-    ) -> (Option<i32>, Result<String, ZkError>) {
+        data: &[Vec<u8>],
+    ) -> (Option<i32>, Vec<Result<String, ZkError>>) {
         let deadline = self.deadline();
         let options = CreateMode::PersistentSequential.with_acls(self.acls);
         // Requests go out in call order, so the server reads the parent
-        // before it applies the create.
+        // before it applies the creates.
         let stat = self.client.check_stat(parent);
-        let created = self.client.create(prefix, data, &options);
+        let created: Vec<_> = data
+            .iter()
+            .map(|d| self.client.create(prefix, d, &options))
+            .collect();
         let floor = block_until(stat, deadline)
             .ok()
             .flatten()
             .map(|s| s.cversion);
-        let name = block_until(created, deadline).map(|(_, sequence)| {
-            let full = format!("{prefix}{sequence}");
-            full.rsplit('/').next().unwrap_or(&full).to_string()
-        });
-        (floor, name)
+        let names = created
+            .into_iter()
+            .map(|fut| {
+                block_until(fut, deadline).map(|(_, sequence)| {
+                    let full = format!("{prefix}{sequence}");
+                    full.rsplit('/').next().unwrap_or(&full).to_string()
+                })
+            })
+            .collect();
+        (floor, names)
     }
 
     /// Applies `ops` as one transaction: all of them or none.
