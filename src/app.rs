@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{self, Cli, Command, GlobalArgs, MasterArgs, StatusArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{
+    self, Cli, Command, GlobalArgs, MasterArgs, PurgeArgs, StatusArgs, SubmitArgs, WorkerArgs,
+};
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::zk::{ConnectOptions, ZkError};
-use crate::{master, session, shutdown, status, submit, worker};
+use crate::{master, retention, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -18,6 +20,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Worker(args) => run_worker(global, args).map(|()| 0),
         Command::Submit(args) => run_submit(global, args),
         Command::Status(args) => run_status(global, args).map(|()| 0),
+        Command::Purge(args) => run_purge(global, args).map(|()| 0),
     };
     outcome.unwrap_or_else(|err| {
         let err = match err {
@@ -59,6 +62,10 @@ fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
             .clone()
             .unwrap_or_else(|| format!("{}-{}", session::host_name(), std::process::id())),
         tick: args.tick,
+        retention: retention::Policy {
+            older_than: Some(args.result_ttl),
+            keep: Some(args.keep_results),
+        },
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
@@ -108,5 +115,18 @@ fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     } else {
         print!("{}", status::render_cluster(&view));
     }
+    Ok(())
+}
+
+fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {
+    let layout = Layout::new(&global.root);
+    let zk = submit::connect(&connect_options(global, false)?)?;
+    let policy = retention::Policy {
+        older_than: args.older_than,
+        keep: args.keep,
+    };
+    let deleted = retention::purge(&zk, &layout, policy, None)
+        .map_err(|err| Error::zk(format!("purging {}", layout.status()), err))?;
+    println!("{deleted}");
     Ok(())
 }

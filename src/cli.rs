@@ -55,6 +55,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Show the cluster, or one task.
     Status(StatusArgs),
+    /// Delete old results from /status now.
+    Purge(PurgeArgs),
 }
 
 /// `zkmw master`.
@@ -66,6 +68,12 @@ pub struct MasterArgs {
     /// Re-read the whole namespace at least this often, whatever the watches say.
     #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
     pub tick: Duration,
+    /// Delete results older than this (checked every minute).
+    #[arg(long, env = "ZKMW_RESULT_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub result_ttl: Duration,
+    /// Keep at most this many results (the newest).
+    #[arg(long, env = "ZKMW_KEEP_RESULTS", default_value_t = 100_000)]
+    pub keep_results: usize,
 }
 
 /// `zkmw worker`.
@@ -122,6 +130,18 @@ pub struct StatusArgs {
     /// Print JSON (the shape is documented in README).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `zkmw purge`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("policy").required(true).multiple(true))]
+pub struct PurgeArgs {
+    /// Delete results stored longer ago than this.
+    #[arg(long, value_parser = parse_duration, group = "policy")]
+    pub older_than: Option<Duration>,
+    /// Keep only this many results (the newest).
+    #[arg(long, group = "policy")]
+    pub keep: Option<usize>,
 }
 
 /// A comma list of host:port, each with a non-empty host and a valid port.
@@ -198,7 +218,7 @@ pub fn parse_id(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// A duration: a number with an optional unit ms, s, m or h (default s).
+/// A duration: a number with an optional unit ms, s, m, h or d (default s).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -207,13 +227,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 30s, 5m, 1h)"))?;
+        .map_err(|_| format!("'{s}' is not a duration (examples: 500ms, 30s, 5m, 1h, 7d)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m or h)")),
+        "d" => value * 86400.0,
+        _ => return Err(format!("'{s}' has an unknown unit (use ms, s, m, h or d)")),
     };
     if !seconds.is_finite() || seconds > 1e9 {
         return Err(format!("'{s}' is too long"));
@@ -265,7 +286,11 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        for bad in ["", "x", "5d", "-1", "1e999"] {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        for bad in ["", "x", "5w", "-1", "1e999"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

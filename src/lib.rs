@@ -21,6 +21,7 @@ pub mod exec;
 pub mod layout;
 pub mod master;
 pub mod model;
+pub mod retention;
 pub mod session;
 pub mod shutdown;
 pub mod status;

@@ -21,7 +21,7 @@ fn main() {
     // Services log their life at info; commands stay quiet unless asked.
     let default_level = match cli.command {
         Command::Master(_) | Command::Worker(_) => "info",
-        Command::Submit(_) | Command::Status(_) => "warn",
+        Command::Submit(_) | Command::Status(_) | Command::Purge(_) => "warn",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();

@@ -24,6 +24,7 @@ use log::{debug, info, warn};
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::model::{self, MasterInfo};
+use crate::retention::{self, Policy};
 use crate::session::{self, Next};
 use crate::shutdown::Shutdown;
 use crate::zk::{Op, SessionEvent, WatchEvent, Zk, ZkError};
@@ -40,7 +41,12 @@ pub struct MasterConfig {
     pub id: String,
     /// Longest time between two full rounds.
     pub tick: Duration,
+    /// Which results to delete from /status, checked every minute.
+    pub retention: Policy,
 }
+
+/// How often the active master applies the retention policy.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 /// A message to the master's control loop: each means "look again".
 #[derive(Debug)]
@@ -206,7 +212,22 @@ impl<'a> Leader<'a> {
 
     fn lead(mut self, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Next {
         let mut next_full = Instant::now() + self.cfg.tick;
+        let mut next_retention = Instant::now();
         loop {
+            if self.zk.is_connected() && Instant::now() >= next_retention {
+                next_retention = Instant::now() + RETENTION_EVERY;
+                let purged = retention::purge(
+                    self.zk,
+                    &self.cfg.layout,
+                    self.cfg.retention,
+                    Some(self.epoch),
+                );
+                match purged {
+                    Err(err) if fenced_out(&err) => return Next::Restart,
+                    Err(err) => warn!("master {}: retention not applied: {err}", self.cfg.id),
+                    Ok(_) => {}
+                }
+            }
             if self.zk.is_lost() {
                 warn!("master {}: session lost; stepping down", self.cfg.id);
                 return Next::Restart;

@@ -239,6 +239,17 @@ impl Zk {
         block_until(self.client.check_stat(path), self.deadline()).map(|s| s.map(Into::into))
     }
 
+    /// The stats of many nodes, with all requests in flight at once; `None`
+    /// for each node that is not there.
+    pub fn exists_many(&self, paths: &[String]) -> Vec<Result<Option<NodeStat>, ZkError>> {
+        let deadline = self.deadline();
+        let pending: Vec<_> = paths.iter().map(|p| self.client.check_stat(p)).collect();
+        pending
+            .into_iter()
+            .map(|fut| block_until(fut, deadline).map(|s| s.map(Into::into)))
+            .collect()
+    }
+
     /// Like [`Zk::exists`], and arms a one-shot watch on the node (created,
     /// changed or deleted) that will send one [`WatchEvent`] into `tx`.
     pub fn exists_watch<M>(&self, path: &str, tx: &Sender<M>) -> Result<Option<NodeStat>, ZkError>

@@ -1,0 +1,139 @@
+//! Keeping /status bounded: which results to delete (a pure rule) and the
+//! deleting itself, used by `zkmw purge` and, on a slow timer, by the
+//! active master. Without it /status grows until ZooKeeper can no longer
+//! list it.
+
+use std::time::Duration;
+
+use log::{debug, info};
+
+use crate::layout::{Layout, task_sequence};
+use crate::model;
+use crate::zk::{Op, Zk, ZkError};
+
+/// How long results are kept, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Delete results that finished longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Keep at most this many results (the newest).
+    pub keep: Option<usize>,
+}
+
+/// Results looked at per batch of pipelined requests.
+const CHUNK: usize = 1000;
+
+/// Splits `/status` children into the ones beyond the newest `keep` (to
+/// delete by count) and the rest, oldest first. Names that are not task
+/// names count as oldest.
+pub fn split_by_count(mut names: Vec<String>, keep: Option<usize>) -> (Vec<String>, Vec<String>) {
+    names.sort_by_key(|name| task_sequence(name).unwrap_or(i64::MIN));
+    let over = keep.map_or(0, |keep| names.len().saturating_sub(keep));
+    let rest = names.split_off(over);
+    (names, rest)
+}
+
+/// The names whose result was stored (`ctime_ms`) before `cutoff_ms`.
+pub fn older_than(stats: &[(String, i64)], cutoff_ms: i64) -> Vec<String> {
+    stats
+        .iter()
+        .filter(|(_, ctime)| *ctime < cutoff_ms)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Applies the policy to /status; every delete is fenced by `fence`
+/// (`/epoch` at that version) when given. Returns how many were deleted.
+///
+/// Ages are read oldest first, a batch at a time, stopping at the first
+/// batch with nothing old enough: results finish roughly in submission
+/// order, so a steady state costs one batch of reads.
+pub fn purge(
+    zk: &Zk,
+    layout: &Layout,
+    policy: Policy,
+    fence: Option<i32>,
+) -> Result<usize, ZkError> {
+    let (mut doomed, rest) = split_by_count(zk.children(&layout.status())?, policy.keep);
+    if let Some(age) = policy.older_than {
+        let cutoff = model::now_ms().saturating_sub(age.as_millis() as u64) as i64;
+        for chunk in rest.chunks(CHUNK) {
+            let paths: Vec<String> = chunk.iter().map(|t| layout.status_task(t)).collect();
+            let mut stats = Vec::with_capacity(chunk.len());
+            for (name, got) in chunk.iter().zip(zk.exists_many(&paths)) {
+                if let Some(stat) = got? {
+                    stats.push((name.clone(), stat.ctime_ms));
+                }
+            }
+            let old = older_than(&stats, cutoff);
+            if old.is_empty() {
+                break;
+            }
+            doomed.extend(old);
+        }
+    }
+    let mut deleted = 0;
+    for chunk in doomed.chunks(CHUNK) {
+        let txns: Vec<Vec<Op>> = chunk
+            .iter()
+            .map(|t| {
+                let fence = fence.map(|version| Op::Check {
+                    path: layout.epoch(),
+                    version,
+                });
+                let delete = Op::Delete {
+                    path: layout.status_task(t),
+                    version: None,
+                };
+                fence.into_iter().chain([delete]).collect()
+            })
+            .collect();
+        for result in zk.multi_many(&txns) {
+            match result {
+                Ok(()) => deleted += 1,
+                Err(err) if err.txn_cause().1 == &ZkError::NoNode => {}
+                Err(err) if fence.is_some() && err.txn_cause().0 == Some(0) => return Err(err),
+                Err(err) => debug!("purge: a delete failed: {err}"),
+            }
+        }
+    }
+    if deleted > 0 {
+        info!("purged {deleted} results from {}", layout.status());
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(seqs: &[u32]) -> Vec<String> {
+        seqs.iter().map(|i| format!("task-{i:010}")).collect()
+    }
+
+    #[test]
+    fn keeps_the_newest_by_count() {
+        let (gone, kept) = split_by_count(names(&[3, 0, 4, 1, 2]), Some(2));
+        assert_eq!(gone, names(&[0, 1, 2]));
+        assert_eq!(kept, names(&[3, 4]));
+        let (gone, kept) = split_by_count(names(&[1, 0]), None);
+        assert!(gone.is_empty());
+        assert_eq!(kept, names(&[0, 1]));
+    }
+
+    #[test]
+    fn counts_stray_names_as_oldest() {
+        let mut all = names(&[5, 6]);
+        all.push("junk".into());
+        let (gone, _) = split_by_count(all, Some(2));
+        assert_eq!(gone, ["junk"]);
+    }
+
+    #[test]
+    fn deletes_by_age() {
+        let stats: Vec<(String, i64)> =
+            names(&[0, 1, 2]).into_iter().zip([100, 300, 200]).collect();
+        assert_eq!(older_than(&stats, 250), names(&[0, 2]));
+        assert!(older_than(&stats, 100).is_empty());
+    }
+}
