@@ -9,7 +9,7 @@ use crate::cli::{
 };
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::zk::{ConnectOptions, ZkError};
+use crate::zk::{ConnectOptions, TlsFiles, ZkError};
 use crate::{master, retention, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
@@ -42,6 +42,22 @@ fn connect_options(global: &GlobalArgs, service: bool) -> Result<ConnectOptions,
         (None, Some(path)) => Some(cli::read_auth_file(path).map_err(Error::BadInput)?),
         (None, None) => None,
     };
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|err| Error::BadInput(format!("cannot read {what} {}: {err}", path.display())))
+    };
+    let tls = match &global.tls_ca {
+        None => None,
+        Some(ca) => Some(TlsFiles {
+            ca: read(ca, "--tls-ca")?,
+            identity: match (&global.tls_cert, &global.tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some((read(cert, "--tls-cert")?, read(key, "--tls-key")?))
+                }
+                _ => None,
+            },
+        }),
+    };
     Ok(ConnectOptions {
         hosts: global.zk.clone(),
         session_timeout: global.session_timeout,
@@ -50,6 +66,7 @@ fn connect_options(global: &GlobalArgs, service: bool) -> Result<ConnectOptions,
             .max(std::time::Duration::from_secs(2)),
         connect_timeout: (!service).then_some(global.connect_timeout),
         auth,
+        tls,
     })
 }
 

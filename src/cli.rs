@@ -39,6 +39,21 @@ pub struct GlobalArgs {
     /// A file holding USER:PASSWORD (keeps the password out of `ps`).
     #[arg(long, env = "ZKMW_AUTH_FILE", global = true)]
     pub auth_file: Option<std::path::PathBuf>,
+    /// Speak TLS to ZooKeeper (its secure client port), trusting this CA (PEM file).
+    #[arg(long, env = "ZKMW_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM file) for servers that require one; needs --tls-key.
+    #[arg(
+        long,
+        env = "ZKMW_TLS_CERT",
+        global = true,
+        requires = "tls_key",
+        requires = "tls_ca"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Key of the client certificate (PEM file).
+    #[arg(long, env = "ZKMW_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// How long submit and status keep trying to reach ZooKeeper before exiting 125.
     #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = parse_duration)]
     pub connect_timeout: Duration,

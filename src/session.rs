@@ -43,7 +43,9 @@ where
         }
         let zk = match Zk::connect(&attempt) {
             Ok(zk) => zk,
-            Err(err @ ZkError::AuthFailed) => return Err(Error::zk("connecting", err)),
+            Err(err @ (ZkError::AuthFailed | ZkError::BadConfig(_))) => {
+                return Err(Error::zk("connecting", err));
+            }
             Err(err) => {
                 warn!("{err}; still trying");
                 continue;

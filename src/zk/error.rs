@@ -30,6 +30,8 @@ pub enum ZkError {
     SessionExpired,
     /// No server could be reached while connecting.
     Unreachable(String),
+    /// The connection settings cannot work (bad TLS files): not retryable.
+    BadConfig(String),
     /// Anything else, with the crate's description.
     Other(String),
     /// One operation of a transaction failed, so none was applied.
@@ -83,6 +85,7 @@ impl fmt::Display for ZkError {
             ZkError::Timeout => write!(f, "ZooKeeper did not answer in time"),
             ZkError::SessionExpired => write!(f, "ZooKeeper session expired"),
             ZkError::Unreachable(why) => write!(f, "ZooKeeper unreachable: {why}"),
+            ZkError::BadConfig(why) => write!(f, "{why}"),
             ZkError::Other(why) => write!(f, "ZooKeeper error: {why}"),
             ZkError::TxnFailed { index, cause } => {
                 write!(f, "transaction operation {index} failed: {cause}")

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use futures_lite::FutureExt;
 use log::{debug, warn};
-use zookeeper_client::{Acls, Client, CreateMode, SessionState};
+use zookeeper_client::{Acls, Client, CreateMode, SessionState, TlsOptions};
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -40,6 +40,17 @@ pub struct ConnectOptions {
     pub connect_timeout: Option<Duration>,
     /// Digest credentials `user:password`; nodes are then creator-only.
     pub auth: Option<String>,
+    /// Speak TLS to ZooKeeper's secure port with these PEM files.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM contents for a TLS connection.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate(s) that signed the servers' certificates.
+    pub ca: String,
+    /// A client certificate and its key, for servers that ask for one.
+    pub identity: Option<(String, String)>,
 }
 
 /// A node's data and stat, or `None` when the node is not there.
@@ -118,7 +129,14 @@ impl Zk {
             if let Some(auth) = &opts.auth {
                 connector = connector.with_auth("digest", auth.as_bytes());
             }
-            let err = match block_until(connector.connect(&opts.hosts), attempt_deadline) {
+            let connecting = match &opts.tls {
+                Some(tls) => {
+                    connector = connector.with_tls(tls_options(tls)?);
+                    block_until(connector.secure_connect(&opts.hosts), attempt_deadline)
+                }
+                None => block_until(connector.connect(&opts.hosts), attempt_deadline),
+            };
+            let err = match connecting {
                 Ok(client) => {
                     let acls = if opts.auth.is_some() {
                         Acls::creator_all()
@@ -136,15 +154,20 @@ impl Zk {
                         acls,
                     });
                 }
-                Err(ZkError::AuthFailed) => return Err(ZkError::AuthFailed),
+                Err(err @ (ZkError::AuthFailed | ZkError::BadConfig(_))) => return Err(err),
                 Err(err) => err,
             };
             let waited = started.elapsed();
             if let Some(limit) = opts.connect_timeout
                 && waited + backoff >= limit
             {
+                let hint = if opts.tls.is_some() {
+                    " with TLS: is --tls-ca the CA that signed the server's certificate, and is that the secure port?"
+                } else {
+                    ""
+                };
                 return Err(ZkError::Unreachable(format!(
-                    "no ZooKeeper server answered at {} within {:.1} s ({err})",
+                    "no ZooKeeper server answered at {} within {:.1} s ({err}){hint}",
                     opts.hosts,
                     limit.as_secs_f64()
                 )));
@@ -384,6 +407,21 @@ impl Zk {
         }
         Ok(writer.commit())
     }
+}
+
+/// The crate's TLS options from PEM contents.
+fn tls_options(tls: &TlsFiles) -> Result<TlsOptions, ZkError> {
+    let bad =
+        |what: &str, err: zookeeper_client::Error| ZkError::BadConfig(format!("{what}: {err}"));
+    let mut options = TlsOptions::new()
+        .with_pem_ca(&tls.ca)
+        .map_err(|e| bad("the TLS CA is not a usable PEM certificate", e))?;
+    if let Some((cert, key)) = &tls.identity {
+        options = options
+            .with_pem_identity(cert, key)
+            .map_err(|e| bad("the TLS client certificate or key is not usable PEM", e))?;
+    }
+    Ok(options)
 }
 
 /// Runs `fut` on this thread until it finishes or `deadline` passes.
