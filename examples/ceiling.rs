@@ -15,7 +15,8 @@ fn main() {
         eprintln!("usage: ceiling ZK_HOSTS ROOT SECONDS THREADS [IN_FLIGHT]");
         std::process::exit(2);
     }
-    let number = |i: usize, default: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let number =
+        |i: usize, default: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     let (hosts, root) = (args[1].clone(), args[2].clone());
     let seconds = number(3, 5);
     let threads = number(4, 2) as usize;
@@ -42,15 +43,27 @@ fn main() {
                 let root = root.clone();
                 scope.spawn(move || {
                     let mut done = 0;
-                    let paths: Vec<String> = (0..in_flight).map(|i| format!("{root}/n-{t}-{i}")).collect();
+                    let paths: Vec<String> = (0..in_flight)
+                        .map(|i| format!("{root}/n-{t}-{i}"))
+                        .collect();
                     while Instant::now() < deadline {
                         let creates: Vec<Vec<Op>> = paths
                             .iter()
-                            .map(|p| vec![Op::Create { path: p.clone(), data: b"x".to_vec() }])
+                            .map(|p| {
+                                vec![Op::Create {
+                                    path: p.clone(),
+                                    data: b"x".to_vec(),
+                                }]
+                            })
                             .collect();
                         let deletes: Vec<Vec<Op>> = paths
                             .iter()
-                            .map(|p| vec![Op::Delete { path: p.clone(), version: None }])
+                            .map(|p| {
+                                vec![Op::Delete {
+                                    path: p.clone(),
+                                    version: None,
+                                }]
+                            })
                             .collect();
                         done += zk.multi_many(&creates).iter().filter(|r| r.is_ok()).count();
                         done += zk.multi_many(&deletes).iter().filter(|r| r.is_ok()).count();

@@ -66,6 +66,10 @@ impl fmt::Display for Error {
                 f,
                 "not authorized for {root}: the namespace is protected; give its credentials with --auth or --auth-file"
             ),
+            Error::Zk {
+                err: ZkError::Unreachable(why),
+                ..
+            } => write!(f, "{why}"),
             Error::Zk { doing, err } => write!(f, "{doing}: {err}"),
             Error::WorkerIdTaken(id) => write!(
                 f,

@@ -9,13 +9,28 @@ use zkmw::error::EXIT_ZKMW_FAILED;
 fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = match err.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                _ => EXIT_ZKMW_FAILED,
-            };
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
             let _ = err.print();
-            std::process::exit(code);
+            std::process::exit(0);
+        }
+        Err(err) => {
+            // One line, like every other error: clap's first line, without
+            // its tips and usage block.
+            let rendered = err.render().to_string();
+            let paragraph: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = paragraph.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("zkmw: {message} (see zkmw --help)");
+            std::process::exit(EXIT_ZKMW_FAILED);
         }
     };
     // Services log their life at info; commands stay quiet unless asked.

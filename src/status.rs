@@ -1,7 +1,7 @@
 //! `zkmw status`: the cluster (active master, live workers and their load,
 //! task counts) or one task, for people and, with `--json`, for scripts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -11,6 +11,11 @@ use crate::model::{self, Claim, FinalState, MasterInfo, Task, TaskResult, Worker
 use crate::zk::{Zk, ZkError};
 
 /// Reads the whole cluster's state as the documented JSON value.
+///
+/// The nodes are read in the order tasks move through them (/tasks,
+/// /assign, /running, /status) and each task is counted once, in the most
+/// advanced state it was seen in, so a task that moves while status reads
+/// is not counted twice.
 pub fn cluster(zk: &Zk, layout: &Layout) -> Result<Value, Error> {
     let read = |what: &str, err: ZkError| Error::zk(format!("reading {what}"), err);
     let master = zk
@@ -20,29 +25,50 @@ pub fn cluster(zk: &Zk, layout: &Layout) -> Result<Value, Error> {
     let workers = children_or_empty(zk, &layout.workers()).map_err(|e| read("/workers", e))?;
     let worker_paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
     let infos = zk.get_many(&worker_paths);
+    let pending: BTreeSet<String> = children_or_empty(zk, &layout.tasks())
+        .map_err(|e| read("/tasks", e))?
+        .into_iter()
+        .collect();
     let dirs = children_or_empty(zk, &layout.assign()).map_err(|e| read("/assign", e))?;
     let dir_paths: Vec<String> = dirs.iter().map(|w| layout.assign_dir(w)).collect();
-    let mut assigned: BTreeMap<String, usize> = BTreeMap::new();
+    let mut assigned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (worker, listed) in dirs.iter().zip(zk.children_many(&dir_paths)) {
-        assigned.insert(worker.clone(), listed.map_or(0, |names| names.len()));
+        assigned.insert(
+            worker.clone(),
+            listed.unwrap_or_default().into_iter().collect(),
+        );
     }
-    let running = children_or_empty(zk, &layout.running()).map_err(|e| read("/running", e))?;
-    let claim_paths: Vec<String> = running.iter().map(|t| layout.running_task(t)).collect();
-    let mut running_on: BTreeMap<String, usize> = BTreeMap::new();
-    for got in zk.get_many(&claim_paths) {
-        if let Ok(Some((data, _))) = got
-            && let Ok(claim) = model::decode::<Claim>(&data)
-        {
-            *running_on.entry(claim.worker).or_default() += 1;
-        }
+    let running_names =
+        children_or_empty(zk, &layout.running()).map_err(|e| read("/running", e))?;
+    let claim_paths: Vec<String> = running_names
+        .iter()
+        .map(|t| layout.running_task(t))
+        .collect();
+    let mut running: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (name, got) in running_names.into_iter().zip(zk.get_many(&claim_paths)) {
+        let worker = got
+            .ok()
+            .flatten()
+            .and_then(|(data, _)| model::decode::<Claim>(&data).ok())
+            .map(|claim| claim.worker);
+        running.insert(name, worker);
     }
-    let pending = children_or_empty(zk, &layout.tasks())
-        .map_err(|e| read("/tasks", e))?
-        .len();
-    let finished = children_or_empty(zk, &layout.status())
+    let finished: BTreeSet<String> = children_or_empty(zk, &layout.status())
         .map_err(|e| read("/status", e))?
-        .len();
-    let total_assigned: usize = assigned.values().sum();
+        .into_iter()
+        .collect();
+    running.retain(|name, _| !finished.contains(name));
+    for names in assigned.values_mut() {
+        names.retain(|name| !running.contains_key(name) && !finished.contains(name));
+    }
+    let pending = pending
+        .iter()
+        .filter(|name| {
+            !finished.contains(*name)
+                && !running.contains_key(*name)
+                && !assigned.values().any(|names| names.contains(*name))
+        })
+        .count();
     let worker_list: Vec<Value> = workers
         .iter()
         .zip(infos)
@@ -51,14 +77,13 @@ pub fn cluster(zk: &Zk, layout: &Layout) -> Result<Value, Error> {
                 .ok()
                 .flatten()
                 .and_then(|(data, _)| model::decode::<WorkerInfo>(&data).ok());
-            let running = running_on.get(id).copied().unwrap_or(0);
             json!({
                 "id": id,
                 "host": info.as_ref().map(|i| i.host.clone()),
                 "pid": info.as_ref().map(|i| i.pid),
                 "threads": info.as_ref().map(|i| i.threads),
-                "assigned": assigned.get(id).copied().unwrap_or(0).saturating_sub(running),
-                "running": running,
+                "assigned": assigned.get(id).map_or(0, BTreeSet::len),
+                "running": running.values().filter(|w| w.as_deref() == Some(id.as_str())).count(),
             })
         })
         .collect();
@@ -68,9 +93,9 @@ pub fn cluster(zk: &Zk, layout: &Layout) -> Result<Value, Error> {
         "workers": worker_list,
         "tasks": {
             "pending": pending,
-            "assigned": total_assigned.saturating_sub(running.len()),
+            "assigned": assigned.values().map(BTreeSet::len).sum::<usize>(),
             "running": running.len(),
-            "finished": finished,
+            "finished": finished.len(),
         },
     }))
 }

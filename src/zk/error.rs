@@ -84,7 +84,7 @@ impl fmt::Display for ZkError {
             ZkError::ConnectionLoss => write!(f, "connection to ZooKeeper lost"),
             ZkError::Timeout => write!(f, "ZooKeeper did not answer in time"),
             ZkError::SessionExpired => write!(f, "ZooKeeper session expired"),
-            ZkError::Unreachable(why) => write!(f, "ZooKeeper unreachable: {why}"),
+            ZkError::Unreachable(why) => write!(f, "{why}"),
             ZkError::BadConfig(why) => write!(f, "{why}"),
             ZkError::Other(why) => write!(f, "ZooKeeper error: {why}"),
             ZkError::TxnFailed { index, cause } => {
@@ -109,7 +109,7 @@ impl From<zookeeper_client::Error> for ZkError {
             E::ConnectionLoss => ZkError::ConnectionLoss,
             E::Timeout => ZkError::Timeout,
             E::SessionExpired | E::ClientClosed => ZkError::SessionExpired,
-            E::NoHosts => ZkError::Unreachable("no server answered".into()),
+            E::NoHosts => ZkError::Unreachable("no server accepted the connection".into()),
             other => ZkError::Other(other.to_string()),
         }
     }

@@ -157,27 +157,34 @@ impl Zk {
                 Err(err @ (ZkError::AuthFailed | ZkError::BadConfig(_))) => return Err(err),
                 Err(err) => err,
             };
-            let waited = started.elapsed();
-            if let Some(limit) = opts.connect_timeout
-                && waited + backoff >= limit
-            {
+            let left = opts
+                .connect_timeout
+                .map(|limit| limit.saturating_sub(started.elapsed()));
+            if left.is_some_and(|left| left.is_zero()) {
+                let limit = opts.connect_timeout.unwrap_or_default();
                 let hint = if opts.tls.is_some() {
-                    " with TLS: is --tls-ca the CA that signed the server's certificate, and is that the secure port?"
+                    "; with TLS: is --tls-ca the CA that signed the server's certificate, and is that its secure port?"
                 } else {
                     ""
                 };
                 return Err(ZkError::Unreachable(format!(
-                    "no ZooKeeper server answered at {} within {:.1} s ({err}){hint}",
+                    "no ZooKeeper server answered at {} within {:.1} s (last error: {err}){hint}",
                     opts.hosts,
                     limit.as_secs_f64()
                 )));
             }
-            warn!(
-                "waiting for ZooKeeper at {} ({err}); retrying in {} ms",
-                opts.hosts,
-                backoff.as_millis()
-            );
-            thread::sleep(backoff);
+            // Commands have a deadline and report once; services log here.
+            let wait = left.map_or(backoff, |left| left.min(backoff));
+            if opts.connect_timeout.is_some() {
+                debug!("ZooKeeper at {} not reachable yet ({err})", opts.hosts);
+            } else {
+                warn!(
+                    "waiting for ZooKeeper at {} ({err}); retrying in {} ms",
+                    opts.hosts,
+                    wait.as_millis()
+                );
+            }
+            thread::sleep(wait);
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }

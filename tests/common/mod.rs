@@ -219,6 +219,17 @@ impl Namespace {
         run_bounded(cmd, COMMAND_LIMIT)
     }
 
+    /// Runs the binary with this namespace's flags and `args`, `input` on
+    /// its stdin; it must exit within [`COMMAND_LIMIT`].
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let path = self.dir.join(format!("{}.stdin", unique("input")));
+        fs::write(&path, input).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut cmd = self.cmd();
+        cmd.args(args).stdin(file);
+        run_bounded(cmd, COMMAND_LIMIT)
+    }
+
     /// `zkmw submit JOB`: must succeed; returns the task id it printed.
     pub fn submit(&self, job: &str) -> String {
         let out = self.run(&["submit", job]);
@@ -236,9 +247,10 @@ impl Namespace {
         id
     }
 
-    /// `zkmw submit --wait ARGS...`.
+    /// `zkmw submit --wait --wait-timeout 15s ARGS...` (it gives up, exit
+    /// 124, before [`COMMAND_LIMIT`] would kill it).
     pub fn submit_wait(&self, args: &[&str]) -> Output {
-        let mut all = vec!["submit", "--wait", "--wait-timeout", "30s"];
+        let mut all = vec!["submit", "--wait", "--wait-timeout", "15s"];
         all.extend_from_slice(args);
         self.run(&all)
     }
@@ -293,14 +305,26 @@ impl Namespace {
         last
     }
 
-    /// Waits until `status --json` shows `tasks.finished == n`.
+    /// Waits until `status --json` shows `n` tasks finished and none
+    /// pending, assigned or running: all the work is done.
+    ///
+    /// (Waiting on `finished` alone is not enough to then assert the other
+    /// counts: `status` reads /assign, /running, /tasks and /status one after
+    /// the other, so a task that finishes meanwhile can be counted twice.)
     pub fn wait_finished(&self, n: u64, deadline: Instant) -> Value {
         let mut last = Value::Null;
         let ok = wait_until(deadline, || {
             last = self.status_json();
-            last["tasks"]["finished"].as_u64() == Some(n)
+            let t = &last["tasks"];
+            t["finished"].as_u64() == Some(n)
+                && t["pending"] == 0
+                && t["assigned"] == 0
+                && t["running"] == 0
         });
-        assert!(ok, "status never showed {n} tasks finished; last: {last}");
+        assert!(
+            ok,
+            "status never showed {n} tasks finished and none in flight; last: {last}"
+        );
         last
     }
 
@@ -353,8 +377,15 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         if thread::panicking() {
+            // An empty dir has nothing to inspect.
+            let _ = fs::remove_dir(&self.dir);
+            let files = if self.dir.exists() {
+                format!(", files in {}", self.dir.display())
+            } else {
+                String::new()
+            };
             eprintln!(
-                "===== namespace {} kept for inspection; service logs:\n{}",
+                "===== kept for inspection: znodes under {}{files}; service logs:\n{}",
                 self.root,
                 self.logs()
             );
@@ -441,18 +472,16 @@ pub fn stdout(out: &Output) -> String {
 
 /// Runs `cmd` to completion with its output captured; SIGKILLs it and
 /// panics if it is still running after `limit`.
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let what = format!("{cmd:?}");
-    let what = if what.len() > 300 {
-        format!("{}...", &what[..what.floor_char_boundary(300)])
-    } else {
-        what
-    };
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+pub fn run_bounded(cmd: Command, limit: Duration) -> Output {
+    let what = describe_cmd(&cmd);
+    try_run_bounded(cmd, limit).unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
+/// Like [`run_bounded`], but returns the error when the program cannot be
+/// started at all (e.g. E2BIG: an argument over the kernel's limit).
+pub fn try_run_bounded(mut cmd: Command, limit: Duration) -> std::io::Result<Output> {
+    let what = describe_cmd(&cmd);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let mut guard = KillOnDrop(child);
     let out_reader = reader(guard.0.stdout.take());
     let err_reader = reader(guard.0.stderr.take());
@@ -465,10 +494,20 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
             Err(e) => panic!("waiting for {what}: {e}"),
         }
     };
-    Output {
+    Ok(Output {
         status,
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// A command line for messages, cut to a readable length.
+fn describe_cmd(cmd: &Command) -> String {
+    let what = format!("{cmd:?}");
+    if what.len() > 300 {
+        format!("{}...", &what[..what.floor_char_boundary(300)])
+    } else {
+        what
     }
 }
 

@@ -1,0 +1,290 @@
+//! Bad input is refused with exit code 125 and a message that names the
+//! problem, and leaves nothing behind in ZooKeeper.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Namespace, describe, run_bounded, secs, stderr, stdout};
+
+/// Exit code 125, no panic, and one line of stderr that holds every needle.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "expected exit code 125: {}",
+        describe(out)
+    );
+    let err = stderr(out);
+    assert!(!err.contains("panicked"), "zkmw panicked: {err}");
+    assert!(
+        err.lines()
+            .any(|line| needles.iter().all(|n| line.contains(n))),
+        "stderr should say, on one line, {needles:?}: {}",
+        describe(out)
+    );
+}
+
+/// Nothing was stored under the namespace's /tasks (or it does not exist).
+fn assert_no_tasks(ns: &Namespace) {
+    let zk = ns.connect();
+    let tasks = ns.children(&zk, &ns.layout().tasks());
+    assert!(tasks.is_empty(), "tasks were stored: {tasks:?}");
+}
+
+/// No worker registered in the namespace.
+fn assert_no_workers(ns: &Namespace) {
+    let zk = ns.connect();
+    let workers = ns.children(&zk, &ns.layout().workers());
+    assert!(workers.is_empty(), "workers registered: {workers:?}");
+}
+
+/// The longest single argument Linux passes to a program (MAX_ARG_STRLEN,
+/// 32 pages, counting the terminating NUL).
+fn max_arg_len() -> usize {
+    // SAFETY: sysconf only reads a system setting.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).unwrap_or(4096) * 32 - 1
+}
+
+/// The largest job a command line can carry on Linux with 4 KiB pages (with
+/// bigger pages, the same size is used: more would pass the 1 MB limit).
+fn largest_cli_job_len() -> usize {
+    max_arg_len().min(128 * 1024 - 1)
+}
+
+#[test]
+fn empty_job_is_refused() {
+    let ns = Namespace::new("bad-empty-job");
+    for job in ["", "   ", "\n\t"] {
+        let out = ns.run(&["submit", job]);
+        assert_refused(&out, &["job is empty"]);
+        assert_eq!(stdout(&out), "", "no task id printed for {job:?}");
+    }
+    assert_no_tasks(&ns);
+}
+
+/// A job over zkmw's 1 MB limit cannot even reach zkmw from a command line
+/// on Linux with 4 KiB pages: the kernel refuses any single argument longer
+/// than MAX_ARG_STRLEN (32 pages: 128 KiB) with E2BIG ("Argument list too
+/// long") before the program starts. Where pages are bigger and the job
+/// does reach zkmw, zkmw must refuse it.
+#[test]
+fn job_over_one_megabyte_is_refused() {
+    let ns = Namespace::new("bad-huge-job");
+    let job = format!(": {}", "x".repeat(1_100_000));
+    let mut cmd = ns.cmd();
+    cmd.args(["submit", &job]);
+    match common::try_run_bounded(cmd, common::COMMAND_LIMIT) {
+        Err(err) => assert_eq!(
+            err.raw_os_error(),
+            Some(libc::E2BIG),
+            "expected E2BIG (Argument list too long), got {err}"
+        ),
+        Ok(out) => assert_refused(&out, &["too large"]),
+    }
+    assert_no_tasks(&ns);
+}
+
+/// `submit --stdin` carries jobs of any size, so there the 1 MB check is
+/// what refuses a big one: the jobs before it are stored (their ids
+/// printed), the broken line is named by number, nothing after it is stored.
+#[test]
+fn job_over_one_megabyte_on_stdin_is_refused_by_line() {
+    let ns = Namespace::new("bad-huge-stdin");
+    let input = format!("echo a\n\n: {}\necho c\n", "x".repeat(1_100_000));
+    let out = ns.run_with_stdin(&["submit", "--stdin"], input.as_bytes());
+    assert_refused(&out, &["line 3", "too large", "1000000"]);
+    let ids: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(ids.len(), 1, "only the job before the broken line: {ids:?}");
+    let zk = ns.connect();
+    let stored = ns.children(&zk, &ns.layout().tasks());
+    assert_eq!(stored, ids, "only that job is stored");
+    assert_eq!(ns.task_json(&ids[0])["job"], "echo a");
+}
+
+/// The largest job a command line can carry is accepted and runs. It is
+/// made of control characters, each stored as a 6-byte JSON escape, so the
+/// record is about 6 x 128 KiB = 768 KiB, the biggest one argument can make.
+#[test]
+fn largest_job_a_command_line_can_carry_runs() {
+    let ns = Namespace::new("big-job");
+    let _master = ns.spawn_master("m1");
+    let _worker = ns.spawn_worker("w1", 1);
+    ns.wait_for_workers(&["w1"], secs(15));
+    let (head, tail) = (": ", "; echo big");
+    let fill = "\u{1}".repeat(largest_cli_job_len() - head.len() - tail.len());
+    let job = format!("{head}{fill}{tail}");
+
+    // One byte more and the kernel refuses to start zkmw at all.
+    let mut cmd = ns.cmd();
+    cmd.args(["submit", &format!("{job}x")]);
+    if max_arg_len() == job.len() {
+        let err = common::try_run_bounded(cmd, common::COMMAND_LIMIT)
+            .expect_err("one byte over MAX_ARG_STRLEN");
+        assert_eq!(err.raw_os_error(), Some(libc::E2BIG), "{err}");
+    }
+
+    let out = ns.submit_wait(&[&job]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stdout(&out), "big\n");
+    let zk = ns.connect();
+    let done = ns.children(&zk, &ns.layout().status());
+    assert_eq!(done.len(), 1, "one task finished: {done:?}");
+    let t = ns.task_json(&done[0]);
+    assert_eq!(t["state"], "done", "{}", t["state"]);
+    assert!(
+        t["job"].as_str() == Some(job.as_str()),
+        "status shows the job byte for byte ({} bytes)",
+        t["job"].as_str().map_or(0, str::len)
+    );
+}
+
+#[test]
+fn invalid_worker_ids_are_refused() {
+    let ns = Namespace::new("bad-worker-id");
+    let long = "x".repeat(200);
+    let cases: [(&str, &str); 5] = [
+        ("", "the id is empty"),
+        ("a/b", "not a valid id"),
+        ("..", "not a valid id"),
+        ("has space", "not a valid id"),
+        (&long, "longer than 128 bytes"),
+    ];
+    for (id, problem) in cases {
+        let out = ns.run(&["worker", "--id", id]);
+        assert_refused(&out, &[problem]);
+    }
+    assert_no_workers(&ns);
+}
+
+#[test]
+fn relative_root_is_refused() {
+    let ns = Namespace::new("bad-root");
+    let mut cmd = ns.raw_cmd();
+    cmd.args(["--zk", common::zk(), "--root", "zkmw", "submit", "echo hi"]);
+    let out = run_bounded(cmd, common::COMMAND_LIMIT);
+    assert_refused(&out, &["'zkmw' is not an absolute path"]);
+}
+
+#[test]
+fn malformed_zookeeper_addresses_are_refused() {
+    let ns = Namespace::new("bad-zk");
+    for (zk, problem) in [
+        ("nohost", "'nohost' is not host:port"),
+        ("a:99999", "'a:99999' has no valid port"),
+        ("", "empty ZooKeeper host list"),
+    ] {
+        let mut cmd = ns.raw_cmd();
+        cmd.args(["--zk", zk, "--root", &ns.root, "submit", "echo hi"]);
+        let out = run_bounded(cmd, common::COMMAND_LIMIT);
+        assert_refused(&out, &[problem]);
+    }
+    assert_no_tasks(&ns);
+}
+
+#[test]
+fn unknown_flag_is_refused() {
+    let ns = Namespace::new("bad-flag");
+    let out = ns.run(&["submit", "--bogus", "echo hi"]);
+    assert_refused(&out, &["--bogus"]);
+    let out = ns.run(&["--bogus", "status"]);
+    assert_refused(&out, &["--bogus"]);
+    assert_no_tasks(&ns);
+}
+
+#[test]
+fn unreachable_zookeeper_exits_125_in_bounded_time() {
+    let ns = Namespace::new("bad-unreachable");
+    let mut cmd = ns.raw_cmd();
+    cmd.args(["--zk", "127.0.0.1:1", "--connect-timeout", "2s"])
+        .args(["--root", &ns.root, "submit", "true"]);
+    let started = Instant::now();
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "gave up after {took:?}, expected about the 2 s connect timeout"
+    );
+    assert_refused(&out, &["zkmw:", "127.0.0.1:1"]);
+    assert_eq!(stdout(&out), "", "no task id printed");
+}
+
+#[test]
+fn second_worker_with_a_live_id_is_refused() {
+    let ns = Namespace::new("bad-dup-worker");
+    let first = ns.spawn_worker("w1", 1);
+    ns.wait_for_workers(&["w1"], secs(15));
+    let out = ns.run(&["worker", "--id", "w1"]);
+    assert_refused(&out, &["'w1'", "already live"]);
+    let s = ns.status_json();
+    let workers = s["workers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(workers.len(), 1, "{s}");
+    assert_eq!(
+        workers[0]["pid"],
+        first.pid(),
+        "the first w1 is still the one registered: {s}"
+    );
+}
+
+#[test]
+fn status_of_an_unknown_or_invalid_task_is_refused() {
+    let ns = Namespace::new("bad-status-task");
+    let out = ns.run(&["status", "task-9999999999"]);
+    assert_refused(&out, &["no task 'task-9999999999'"]);
+    let out = ns.run(&["status", "task-9999999999", "--json"]);
+    assert_refused(&out, &["no task 'task-9999999999'"]);
+    assert_eq!(stdout(&out), "", "no JSON for a task that does not exist");
+    let out = ns.run(&["status", "bogus"]);
+    assert_refused(&out, &["'bogus' is not a task id"]);
+}
+
+/// README: "Every error is one line on stderr starting with `zkmw:`".
+/// Checked for every kind of error above, all at once, so one run lists
+/// every case that breaks the promise.
+#[test]
+fn every_error_is_one_line_starting_with_zkmw() {
+    let ns = Namespace::new("bad-one-line");
+    let long = "x".repeat(200);
+    let zk = common::zk();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--zk", zk, "--root", &ns.root, "submit", ""],
+        vec!["--zk", zk, "--root", &ns.root, "worker", "--id", ""],
+        vec!["--zk", zk, "--root", &ns.root, "worker", "--id", "a/b"],
+        vec!["--zk", zk, "--root", &ns.root, "worker", "--id", ".."],
+        vec!["--zk", zk, "--root", &ns.root, "worker", "--id", &long],
+        vec!["--zk", zk, "--root", "zkmw", "submit", "echo hi"],
+        vec!["--zk", "nohost", "--root", &ns.root, "submit", "echo hi"],
+        vec!["--zk", "a:99999", "--root", &ns.root, "submit", "echo hi"],
+        vec!["--zk", zk, "--root", &ns.root, "submit", "--bogus", "echo"],
+        vec!["--zk", zk, "--root", &ns.root, "status", "task-9999999999"],
+        vec![
+            "--zk",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "1s",
+            "--root",
+            &ns.root,
+            "submit",
+            "true",
+        ],
+    ];
+    let mut broken = Vec::new();
+    for args in cases {
+        let mut cmd = ns.raw_cmd();
+        cmd.args(&args);
+        let out = run_bounded(cmd, common::COMMAND_LIMIT);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", describe(&out));
+        let err = stderr(&out);
+        if err.lines().count() != 1 || !err.starts_with("zkmw: ") {
+            broken.push(format!("zkmw {}\n{err}", args.join(" ")));
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "{} errors are not one line starting with `zkmw:`:\n\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+}
