@@ -23,7 +23,7 @@ use log::{debug, info, warn};
 
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::model::{self, MasterInfo};
+use crate::model::{self, MasterInfo, WorkerInfo};
 use crate::retention::{self, Policy};
 use crate::session::{self, Next};
 use crate::shutdown::Shutdown;
@@ -44,6 +44,10 @@ pub struct MasterConfig {
     /// Which results to delete from /status, checked every minute.
     pub retention: Policy,
 }
+
+/// A worker may hold this many assignments per thread: enough that it
+/// never waits for the master, few enough that the queue stays in /tasks.
+pub const WINDOW_PER_THREAD: usize = 2;
 
 /// How often the active master applies the retention policy.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -195,6 +199,16 @@ struct Leader<'a> {
     armed: HashSet<String>,
     /// The next round must re-read and repair everything.
     full: bool,
+    /// Live workers and their windows, as of the last full round.
+    windows: BTreeMap<String, usize>,
+    /// Names under /tasks as of the last listing, oldest first, less the
+    /// ones assigned since. New tasks always sort after these (sequence
+    /// numbers only grow), so /tasks is listed again only when this runs
+    /// dry or a full round comes: work per event does not grow with the
+    /// backlog.
+    queue: BTreeSet<String>,
+    /// /tasks changed since it was last listed.
+    tasks_changed: bool,
     rng: rand::rngs::ThreadRng,
 }
 
@@ -206,6 +220,9 @@ impl<'a> Leader<'a> {
             epoch,
             armed: HashSet::new(),
             full: true,
+            windows: BTreeMap::new(),
+            queue: BTreeSet::new(),
+            tasks_changed: true,
             rng: rand::rng(),
         }
     }
@@ -214,35 +231,25 @@ impl<'a> Leader<'a> {
         let mut next_full = Instant::now() + self.cfg.tick;
         let mut next_retention = Instant::now();
         loop {
+            if self.zk.is_lost() {
+                warn!("master {}: session lost; stepping down", self.cfg.id);
+                return Next::Restart;
+            }
             if self.zk.is_connected() && Instant::now() >= next_retention {
                 next_retention = Instant::now() + RETENTION_EVERY;
-                let purged = retention::purge(
-                    self.zk,
-                    &self.cfg.layout,
-                    self.cfg.retention,
-                    Some(self.epoch),
-                );
-                match purged {
+                let policy = self.cfg.retention;
+                match retention::purge(self.zk, &self.cfg.layout, policy, Some(self.epoch)) {
                     Err(err) if fenced_out(&err) => return Next::Restart,
                     Err(err) => warn!("master {}: retention not applied: {err}", self.cfg.id),
                     Ok(_) => {}
                 }
             }
-            if self.zk.is_lost() {
-                warn!("master {}: session lost; stepping down", self.cfg.id);
+            if self.zk.is_connected() && self.round(tx).is_err() {
+                warn!(
+                    "master {}: deposed (epoch {} is stale); stepping down",
+                    self.cfg.id, self.epoch
+                );
                 return Next::Restart;
-            }
-            if self.zk.is_connected() {
-                match self.round(tx) {
-                    Ok(()) => {}
-                    Err(Deposed) => {
-                        warn!(
-                            "master {}: deposed (epoch {} is stale); stepping down",
-                            self.cfg.id, self.epoch
-                        );
-                        return Next::Restart;
-                    }
-                }
             }
             // Wait for something to happen, then take every message queued.
             let wait = next_full.saturating_duration_since(Instant::now());
@@ -256,7 +263,9 @@ impl<'a> Leader<'a> {
                     Msg::Shutdown => return Next::Stop,
                     Msg::Watch(event) => {
                         self.armed.remove(&event.path);
-                        if event.path != self.cfg.layout.tasks() {
+                        if event.path == self.cfg.layout.tasks() {
+                            self.tasks_changed = true;
+                        } else if event.path == self.cfg.layout.workers() {
                             self.full = true;
                         }
                     }
@@ -287,50 +296,54 @@ impl<'a> Leader<'a> {
         };
         let rng = &mut self.rng;
         let actions = plan::plan(&snap, &mut |n| rand::RngExt::random_range(rng, 0..n));
+        // Whatever happens to them, these leave the queue: a task still in
+        // /tasks after a failed write is found again by the next listing.
+        for p in &snap.pending {
+            self.queue.remove(&p.name);
+        }
         self.apply(&actions)
     }
 
     /// Reads what this round needs; arms the watches that are not armed.
     fn read(&mut self, full: bool, tx: &Sender<Msg>) -> Result<Snapshot, ReadError> {
         let layout = &self.cfg.layout;
-        if full && !self.still_master()? {
-            return Err(ReadError::Deposed);
+        if full {
+            if !self.still_master()? {
+                return Err(ReadError::Deposed);
+            }
+            self.windows = self.read_windows(tx)?;
         }
-        let workers = self.children_watched(&layout.workers(), tx)?;
-        let mut tasks = self.children_watched(&layout.tasks(), tx)?;
-        tasks.sort();
+        if full || (self.tasks_changed && self.queue.is_empty()) {
+            self.tasks_changed = false;
+            self.queue = self
+                .children_watched(&layout.tasks(), tx)?
+                .into_iter()
+                .collect();
+        }
         let dirs = self.zk.children(&layout.assign())?;
         let dir_paths: Vec<String> = dirs.iter().map(|w| layout.assign_dir(w)).collect();
-        let mut assign_dirs = BTreeMap::new();
-        for (worker, listed) in dirs.into_iter().zip(self.zk.children_many(&dir_paths)) {
-            let names = match listed {
-                Ok(names) => names,
-                Err(ZkError::NoNode) => continue,
-                Err(err) => return Err(err.into()),
+        let mut listed = Vec::with_capacity(dirs.len());
+        for (worker, path) in dirs.into_iter().zip(dir_paths) {
+            // Watching a live worker's folder tells us when it has room.
+            let names = if self.windows.contains_key(&worker) {
+                self.children_watched(&path, tx)
+            } else {
+                self.zk.children(&path)
             };
+            match names {
+                Ok(names) => listed.push((worker, names)),
+                Err(ZkError::NoNode) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let held: BTreeMap<String, usize> = listed
+            .iter()
+            .map(|(w, names)| (w.clone(), names.len()))
+            .collect();
+        let mut assign_dirs = BTreeMap::new();
+        for (worker, names) in listed {
             let assigned = if full {
-                let paths: Vec<String> = names
-                    .iter()
-                    .map(|t| layout.assignment(&worker, t))
-                    .collect();
-                let mut assigned = Vec::new();
-                for (name, got) in names.into_iter().zip(self.zk.get_many(&paths)) {
-                    if let Some((data, stat)) = got? {
-                        let task = model::decode_task(&data);
-                        if let Err(why) = &task {
-                            warn!("master: assignment {worker}/{name} is malformed: {why}");
-                        }
-                        let detail = AssignedDetail {
-                            version: stat.version,
-                            task,
-                        };
-                        assigned.push(Assigned {
-                            name,
-                            detail: Some(detail),
-                        });
-                    }
-                }
-                assigned
+                self.read_assignments(&worker, names)?
             } else {
                 names
                     .into_iter()
@@ -346,27 +359,76 @@ impl<'a> Leader<'a> {
         } else {
             None
         };
-        let task_paths: Vec<String> = tasks.iter().map(|t| layout.task(t)).collect();
+        let head: Vec<String> = self
+            .queue
+            .iter()
+            .take(plan::room(&self.windows, &held))
+            .cloned()
+            .collect();
+        let head_paths: Vec<String> = head.iter().map(|t| layout.task(t)).collect();
         let mut pending = Vec::new();
-        for (name, got) in tasks.into_iter().zip(self.zk.get_many(&task_paths)) {
-            if let Some((data, stat)) = got? {
-                let task = model::decode_task(&data);
-                if let Err(why) = &task {
-                    warn!("master: task {name} is malformed: {why}");
+        for (name, got) in head.into_iter().zip(self.zk.get_many(&head_paths)) {
+            match got? {
+                Some((data, stat)) => {
+                    let task = model::decode_task(&data);
+                    if let Err(why) = &task {
+                        warn!("master: task {name} is malformed: {why}");
+                    }
+                    pending.push(Pending {
+                        name,
+                        version: stat.version,
+                        task,
+                    });
                 }
-                pending.push(Pending {
-                    name,
-                    version: stat.version,
-                    task,
-                });
+                None => {
+                    self.queue.remove(&name);
+                }
             }
         }
         Ok(Snapshot {
-            live_workers: workers.into_iter().collect::<BTreeSet<_>>(),
+            live_workers: self.windows.clone(),
             pending,
             assign_dirs,
             running,
         })
+    }
+
+    /// The live workers and their windows (twice their threads).
+    fn read_windows(&mut self, tx: &Sender<Msg>) -> Result<BTreeMap<String, usize>, ZkError> {
+        let layout = &self.cfg.layout;
+        let workers = self.children_watched(&layout.workers(), tx)?;
+        let paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
+        let mut windows = BTreeMap::new();
+        for (worker, got) in workers.into_iter().zip(self.zk.get_many(&paths)) {
+            let Some((data, _)) = got? else { continue };
+            let threads = model::decode::<WorkerInfo>(&data).map_or(1, |info| info.threads.max(1));
+            windows.insert(worker, threads.saturating_mul(WINDOW_PER_THREAD));
+        }
+        Ok(windows)
+    }
+
+    /// Data and versions of one worker's assignments (full rounds).
+    fn read_assignments(&self, worker: &str, names: Vec<String>) -> Result<Vec<Assigned>, ZkError> {
+        let layout = &self.cfg.layout;
+        let paths: Vec<String> = names.iter().map(|t| layout.assignment(worker, t)).collect();
+        let mut assigned = Vec::new();
+        for (name, got) in names.into_iter().zip(self.zk.get_many(&paths)) {
+            if let Some((data, stat)) = got? {
+                let task = model::decode_task(&data);
+                if let Err(why) = &task {
+                    warn!("master: assignment {worker}/{name} is malformed: {why}");
+                }
+                let detail = AssignedDetail {
+                    version: stat.version,
+                    task,
+                };
+                assigned.push(Assigned {
+                    name,
+                    detail: Some(detail),
+                });
+            }
+        }
+        Ok(assigned)
     }
 
     fn still_master(&self) -> Result<bool, ZkError> {

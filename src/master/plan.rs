@@ -10,7 +10,10 @@
 //! 3. An unclaimed assignment of a worker that is not live is requeued.
 //! 4. The empty assignment folder of a worker that is not live is removed.
 //! 5. Each pending task, oldest first, goes to the live worker with the
-//!    fewest assignments (random among equals); an undecodable one fails.
+//!    fewest assignments (random among equals) that holds fewer than its
+//!    window; an undecodable one fails. The window (twice the worker's
+//!    threads) keeps every worker busy while leaving the rest of the queue
+//!    in /tasks, where a worker that joins later can get it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,9 +29,10 @@ pub const WORKER_LOST: &str = "worker lost";
 /// What the master read in one round.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Ids under /workers.
-    pub live_workers: BTreeSet<String>,
-    /// Tasks under /tasks that are still there, oldest first.
+    /// Ids under /workers, each with its window: how many assignments it
+    /// may hold at once.
+    pub live_workers: BTreeMap<String, usize>,
+    /// The oldest tasks under /tasks, as many as the workers have room for.
     pub pending: Vec<Pending>,
     /// Every /assign/<worker> folder and its children.
     pub assign_dirs: BTreeMap<String, Vec<Assigned>>,
@@ -123,7 +127,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
     let mut actions = Vec::new();
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     for (worker, assigned) in &snap.assign_dirs {
-        let live = snap.live_workers.contains(worker);
+        let live = snap.live_workers.contains_key(worker);
         let mut kept = 0;
         for a in assigned {
             match repair(worker, live, a, snap.running.as_ref()) {
@@ -152,7 +156,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
                 continue;
             }
         };
-        let Some(worker) = least_loaded(&load, pick) else {
+        let Some(worker) = least_loaded(&load, &snap.live_workers, pick) else {
             break;
         };
         *load.entry(worker).or_default() += 1;
@@ -200,17 +204,34 @@ fn repair(
     None
 }
 
+/// The worker with room and the fewest assignments; random among equals.
 fn least_loaded<'a>(
     load: &BTreeMap<&'a str, usize>,
+    windows: &BTreeMap<String, usize>,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Option<&'a str> {
-    let min = *load.values().min()?;
-    let ties: Vec<&str> = load
+    let with_room: Vec<(&'a str, usize)> = load
         .iter()
-        .filter(|(_, n)| **n == min)
+        .filter(|(w, n)| windows.get(**w).is_some_and(|window| **n < *window))
+        .map(|(w, n)| (*w, *n))
+        .collect();
+    let min = with_room.iter().map(|(_, n)| *n).min()?;
+    let ties: Vec<&str> = with_room
+        .iter()
+        .filter(|(_, n)| *n == min)
         .map(|(w, _)| *w)
         .collect();
     Some(ties[pick(ties.len()).min(ties.len() - 1)])
+}
+
+/// How many more tasks the live workers can take, given how many
+/// assignments each holds now (`held`; a worker without a folder cannot
+/// take any).
+pub fn room(live_workers: &BTreeMap<String, usize>, held: &BTreeMap<String, usize>) -> usize {
+    live_workers
+        .iter()
+        .filter_map(|(w, window)| held.get(w).map(|n| window.saturating_sub(*n)))
+        .sum()
 }
 
 /// The transaction for an action, fenced by the master's epoch: every one
@@ -359,7 +380,7 @@ mod tests {
         running: Option<&[u32]>,
     ) -> Snapshot {
         Snapshot {
-            live_workers: live.iter().map(|w| w.to_string()).collect(),
+            live_workers: live.iter().map(|w| (w.to_string(), 8)).collect(),
             pending: Vec::new(),
             assign_dirs: dirs
                 .iter()
@@ -403,6 +424,24 @@ mod tests {
                 (name(5), "w1".into())
             ]
         );
+    }
+
+    #[test]
+    fn fills_each_worker_up_to_its_window_only() {
+        let mut snap = snapshot(
+            &["w1", "w2"],
+            &[("w1", vec![assigned(1, 1, 1)]), ("w2", vec![])],
+            Some(&[1]),
+        );
+        snap.live_workers.insert("w1".into(), 2);
+        snap.live_workers.insert("w2".into(), 1);
+        snap.pending = (2..6).map(pending).collect();
+        let got = assigned_to(&plan(&snap, &mut first));
+        assert_eq!(got, [(name(2), "w2".into()), (name(3), "w1".into())]);
+        let held = [("w1".to_string(), 1), ("w2".to_string(), 0)]
+            .into_iter()
+            .collect();
+        assert_eq!(room(&snap.live_workers, &held), 2);
     }
 
     #[test]
