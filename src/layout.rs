@@ -103,25 +103,32 @@ impl Layout {
         format!("{}/status/{task}", self.root)
     }
 
-    /// Every persistent node the namespace needs, parents first: the
-    /// ancestors of the root, the root, then its folders and /epoch.
-    pub fn skeleton(&self) -> Vec<String> {
+    /// The nodes above the root (`/a` for root `/a/b`), parents first. They
+    /// are shared with whatever else lives there, so zkmw creates them open.
+    pub fn ancestors(&self) -> Vec<String> {
         let mut paths = Vec::new();
         let mut prefix = String::new();
-        for part in self.root.split('/').filter(|p| !p.is_empty()) {
+        let parts: Vec<&str> = self.root.split('/').filter(|p| !p.is_empty()).collect();
+        for part in parts.iter().take(parts.len().saturating_sub(1)) {
             prefix.push('/');
             prefix.push_str(part);
             paths.push(prefix.clone());
         }
-        paths.extend([
+        paths
+    }
+
+    /// The namespace's own persistent nodes, parents first: the root, then
+    /// /epoch and the folders.
+    pub fn skeleton(&self) -> Vec<String> {
+        vec![
+            self.root.clone(),
             self.epoch(),
             self.workers(),
             self.assign(),
             self.tasks(),
             self.running(),
             self.status(),
-        ]);
-        paths
+        ]
     }
 }
 
@@ -152,7 +159,9 @@ mod tests {
             "/a/b/assign/w1/task-0000000001"
         );
         assert_eq!(l.task_prefix(), "/a/b/tasks/task-");
-        assert_eq!(&l.skeleton()[..3], ["/a", "/a/b", "/a/b/epoch"]);
+        assert_eq!(l.ancestors(), ["/a"]);
+        assert_eq!(&l.skeleton()[..2], ["/a/b", "/a/b/epoch"]);
+        assert!(Layout::new("/zkmw").ancestors().is_empty());
     }
 
     #[test]

@@ -62,8 +62,14 @@ where
     }
 }
 
-/// Creates every persistent node of the namespace that is missing.
+/// Creates every persistent node of the namespace that is missing: the
+/// ancestors of the root open to all, the namespace itself with the
+/// session's ACL.
 pub fn ensure_namespace(zk: &Zk, layout: &Layout) -> Result<(), ZkError> {
+    layout
+        .ancestors()
+        .iter()
+        .try_for_each(|path| zk.ensure_open(path))?;
     layout
         .skeleton()
         .iter()

@@ -332,6 +332,16 @@ impl Zk {
         }
     }
 
+    /// Like [`Zk::ensure`], but with the open ACL whatever the session's
+    /// credentials: for nodes shared with other namespaces.
+    pub fn ensure_open(&self, path: &str) -> Result<(), ZkError> {
+        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        match block_until(self.client.create(path, b"", &options), self.deadline()) {
+            Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Creates one persistent-sequential node under `prefix` (which lies in
     /// `parent`) per item of `data`, all in flight at once, and, in the same
     /// round trip, reads `parent`'s child version just before: every new
