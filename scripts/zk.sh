@@ -4,10 +4,18 @@
 # Usage: scripts/zk.sh start|stop|status
 #        scripts/zk.sh ensemble-start|ensemble-stop|ensemble-status
 #        scripts/zk.sh node-start N|node-stop N        (N = 1..3, one ensemble node)
+#        scripts/zk.sh tls-start|tls-stop|tls-status
 #
 # Standalone server: 127.0.0.1:${ZKMW_ZK_PORT:-2181}, files in .zk/standalone-<port>/.
 # Ensemble: 3 nodes on 127.0.0.1, client ports ${ZKMW_ENSEMBLE_PORTS:-2281,2282,2283},
 # peer ports 2880+N and election ports 3880+N, files in .zk/ensemble-<N>/.
+# TLS server: one standalone server with a plain client port 127.0.0.1:${ZKMW_TLS_PLAIN_PORT:-2191}
+# and a secure (TLS) client port 127.0.0.1:${ZKMW_TLS_PORT:-2192}, asking clients for a
+# certificate as ${ZKMW_TLS_CLIENT_AUTH:-want} says (none|want|need); files in .zk/tls/server-<port>/.
+# Its throwaway certificates are made once in .zk/tls/ (see tls_make_certs): clients use
+# ca.pem, client.pem + client-key.pem (PKCS#8; client-key-rsa.pem is the same key as PKCS#1),
+# and, for negative tests, other-ca.pem and other-client.pem + other-client-key.pem from an
+# unrelated CA. tls-stop stops every TLS server this script started, whatever its ports.
 # Everything (config, data, log, pid file) lives under the git-ignored .zk/ folder.
 # Installs the Debian package `zookeeper` when it is missing.
 set -euo pipefail
@@ -102,12 +110,18 @@ EOF
 
 # Launch QuorumPeerMain in the background for the folder DIR (zoo.cfg already written).
 launch() { # dir
-  local dir="$1"
+  launch_with "$1" "$ZK_CLASSPATH"
+}
+
+# Like launch, with another classpath and extra JVM options (-D...).
+launch_with() { # dir classpath [jvm-option...]
+  local dir="$1" classpath="$2"
+  shift 2
   : >"$dir/zookeeper.log"
   (
     cd "$dir"
-    exec nohup java -Xmx512m -cp "$ZK_CLASSPATH" \
-      -Dzookeeper.root.logger=INFO,CONSOLE -Dzookeeper.log.dir="$dir" \
+    exec nohup java -Xmx512m -cp "$classpath" \
+      -Dzookeeper.root.logger=INFO,CONSOLE -Dzookeeper.log.dir="$dir" "$@" \
       org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" \
       >>"$dir/zookeeper.log" 2>&1 </dev/null
   ) &
@@ -354,6 +368,244 @@ cmd_node_stop() {
   stop_dir "$(node_dir "$n")" "node $n"
 }
 
+# ---------- TLS ----------
+
+TLS_DIR="$ZK_ROOT/tls"
+TLS_PLAIN_PORT="${ZKMW_TLS_PLAIN_PORT:-2191}"
+TLS_PORT="${ZKMW_TLS_PORT:-2192}"
+TLS_CLIENT_AUTH="${ZKMW_TLS_CLIENT_AUTH:-want}"
+TLS_CERT_DAYS=3650
+# The Netty server (the only one with TLS) needs its jars by name: the
+# netty-all aggregator does not bring them.
+TLS_CLASSPATH="$ZK_CLASSPATH"
+for jar in netty-codec netty-common netty-buffer netty-transport netty-handler netty-resolver \
+           netty-transport-native-epoll netty-transport-native-unix-common; do
+  TLS_CLASSPATH="$TLS_CLASSPATH:/usr/share/java/$jar.jar"
+done
+# Every file tls_make_certs writes; all are remade when one is missing or expiring.
+TLS_FILES=(ca.pem ca-key.pem server.pem server-key.pem keystore.p12 truststore.p12 store.pass
+           client.pem client-key.pem client-key-rsa.pem
+           other-ca.pem other-ca-key.pem other-client.pem other-client-key.pem)
+
+tls_server_dir() { echo "$TLS_DIR/server-$TLS_PORT"; }
+
+check_tls_settings() {
+  local p
+  for p in "$TLS_PLAIN_PORT" "$TLS_PORT"; do
+    if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then
+      die "bad port '$p' in ZKMW_TLS_PLAIN_PORT/ZKMW_TLS_PORT"
+    fi
+  done
+  [ "$TLS_PLAIN_PORT" != "$TLS_PORT" ] || die "ZKMW_TLS_PLAIN_PORT and ZKMW_TLS_PORT are both $TLS_PORT"
+  case "$TLS_CLIENT_AUTH" in
+    none | want | need) ;;
+    *) die "ZKMW_TLS_CLIENT_AUTH must be none, want or need (got '$TLS_CLIENT_AUTH')" ;;
+  esac
+}
+
+ensure_tls_tools() {
+  command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+  command -v keytool >/dev/null || die "keytool not found (it comes with java)"
+}
+
+# True when some TLS server started by this script runs (any ports).
+tls_any_running() {
+  local dir
+  for dir in "$TLS_DIR"/server-*; do
+    [ -d "$dir" ] && pid_alive "$dir/zookeeper.pid" "$dir/zoo.cfg" && return 0
+  done
+  return 1
+}
+
+# True when every certificate file exists and none expires within a day.
+tls_certs_ok() {
+  local f
+  for f in "${TLS_FILES[@]}"; do [ -s "$TLS_DIR/$f" ] || return 1; done
+  for f in ca.pem server.pem client.pem other-ca.pem other-client.pem; do
+    openssl x509 -checkend 86400 -noout -in "$TLS_DIR/$f" >/dev/null 2>&1 || return 1
+  done
+}
+
+# Make a throwaway CA, a server certificate for 127.0.0.1/localhost in a PKCS12
+# keystore, a PKCS12 truststore holding the CA as a trusted entry, a client
+# certificate from the same CA, and an unrelated CA with its own client
+# certificate. Written to a temp folder first, then moved into $TLS_DIR.
+tls_make_certs() {
+  local tmp pass
+  tmp="$(mktemp -d "$TLS_DIR/.certs.XXXXXX")"
+  pass="$(openssl rand -hex 16)"
+  cat >"$tmp/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+CNF
+  (
+    set -e
+    cd "$tmp"
+    quiet() { "$@" >>openssl.log 2>&1 || { cat openssl.log >&2; exit 1; }; }
+    make_ca() { # name subject
+      quiet openssl req -x509 -config openssl.cnf -extensions ca -newkey rsa:2048 -nodes \
+        -keyout "$1-key.pem" -out "$1.pem" -days "$TLS_CERT_DAYS" -subj "$2"
+    }
+    make_cert() { # name ca extensions subject: NAME-key.pem is PKCS#8
+      quiet openssl req -new -config openssl.cnf -newkey rsa:2048 -nodes \
+        -keyout "$1-key.pem" -out "$1.csr" -subj "$4"
+      quiet openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2-key.pem" \
+        -set_serial "0x$(openssl rand -hex 12)" -days "$TLS_CERT_DAYS" \
+        -extfile openssl.cnf -extensions "$3" -out "$1.pem"
+    }
+    make_ca ca "/CN=zkmw throwaway test CA"
+    make_cert server ca server "/CN=localhost"
+    make_cert client ca client "/CN=zkmw-test-client"
+    quiet openssl rsa -in client-key.pem -traditional -out client-key-rsa.pem
+    make_ca other-ca "/CN=zkmw unrelated test CA"
+    make_cert other-client other-ca client "/CN=zkmw-untrusted-client"
+    quiet openssl pkcs12 -export -in server.pem -inkey server-key.pem -certfile ca.pem \
+      -name zkmw-server -out keystore.p12 -passout "pass:$pass"
+    quiet keytool -importcert -noprompt -alias zkmw-ca -file ca.pem \
+      -keystore truststore.p12 -storetype PKCS12 -storepass "$pass"
+    printf '%s\n' "$pass" >store.pass
+    chmod 600 ./*-key.pem keystore.p12 truststore.p12 store.pass
+  ) || { rm -rf "$tmp"; die "could not make the TLS certificates"; }
+  local f
+  for f in "${TLS_FILES[@]}"; do mv -f "$tmp/$f" "$TLS_DIR/$f"; done
+  rm -rf "$tmp"
+  say "made throwaway TLS certificates in $TLS_DIR (CA: ca.pem; client: client.pem, client-key.pem)"
+}
+
+# True when a TLS handshake with 127.0.0.1:PORT verifies against ca.pem for
+# 127.0.0.1 (the client certificate is offered, as servers with `need` want it).
+tls_handshake_ok() { # port
+  timeout 5 openssl s_client -connect "127.0.0.1:$1" -CAfile "$TLS_DIR/ca.pem" \
+    -verify_ip 127.0.0.1 -cert "$TLS_DIR/client.pem" -key "$TLS_DIR/client-key.pem" \
+    </dev/null 2>/dev/null | grep -q '^ *Verify return code: 0 (ok)'
+}
+
+# Wait until the secure port of the server in DIR completes a verified TLS handshake.
+wait_tls_handshake() { # dir port
+  local dir="$1" port="$2" deadline=$((SECONDS + START_TIMEOUT))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    tls_handshake_ok "$port" && return 0
+    if ! pid_alive "$dir/zookeeper.pid" "$dir/zoo.cfg"; then
+      echo "zk.sh: error: TLS ZooKeeper exited during startup; last lines of $dir/zookeeper.log:" >&2
+      tail -n 20 "$dir/zookeeper.log" >&2 || true
+      rm -f "$dir/zookeeper.pid"
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "zk.sh: error: no verified TLS handshake on 127.0.0.1:$port after ${START_TIMEOUT}s (pid $(cat "$dir/zookeeper.pid") left running); last lines of $dir/zookeeper.log:" >&2
+  tail -n 20 "$dir/zookeeper.log" >&2 || true
+  return 1
+}
+
+# The clientAuth a running TLS server was started with.
+tls_running_client_auth() { # dir
+  tr '\0' '\n' <"/proc/$(cat "$1/zookeeper.pid")/cmdline" 2>/dev/null \
+    | sed -n 's/^-Dzookeeper\.ssl\.clientAuth=//p'
+}
+
+cmd_tls_start() {
+  local dir pass running_auth
+  check_tls_settings
+  dir="$(tls_server_dir)"
+  mkdir -p "$TLS_DIR"
+  # One tls-start at a time (tests may call it concurrently).
+  exec 9>"$TLS_DIR/.lock"
+  flock -w $((START_TIMEOUT + 30)) 9 || die "another tls-start holds $TLS_DIR/.lock"
+  ensure_zookeeper
+  ensure_tls_tools
+  if pid_alive "$dir/zookeeper.pid" "$dir/zoo.cfg"; then
+    running_auth="$(tls_running_client_auth "$dir")"
+    if [ "$running_auth" != "$TLS_CLIENT_AUTH" ]; then
+      die "the TLS server on 127.0.0.1:$TLS_PORT runs with clientAuth=$running_auth, not $TLS_CLIENT_AUTH: run tls-stop first"
+    fi
+    tls_certs_ok || die "the TLS server on 127.0.0.1:$TLS_PORT runs but its certificates in $TLS_DIR are missing or expiring: run tls-stop, then tls-start"
+    say "TLS server already running (pid $(cat "$dir/zookeeper.pid")); checking it"
+  else
+    if is_imok "$TLS_PLAIN_PORT"; then
+      die "port 127.0.0.1:$TLS_PLAIN_PORT already answers imok but that server was not started by tls-start; set ZKMW_TLS_PLAIN_PORT or stop it"
+    fi
+    local p
+    for p in "$TLS_PLAIN_PORT" "$TLS_PORT"; do
+      port_busy "$p" && die "port 127.0.0.1:$p is busy; set ZKMW_TLS_PLAIN_PORT/ZKMW_TLS_PORT or free it"
+    done
+    if ! tls_certs_ok; then
+      tls_any_running && die "the TLS certificates in $TLS_DIR are missing or expiring while a TLS server runs: run tls-stop first"
+      tls_make_certs
+    fi
+    pass="$(cat "$TLS_DIR/store.pass")"
+    mkdir -p "$dir/data"
+    write_common_cfg "$dir/zoo.cfg" "$dir/data" "$TLS_PLAIN_PORT"
+    {
+      echo "secureClientPort=$TLS_PORT"
+      echo "secureClientPortAddress=127.0.0.1"
+    } >>"$dir/zoo.cfg"
+    launch_with "$dir" "$TLS_CLASSPATH" \
+      -Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory \
+      -Dzookeeper.ssl.keyStore.location="$TLS_DIR/keystore.p12" \
+      -Dzookeeper.ssl.keyStore.password="$pass" \
+      -Dzookeeper.ssl.keyStore.type=PKCS12 \
+      -Dzookeeper.ssl.trustStore.location="$TLS_DIR/truststore.p12" \
+      -Dzookeeper.ssl.trustStore.password="$pass" \
+      -Dzookeeper.ssl.trustStore.type=PKCS12 \
+      -Dzookeeper.ssl.clientAuth="$TLS_CLIENT_AUTH" 9>&-  # the server must not hold the lock
+    say "started TLS ZooKeeper (pid $(cat "$dir/zookeeper.pid")), clientAuth=$TLS_CLIENT_AUTH, log: $dir/zookeeper.log"
+  fi
+  wait_serving "$dir" "$TLS_PLAIN_PORT" 0 || exit 1
+  wait_tls_handshake "$dir" "$TLS_PORT" || exit 1
+  say "ZooKeeper serving on 127.0.0.1:$TLS_PLAIN_PORT (plain) and 127.0.0.1:$TLS_PORT (TLS, clientAuth=$TLS_CLIENT_AUTH); CA: $TLS_DIR/ca.pem"
+  echo "127.0.0.1:$TLS_PORT"
+}
+
+cmd_tls_stop() {
+  local dir ports any=0
+  mkdir -p "$TLS_DIR"
+  exec 9>"$TLS_DIR/.lock"
+  flock -w $((START_TIMEOUT + 30)) 9 || die "another tls-start holds $TLS_DIR/.lock"
+  for dir in "$TLS_DIR"/server-*; do
+    [ -f "$dir/zoo.cfg" ] || continue
+    any=1
+    ports="$(sed -n 's/^clientPort=//p' "$dir/zoo.cfg")/$(sed -n 's/^secureClientPort=//p' "$dir/zoo.cfg")"
+    stop_dir "$dir" "TLS server 127.0.0.1:$ports (plain/TLS)"
+  done
+  [ "$any" = 1 ] || say "TLS: not running (no server started by this script)"
+}
+
+cmd_tls_status() {
+  local dir
+  check_tls_settings
+  dir="$(tls_server_dir)"
+  if is_imok "$TLS_PLAIN_PORT" && pid_alive "$dir/zookeeper.pid" "$dir/zoo.cfg"; then
+    if tls_handshake_ok "$TLS_PORT"; then
+      say "up: 127.0.0.1:$TLS_PLAIN_PORT answers imok, 127.0.0.1:$TLS_PORT completes a verified TLS handshake (pid $(cat "$dir/zookeeper.pid"), clientAuth=$(tls_running_client_auth "$dir")); CA: $TLS_DIR/ca.pem"
+      return 0
+    fi
+    say "partly up: 127.0.0.1:$TLS_PLAIN_PORT answers imok (pid $(cat "$dir/zookeeper.pid")) but no verified TLS handshake on 127.0.0.1:$TLS_PORT"
+    return 1
+  fi
+  say "down: no TLS server started by this script serves on 127.0.0.1:$TLS_PLAIN_PORT/$TLS_PORT"
+  return 1
+}
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
@@ -363,8 +615,11 @@ case "${1:-}" in
   ensemble-status) cmd_ensemble_status ;;
   node-start) cmd_node_start "${2:-}" ;;
   node-stop) cmd_node_stop "${2:-}" ;;
+  tls-start) cmd_tls_start ;;
+  tls-stop) cmd_tls_stop ;;
+  tls-status) cmd_tls_status ;;
   *)
-    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N" >&2
+    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status" >&2
     exit 2
     ;;
 esac
