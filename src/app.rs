@@ -114,6 +114,7 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
         wait_timeout: args.wait_timeout,
         timeout: args.timeout,
         retries: args.retries,
+        max_pending: args.max_pending,
     };
     submit::run(&cfg)
 }

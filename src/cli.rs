@@ -135,6 +135,9 @@ pub struct SubmitArgs {
     /// Re-runs allowed when the worker running the job dies.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
+    /// Refuse (exit 75) when this many tasks are already pending.
+    #[arg(long, env = "ZKMW_MAX_PENDING", default_value_t = 50_000)]
+    pub max_pending: usize,
 }
 
 /// `zkmw status`.

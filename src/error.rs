@@ -10,6 +10,9 @@ pub const EXIT_TIMED_OUT: i32 = 124;
 /// Exit code for zkmw's own failure: bad input, ZooKeeper unreachable, not
 /// authorized, or a task that zkmw failed (worker lost, malformed).
 pub const EXIT_ZKMW_FAILED: i32 = 125;
+/// Exit code when the queue is full: a temporary failure, try again later
+/// (EX_TEMPFAIL of sysexits.h).
+pub const EXIT_QUEUE_FULL: i32 = 75;
 /// Exit code when the job could not be started on the worker.
 pub const EXIT_CANNOT_START: i32 = 126;
 
@@ -27,6 +30,15 @@ pub enum Error {
     },
     /// The namespace is protected and these credentials (or none) may not use it.
     NotAuthorized(String),
+    /// /tasks holds as many pending tasks as it may.
+    QueueFull {
+        /// Tasks pending now.
+        pending: usize,
+        /// Tasks this command was about to add.
+        adding: usize,
+        /// The limit (`--max-pending`).
+        limit: usize,
+    },
     /// A worker with this id is already live.
     WorkerIdTaken(String),
     /// No task with this id exists in the namespace.
@@ -53,6 +65,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::WaitTimedOut { .. } => EXIT_TIMED_OUT,
+            Error::QueueFull { .. } => EXIT_QUEUE_FULL,
             _ => EXIT_ZKMW_FAILED,
         }
     }
@@ -71,6 +84,14 @@ impl fmt::Display for Error {
                 ..
             } => write!(f, "{why}"),
             Error::Zk { doing, err } => write!(f, "{doing}: {err}"),
+            Error::QueueFull {
+                pending,
+                adding,
+                limit,
+            } => write!(
+                f,
+                "the queue is full: {pending} tasks pending, {adding} more would pass the limit of {limit} (--max-pending); these were not stored, try again later"
+            ),
             Error::WorkerIdTaken(id) => write!(
                 f,
                 "worker id '{id}' is already live: stop that worker or pick another --id"

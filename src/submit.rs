@@ -38,6 +38,8 @@ pub struct SubmitConfig {
     pub timeout: Option<Duration>,
     /// Re-runs allowed after lost workers.
     pub retries: u32,
+    /// Refuse to queue beyond this many pending tasks.
+    pub max_pending: usize,
 }
 
 /// How many tasks of a `--stdin` submission are in flight at once.
@@ -177,9 +179,39 @@ fn store(
         if todo.is_empty() {
             return Ok((zk, names.into_iter().flatten().collect()));
         }
+        // The queue's size now, and its child version: every task created
+        // after this read has a sequence number at least that version, which
+        // bounds the search for a create whose outcome is unknown.
+        let queue = match zk.exists(&layout.tasks()) {
+            Ok(Some(stat)) => stat,
+            Ok(None) => {
+                session::ensure_namespace(&zk, layout)
+                    .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))?;
+                continue;
+            }
+            Err(err)
+                if Instant::now() < give_up
+                    && (err.is_unknown_outcome() || err.is_session_lost()) =>
+            {
+                if zk.is_lost() {
+                    zk = connect(&cfg.connect)?;
+                }
+                debug!("reading {}: {err}; retrying", layout.tasks());
+                continue;
+            }
+            Err(err) => return Err(Error::zk(format!("reading {}", layout.tasks()), err)),
+        };
+        let pending = usize::try_from(queue.num_children).unwrap_or(0);
+        if pending + todo.len() > cfg.max_pending {
+            return Err(Error::QueueFull {
+                pending,
+                adding: todo.len(),
+                limit: cfg.max_pending,
+            });
+        }
+        let floor = Some(queue.cversion);
         let batch: Vec<Vec<u8>> = todo.iter().map(|i| datas[*i].clone()).collect();
-        let (floor, created) =
-            zk.create_sequential_noting_parent(&layout.tasks(), &layout.task_prefix(), &batch);
+        let created = zk.create_sequential_many(&layout.task_prefix(), &batch);
         let mut unknown = Vec::new();
         let mut missing_namespace = false;
         let mut last_err = None;

@@ -342,32 +342,23 @@ impl Zk {
         }
     }
 
-    /// Creates one persistent-sequential node under `prefix` (which lies in
-    /// `parent`) per item of `data`, all in flight at once, and, in the same
-    /// round trip, reads `parent`'s child version just before: every new
-    /// node's sequence number is at least that version, which bounds the
-    /// search for them after an unknown outcome. Returns that version (if
-    /// read) and the name of each new node, in order.
-    pub fn create_sequential_noting_parent(
+    /// Creates one persistent-sequential node under `prefix` per item of
+    /// `data`, all in flight at once; returns each new node's name, in order.
+    ///
+    /// Notable errors: `ConnectionLoss`/`Timeout` leave a create's outcome
+    /// unknown: the node may exist, so find it by content before retrying.
+    pub fn create_sequential_many(
         &self,
-        parent: &str,
         prefix: &str,
         data: &[Vec<u8>],
-    ) -> (Option<i32>, Vec<Result<String, ZkError>>) {
+    ) -> Vec<Result<String, ZkError>> {
         let deadline = self.deadline();
         let options = CreateMode::PersistentSequential.with_acls(self.acls);
-        // Requests go out in call order, so the server reads the parent
-        // before it applies the creates.
-        let stat = self.client.check_stat(parent);
         let created: Vec<_> = data
             .iter()
             .map(|d| self.client.create(prefix, d, &options))
             .collect();
-        let floor = block_until(stat, deadline)
-            .ok()
-            .flatten()
-            .map(|s| s.cversion);
-        let names = created
+        created
             .into_iter()
             .map(|fut| {
                 block_until(fut, deadline).map(|(_, sequence)| {
@@ -375,8 +366,7 @@ impl Zk {
                     full.rsplit('/').next().unwrap_or(&full).to_string()
                 })
             })
-            .collect();
-        (floor, names)
+            .collect()
     }
 
     /// Applies `ops` as one transaction: all of them or none.
