@@ -209,7 +209,7 @@ fn store(
                 limit: cfg.max_pending,
             });
         }
-        let floor = Some(queue.cversion);
+        let floor = queue.cversion;
         let batch: Vec<Vec<u8>> = todo.iter().map(|i| datas[*i].clone()).collect();
         let created = zk.create_sequential_many(&layout.task_prefix(), &batch);
         let mut unknown = Vec::new();
@@ -253,7 +253,7 @@ fn store(
             if zk.is_lost() {
                 zk = connect(&cfg.connect)?;
             }
-            match find_by_tokens(&zk, layout, &tokens, floor.unwrap_or(0)) {
+            match find_by_tokens(&zk, layout, &tokens, floor) {
                 Ok(found) => {
                     for (i, name) in found {
                         names[i] = Some(name);
