@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""zkmw's benchmark driver (run through scripts/bench.sh, which builds the
+binaries and starts a ZooKeeper of its own).
+
+Every figure is printed next to a baseline measured in the same run, as a
+ratio: these machines are shared and noisy, absolute times are not.
+
+  ceiling       pipelined small transactions per second, same client crate,
+                same number of threads zkmw runs (examples/ceiling.rs)
+  throughput    N no-op jobs (`true`) submitted in bulk, from the first
+                submit until every result is stored; 1 master, 2 workers
+  latency       `zkmw submit --wait true`, one at a time, whole process
+  backlog       a queue of many pending tasks drained by the same cluster
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZKMW = os.path.join(ROOT_DIR, "target", "release", "zkmw")
+CEILING = os.path.join(ROOT_DIR, "target", "release", "examples", "ceiling")
+WORKERS = 2
+THREADS = 4
+
+
+def zxid(port):
+    """The server's last zxid counter (the low 32 bits: transactions)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"srvr")
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+    for line in out.decode().splitlines():
+        if line.startswith("Zxid:"):
+            return int(line.split()[1], 16) & 0xFFFFFFFF
+    raise RuntimeError("no Zxid in srvr output")
+
+
+class Cluster:
+    """One master and the workers, in a namespace of their own."""
+
+    def __init__(self, zk, root, log_dir, workers=WORKERS):
+        self.env = dict(os.environ, ZKMW_ZK=zk, ZKMW_ROOT=root, RUST_LOG="warn")
+        self.procs = []
+        self.log_dir = log_dir
+        self.spawn("master", ["master", "--id", "m1"])
+        for i in range(workers):
+            self.spawn(f"w{i + 1}", ["worker", "--id", f"w{i + 1}", "--threads", str(THREADS)])
+        self.wait(lambda s: s["master"] is not None and len(s["workers"]) == workers, 30, "cluster up")
+
+    def spawn(self, name, args):
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
+        self.procs.append(subprocess.Popen([ZKMW, *args], env=self.env, stdout=log, stderr=log))
+
+    def zkmw(self, *args, stdin=None):
+        return subprocess.run([ZKMW, *args], env=self.env, input=stdin, capture_output=True, check=False)
+
+    def status(self):
+        out = self.zkmw("status", "--json")
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def wait(self, cond, seconds, what, every=0.05):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            s = self.status()
+            if s is not None and cond(s):
+                return s
+            time.sleep(every)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def master_pid(self):
+        return self.procs[0].pid
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def ceiling(zk, seconds, threads, in_flight):
+    out = subprocess.run(
+        [CEILING, zk, f"/bench-ceiling-{os.getpid()}-{threads}", str(seconds), str(threads), str(in_flight)],
+        capture_output=True, text=True, check=True,
+    )
+    return float(out.stdout.strip().split("=")[1])
+
+
+def throughput(zk, port, n, log_dir, tag):
+    """Tasks per second and transactions per task for n no-op jobs."""
+    cluster = Cluster(zk, f"/bench-{os.getpid()}-{tag}", log_dir)
+    try:
+        jobs = b"true\n" * n
+        z0 = zxid(port)
+        t0 = time.monotonic()
+        out = cluster.zkmw("submit", "--stdin", "--max-pending", str(n + 1), stdin=jobs)
+        if out.returncode != 0:
+            raise RuntimeError(f"submit --stdin failed: {out.stderr.decode()}")
+        submitted = time.monotonic() - t0
+        cluster.wait(lambda s: s["tasks"]["finished"] >= n, 600, f"{n} results", every=0.02)
+        elapsed = time.monotonic() - t0
+        txns = zxid(port) - z0
+        return n / elapsed, txns / n, n / submitted
+    finally:
+        cluster.stop()
+
+
+def timed(cmd, env, runs):
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+        times.append((time.monotonic() - t0) * 1000)
+    return times
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def latency(zk, runs, log_dir, single_op_ms):
+    cluster = Cluster(zk, f"/bench-{os.getpid()}-latency", log_dir, workers=1)
+    try:
+        waits = timed([ZKMW, "submit", "--wait", "true"], cluster.env, runs)
+        # Baselines measured now: starting the binary, starting `sh -c true`.
+        spawn_zkmw = statistics.median(timed([ZKMW, "--version"], cluster.env, 50))
+        spawn_sh = statistics.median(timed(["sh", "-c", "true"], cluster.env, 50))
+    finally:
+        cluster.stop()
+    # Round trips no design can avoid: open a session; store the task;
+    # the master's assign; the worker's claim and finish; read the result
+    # (watch notifications ride on replies). Plus starting both programs.
+    floor = 6 * single_op_ms + spawn_zkmw + spawn_sh
+    return pct(waits, 50), pct(waits, 99), floor
+
+
+def memory_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def backlog(zk, n, log_dir):
+    """Queue n tasks with no worker, then drain them."""
+    root = f"/bench-{os.getpid()}-backlog"
+    env = dict(os.environ, ZKMW_ZK=zk, ZKMW_ROOT=root, RUST_LOG="warn")
+    t0 = time.monotonic()
+    out = subprocess.run([ZKMW, "submit", "--stdin", "--max-pending", str(n + 1)], env=env,
+                         input=b"true\n" * n, capture_output=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"submit --stdin failed: {out.stderr.decode()}")
+    queued = n / (time.monotonic() - t0)
+    t0 = time.monotonic()
+    out = subprocess.run([ZKMW, "status", "--json"], env=env, capture_output=True, check=True)
+    status_ms = (time.monotonic() - t0) * 1000
+    pending = json.loads(out.stdout)["tasks"]["pending"]
+    cluster = Cluster(zk, root, log_dir)
+    try:
+        t0 = time.monotonic()
+        cluster.wait(lambda s: s["tasks"]["finished"] >= n, 1800, f"{n} results", every=0.5)
+        drained = n / (time.monotonic() - t0)
+        master_kib = memory_kib(cluster.master_pid())
+    finally:
+        cluster.stop()
+    return queued, drained, pending, status_ms, master_kib
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zk", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--log-dir", required=True)
+    ap.add_argument("--short", action="store_true", help="small sizes, for CI's smoke run")
+    a = ap.parse_args()
+    sizes = [300] if a.short else [1000, 10000]
+    runs = 30 if a.short else 200
+    backlog_n = 0 if a.short else 100000
+    threads = 1 + WORKERS * THREADS  # the master's loop and every job thread
+
+    print(f"bench: machine {os.cpu_count()} cpus; ZooKeeper {a.zk}; {WORKERS} workers x {THREADS} threads")
+    ceil = ceiling(a.zk, 3 if a.short else 5, threads, 16)
+    one = ceiling(a.zk, 2, 1, 1)
+    single_op_ms = 1000 / one
+    print(f"ceiling: {ceil:,.0f} txn/s pipelined ({threads} threads x 16 in flight); "
+          f"one at a time: {one:,.0f} txn/s ({single_op_ms:.2f} ms per transaction)")
+
+    summary = [f"ceiling={ceil:.0f}txn/s"]
+    for n in sizes:
+        rate, per_task, submit_rate = throughput(a.zk, a.port, n, a.log_dir, n)
+        bound = ceil / per_task
+        print(f"throughput N={n}: {rate:,.0f} tasks/s; {per_task:.2f} txn/task; "
+              f"ceiling/txn-per-task = {bound:,.0f} tasks/s; ratio {rate / bound:.0%}; "
+              f"bulk submit {submit_rate:,.0f} tasks/s")
+        summary.append(f"e2e_{n}={rate:.0f}tasks/s({rate / bound:.0%})")
+    summary.append(f"txn_per_task={per_task:.2f}")
+
+    p50, p99, floor = latency(a.zk, runs, a.log_dir, single_op_ms)
+    print(f"latency submit --wait true ({runs} runs): p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+          f"p99/p50 {p99 / p50:.2f}; floor (6 round trips + starting zkmw and sh) {floor:.1f} ms; "
+          f"p50 - floor = {p50 - floor:.1f} ms")
+    summary.append(f"wait_p50={p50:.1f}ms(floor+{p50 - floor:.1f})")
+    summary.append(f"wait_p99/p50={p99 / p50:.2f}")
+
+    if backlog_n:
+        queued, drained, pending, status_ms, master_kib = backlog(a.zk, backlog_n, a.log_dir)
+        print(f"backlog {backlog_n:,}: queued at {queued:,.0f} tasks/s; `status` with {pending:,} pending "
+              f"took {status_ms:.0f} ms; drained at {drained:,.0f} tasks/s "
+              f"({drained / (ceil / per_task):.0%} of ceiling/txn-per-task); master peak memory {master_kib / 1024:.1f} MiB")
+        summary.append(f"backlog_{backlog_n}={drained:.0f}tasks/s")
+        summary.append(f"master_rss={master_kib / 1024:.0f}MiB")
+    print("bench: " + " ".join(summary))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (RuntimeError, subprocess.CalledProcessError) as err:
+        print(f"bench: failed: {err}", file=sys.stderr)
+        sys.exit(1)
