@@ -320,18 +320,32 @@ impl<'a> Leader<'a> {
                 .into_iter()
                 .collect();
         }
-        let dirs = self.zk.children(&layout.assign())?;
-        let dir_paths: Vec<String> = dirs.iter().map(|w| layout.assign_dir(w)).collect();
+        // Full rounds look at every folder (a dead worker's too); light
+        // rounds only at the live workers'. All are listed at once, and a
+        // live worker's folder is watched: that says when it has room.
+        let dirs: Vec<String> = if full {
+            self.zk.children(&layout.assign())?
+        } else {
+            self.windows.keys().cloned().collect()
+        };
+        let requests: Vec<(String, bool)> = dirs
+            .iter()
+            .map(|w| {
+                let path = layout.assign_dir(w);
+                let watch = self.windows.contains_key(w) && !self.armed.contains(&path);
+                (path, watch)
+            })
+            .collect();
+        let results = self.zk.children_many_watch(&requests, tx);
         let mut listed = Vec::with_capacity(dirs.len());
-        for (worker, path) in dirs.into_iter().zip(dir_paths) {
-            // Watching a live worker's folder tells us when it has room.
-            let names = if self.windows.contains_key(&worker) {
-                self.children_watched(&path, tx)
-            } else {
-                self.zk.children(&path)
-            };
-            match names {
-                Ok(names) => listed.push((worker, names)),
+        for ((worker, (path, watch)), result) in dirs.into_iter().zip(requests).zip(results) {
+            match result {
+                Ok(names) => {
+                    if watch {
+                        self.armed.insert(path);
+                    }
+                    listed.push((worker, names));
+                }
                 Err(ZkError::NoNode) => {}
                 Err(err) => return Err(err.into()),
             }

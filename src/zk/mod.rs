@@ -308,6 +308,41 @@ impl Zk {
         Ok(children)
     }
 
+    /// Lists the children of many nodes with all requests in flight at
+    /// once; for each `(path, true)` also arms a one-shot child watch that
+    /// sends one event into `tx`.
+    pub fn children_many_watch<M>(
+        &self,
+        paths: &[(String, bool)],
+        tx: &Sender<M>,
+    ) -> Vec<Result<Vec<String>, ZkError>>
+    where
+        M: From<WatchEvent> + Send + 'static,
+    {
+        let deadline = self.deadline();
+        let pending: Vec<_> = paths
+            .iter()
+            .map(|(path, watch)| {
+                if *watch {
+                    Listing::Watched(self.client.list_and_watch_children(path))
+                } else {
+                    Listing::Plain(self.client.list_children(path))
+                }
+            })
+            .collect();
+        pending
+            .into_iter()
+            .zip(paths)
+            .map(|(fut, (path, _))| match fut {
+                Listing::Watched(fut) => block_until(fut, deadline).map(|(children, watcher)| {
+                    forward_watch(path, watcher, tx.clone());
+                    children
+                }),
+                Listing::Plain(fut) => block_until(fut, deadline),
+            })
+            .collect()
+    }
+
     /// Lists the children of many nodes with all requests in flight at once.
     pub fn children_many(&self, paths: &[String]) -> Vec<Result<Vec<String>, ZkError>> {
         let deadline = self.deadline();
@@ -429,6 +464,12 @@ fn tls_options(tls: &TlsFiles) -> Result<TlsOptions, ZkError> {
             .map_err(|e| bad("the TLS client certificate or key is not usable PEM", e))?;
     }
     Ok(options)
+}
+
+/// A children listing in flight, with or without a watch.
+enum Listing<W, P> {
+    Watched(W),
+    Plain(P),
 }
 
 /// Runs `fut` on this thread until it finishes or `deadline` passes.
