@@ -313,22 +313,16 @@ impl<'a> Leader<'a> {
             }
             self.windows = self.read_windows(tx)?;
         }
-        if full || (self.tasks_changed && self.queue.is_empty()) {
-            self.tasks_changed = false;
-            self.queue = self
-                .children_watched(&layout.tasks(), tx)?
-                .into_iter()
-                .collect();
-        }
         // Full rounds look at every folder (a dead worker's too); light
-        // rounds only at the live workers'. All are listed at once, and a
-        // live worker's folder is watched: that says when it has room.
+        // rounds only at the live workers'. All are listed at once (with
+        // /tasks when the queue must be refreshed), and a live worker's
+        // folder is watched: that says when it has room.
         let dirs: Vec<String> = if full {
             self.zk.children(&layout.assign())?
         } else {
             self.windows.keys().cloned().collect()
         };
-        let requests: Vec<(String, bool)> = dirs
+        let mut requests: Vec<(String, bool)> = dirs
             .iter()
             .map(|w| {
                 let path = layout.assign_dir(w);
@@ -336,7 +330,20 @@ impl<'a> Leader<'a> {
                 (path, watch)
             })
             .collect();
-        let results = self.zk.children_many_watch(&requests, tx);
+        let refresh_queue = full || (self.tasks_changed && self.queue.is_empty());
+        if refresh_queue {
+            requests.push((layout.tasks(), !self.armed.contains(&layout.tasks())));
+        }
+        let mut results = self.zk.children_many_watch(&requests, tx);
+        if refresh_queue {
+            let (path, watch) = requests.pop().unwrap_or_default();
+            let names = results.pop().unwrap_or(Err(ZkError::NoNode))?;
+            if watch {
+                self.armed.insert(path);
+            }
+            self.tasks_changed = false;
+            self.queue = names.into_iter().collect();
+        }
         let mut listed = Vec::with_capacity(dirs.len());
         for ((worker, (path, watch)), result) in dirs.into_iter().zip(requests).zip(results) {
             match result {
