@@ -18,6 +18,8 @@
 //! - the runner waits on the waiter, the kill switch and the timeout; on
 //!   timeout or kill it sends SIGTERM to the group, then SIGKILL after a
 //!   grace of 2 s;
+//! - the shell dies with the worker (`PR_SET_PDEATHSIG`), so a worker killed
+//!   with SIGKILL does not leave its jobs running beside their re-runs;
 //! - once the shell has exited, the readers get 200 ms to reach end
 //!   of file, then the whole group gets SIGKILL (a background grandchild such
 //!   as `sleep 100 &` would otherwise hold the pipes open), and the shell is
@@ -264,6 +266,25 @@ fn command(spec: &JobSpec) -> Command {
     }
     cmd.env("ZKMW_TASK_ID", &spec.task_id)
         .env("ZKMW_ATTEMPT", spec.attempt.to_string());
+    // If the worker dies (even by SIGKILL), the kernel kills the job's
+    // shell: its run is re-run elsewhere, and must not go on beside it.
+    // The death signal follows the spawning thread, a pool thread that
+    // lives as long as the worker.
+    let worker = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The worker died before the signal was armed.
+            if libc::getppid() != worker {
+                return Err(io::Error::other("the worker exited"));
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 

@@ -15,7 +15,7 @@
 
 pub mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -209,6 +209,8 @@ struct Leader<'a> {
     queue: BTreeSet<String>,
     /// /tasks changed since it was last listed.
     tasks_changed: bool,
+    /// When each claimed assignment was first seen without its claim.
+    lost_since: HashMap<String, Instant>,
     rng: rand::rngs::ThreadRng,
 }
 
@@ -223,6 +225,7 @@ impl<'a> Leader<'a> {
             windows: BTreeMap::new(),
             queue: BTreeSet::new(),
             tasks_changed: true,
+            lost_since: HashMap::new(),
             rng: rand::rng(),
         }
     }
@@ -376,7 +379,9 @@ impl<'a> Leader<'a> {
         // Claims are read after the assignments: a claim made in between is
         // then seen, so a running task is never taken for an interrupted one.
         let running = if full {
-            Some(self.zk.children(&layout.running())?.into_iter().collect())
+            let claims: BTreeSet<String> =
+                self.zk.children(&layout.running())?.into_iter().collect();
+            Some(self.with_fresh_losses(claims, &assign_dirs))
         } else {
             None
         };
@@ -412,6 +417,35 @@ impl<'a> Leader<'a> {
             assign_dirs,
             running,
         })
+    }
+
+    /// Counts a claim that vanished less than a session timeout ago as still
+    /// alive. A worker cut off from ZooKeeper learns that its session is
+    /// gone only some time after the server dropped it, and kills its jobs
+    /// then; waiting that long before a re-run keeps the two runs apart.
+    fn with_fresh_losses(
+        &mut self,
+        mut claims: BTreeSet<String>,
+        assign_dirs: &BTreeMap<String, Vec<Assigned>>,
+    ) -> BTreeSet<String> {
+        let now = Instant::now();
+        let grace = self.cfg.connect.session_timeout;
+        let lost: HashSet<&String> = assign_dirs
+            .values()
+            .flatten()
+            .filter(|a| {
+                a.detail.as_ref().is_some_and(|d| d.version > 0) && !claims.contains(&a.name)
+            })
+            .map(|a| &a.name)
+            .collect();
+        self.lost_since.retain(|name, _| lost.contains(name));
+        for name in lost {
+            let since = *self.lost_since.entry(name.clone()).or_insert(now);
+            if now.duration_since(since) < grace {
+                claims.insert(name.clone());
+            }
+        }
+        claims
     }
 
     /// The live workers and their windows (twice their threads).

@@ -7,6 +7,8 @@
 //! 2. A claimed assignment (data version > 0) with no live claim in /running
 //!    was interrupted: its worker died or lost its session mid-run. It is
 //!    requeued, or failed as "worker lost" once its runs exceed 1 + retries.
+//!    (The caller counts a claim lost less than a session timeout ago as
+//!    live, so the worker has time to learn of its loss and kill the job.)
 //! 3. An unclaimed assignment of a worker that is not live is requeued.
 //! 4. The empty assignment folder of a worker that is not live is removed.
 //! 5. Each pending task, oldest first, goes to the live worker with the
