@@ -32,6 +32,8 @@ pub enum JobEvent {
     Started,
     /// The thread is done with the task (finished, skipped or abandoned).
     Ended,
+    /// Not run: another run holds the task's claim.
+    Held,
 }
 
 /// What every job thread of one session shares.
@@ -71,35 +73,54 @@ impl JobContext {
     }
 }
 
-/// Claims, runs and finishes one task; always reports `Ended` at the end.
+/// Claims, runs and finishes one task; always reports `Ended` or `Held` at
+/// the end.
 pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
-    if ctx.current()
-        && !ctx.draining.load(Ordering::SeqCst)
-        && !kill.is_killed()
-        && let Some(task) = claim(ctx, task_name, task)
-    {
-        ctx.report(task_name, JobEvent::Started);
-        let report = execute(ctx, task_name, &task, kill);
-        if matches!(report.outcome, Outcome::Killed) || !ctx.current() {
-            info!("{task_name}: run abandoned (worker stopping or session lost)");
-        } else {
-            finish(ctx, task_name, &result_of(ctx, &task, report));
-        }
+    if !ctx.current() || ctx.draining.load(Ordering::SeqCst) || kill.is_killed() {
+        ctx.report(task_name, JobEvent::Ended);
+        return;
+    }
+    let task = match claim(ctx, task_name, task) {
+        Claimed::Yes(task) => task,
+        Claimed::Held => return ctx.report(task_name, JobEvent::Held),
+        Claimed::No => return ctx.report(task_name, JobEvent::Ended),
+    };
+    ctx.report(task_name, JobEvent::Started);
+    let report = execute(ctx, task_name, &task, kill);
+    if matches!(report.outcome, Outcome::Killed) || !ctx.current() {
+        info!("{task_name}: run abandoned (worker stopping or session lost)");
+    } else {
+        finish(ctx, task_name, &result_of(ctx, &task, report));
     }
     ctx.report(task_name, JobEvent::Ended);
 }
 
-/// The claim transaction; `Some(task with this run counted)` when ours.
-fn claim(ctx: &JobContext, name: &str, mut task: Task) -> Option<Task> {
+/// How a claim attempt ended.
+enum Claimed {
+    /// Ours: the task, with this run counted.
+    Yes(Task),
+    /// Another run holds the task's claim: look again later.
+    Held,
+    /// Not ours to run (the assignment changed or went away).
+    No,
+}
+
+/// The claim transaction: bump the assignment from version 0, create the
+/// ephemeral claim, and prove there is no result yet (creating and deleting
+/// /status/<t> fails if it exists). A stray assignment of a task that
+/// already has its result is removed.
+fn claim(ctx: &JobContext, name: &str, mut task: Task) -> Claimed {
     task.attempts += 1;
     let claim = Claim {
         worker: ctx.worker.clone(),
         started_ms: model::now_ms(),
         attempt: task.attempts,
     };
+    let assignment = ctx.layout.assignment(&ctx.worker, name);
+    let status = ctx.layout.status_task(name);
     let txn = [
         Op::SetData {
-            path: ctx.layout.assignment(&ctx.worker, name),
+            path: assignment.clone(),
             data: model::encode(&task),
             version: Some(0),
         },
@@ -107,20 +128,44 @@ fn claim(ctx: &JobContext, name: &str, mut task: Task) -> Option<Task> {
             path: ctx.layout.running_task(name),
             data: model::encode(&claim),
         },
+        Op::Create {
+            path: status.clone(),
+            data: Vec::new(),
+        },
+        Op::Delete {
+            path: status,
+            version: None,
+        },
     ];
     match ctx.zk.multi(&txn) {
-        Ok(()) => Some(task),
+        Ok(()) => Claimed::Yes(task),
         Err(err) if err.is_unknown_outcome() => {
             // Ours if the claim node exists and this session owns it.
             let owner = settle(ctx, |zk| zk.exists(&ctx.layout.running_task(name)));
             let ours = owner
                 .flatten()
                 .is_some_and(|s| s.ephemeral_owner == ctx.zk.session_id());
-            ours.then_some(task)
+            if ours {
+                Claimed::Yes(task)
+            } else {
+                Claimed::No
+            }
+        }
+        Err(err) if err.is_txn_failure(1, &ZkError::NodeExists) => {
+            warn!("{name}: assigned here, but another run holds it; not running it");
+            Claimed::Held
+        }
+        Err(err) if err.is_txn_failure(2, &ZkError::NodeExists) => {
+            warn!("{name}: assigned here, but it already has its result; removing the assignment");
+            let _ = ctx.zk.multi(&[Op::Delete {
+                path: assignment,
+                version: Some(0),
+            }]);
+            Claimed::No
         }
         Err(err) => {
             debug!("{name}: not claimed: {err}");
-            None
+            Claimed::No
         }
     }
 }

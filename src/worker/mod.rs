@@ -100,8 +100,10 @@ enum Local {
     Queued(KillSwitch),
     /// Claimed and running.
     Running(KillSwitch),
-    /// Claimed by an earlier session of this worker: the master repairs it.
-    Ignored,
+    /// Not to run now: claimed by an earlier session of this worker (the
+    /// master repairs it), or held by another run. Looked at again after
+    /// this time, since the master may hand the same name back.
+    Ignored(Instant),
 }
 
 /// Runs a worker until a [`Msg::Shutdown`] arrives on `rx`.
@@ -182,9 +184,11 @@ fn register(
         threads: cfg.threads,
         started_ms: model::now_ms(),
     };
-    // After a session loss the old ephemeral node lingers until the server
-    // expires that session: wait that long for it, but not at first start.
-    let patience = Instant::now() + cfg.connect.session_timeout * 2;
+    // After a session loss our old ephemeral node lingers until the server
+    // expires that session, which can take several session timeouts when
+    // the ensemble is electing leaders: wait for it (saying so), rather than
+    // give up. Only at first start is a live id another worker's.
+    let mut next_warning = Instant::now() + cfg.connect.session_timeout;
     loop {
         if zk.is_lost() {
             return Ok(Registered::Lost);
@@ -217,8 +221,17 @@ fn register(
             if owner == Some(zk.session_id()) {
                 return Ok(Registered::Yes);
             }
-            if first || Instant::now() > patience {
+            if first {
                 return Err(Error::WorkerIdTaken(cfg.id.clone()));
+            }
+            if Instant::now() > next_warning {
+                warn!(
+                    "worker {}: {} is still held by session {:#x}; waiting for it to expire",
+                    cfg.id,
+                    layout.worker(&cfg.id),
+                    owner.unwrap_or(0)
+                );
+                next_warning = Instant::now() + cfg.connect.session_timeout;
             }
         } else if matches!(err.txn_cause().1, ZkError::NoAuth) {
             return Err(Error::zk(
@@ -292,9 +305,13 @@ impl WorkerSession<'_> {
             Err(err) => return Err(err),
         };
         self.armed = true;
-        // Forget what the master took back and nobody runs here.
-        self.local
-            .retain(|task, state| !matches!(state, Local::Ignored) || listed.contains(task));
+        // Forget what the master took back, and look again at what was set
+        // aside long enough ago.
+        let now = Instant::now();
+        self.local.retain(|task, state| match state {
+            Local::Ignored(until) => *until > now && listed.contains(task),
+            _ => true,
+        });
         let new: Vec<String> = listed
             .into_iter()
             .filter(|t| !self.local.contains_key(t))
@@ -312,7 +329,7 @@ impl WorkerSession<'_> {
                     self.fail_malformed(&task, stat.version, "not a task name")
                 }
                 Ok(_) if stat.version > 0 => {
-                    self.local.insert(task, Local::Ignored);
+                    self.local.insert(task, Local::Ignored(now + self.cfg.tick));
                 }
                 Ok(decoded) => {
                     let kill = KillSwitch::new();
@@ -361,13 +378,17 @@ impl WorkerSession<'_> {
             JobEvent::Ended => {
                 self.local.remove(&task);
             }
+            JobEvent::Held => {
+                self.local
+                    .insert(task, Local::Ignored(Instant::now() + self.cfg.tick));
+            }
         }
     }
 
     fn busy(&self) -> usize {
         self.local
             .values()
-            .filter(|s| !matches!(s, Local::Ignored))
+            .filter(|s| !matches!(s, Local::Ignored(_)))
             .count()
     }
 

@@ -12,8 +12,15 @@
 //!   process groups it started), even when the test panics.
 //! - [`Ledger`]: a file jobs append their task id to, to count runs.
 //! - [`wait_until`]: the bounded poll every "it eventually happens" uses.
+//! - [`proxy::Proxy`]: a TCP proxy between zkmw and ZooKeeper whose link can
+//!   be cut, black-holed or muted at run time (network faults).
+//! - [`ensemble::Ensemble`]: the 3-node ensemble of `scripts/zk.sh`, for one
+//!   test at a time, with nodes stopped and started by number.
 
 #![allow(dead_code)]
+
+pub mod ensemble;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -143,19 +150,32 @@ pub struct Namespace {
     pub root: String,
     /// Temp dir for service logs and ledgers.
     pub dir: PathBuf,
+    /// The ZooKeeper connect string of this namespace's server(s).
+    hosts: String,
 }
 
 impl Namespace {
-    /// A fresh namespace for the test `name`.
+    /// A fresh namespace for the test `name`, on the shared test server.
     pub fn new(name: &str) -> Namespace {
+        Namespace::on(name, zk())
+    }
+
+    /// A fresh namespace for the test `name` on the servers `hosts` (a
+    /// connect string), e.g. the ensemble's.
+    pub fn on(name: &str, hosts: &str) -> Namespace {
         let id = unique(name);
         let dir = std::env::temp_dir().join(format!("zkmw-test-{id}"));
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        zk();
         Namespace {
             root: format!("/zkmw-test/{id}"),
             dir,
+            hosts: hosts.to_string(),
         }
+    }
+
+    /// The connect string commands of this namespace get by default.
+    pub fn hosts(&self) -> &str {
+        &self.hosts
     }
 
     /// The binary with a scrubbed environment and no flags.
@@ -171,22 +191,53 @@ impl Namespace {
     /// The binary with `--zk`, `--root`, a short session timeout and a
     /// one-second tick, ready for a role and its arguments.
     pub fn cmd(&self) -> Command {
+        self.cmd_via(&self.hosts)
+    }
+
+    /// Like [`Namespace::cmd`], with `--zk HOSTS` (e.g. a [`proxy::Proxy`]).
+    pub fn cmd_via(&self, hosts: &str) -> Command {
+        self.cmd_with(hosts, SESSION_TIMEOUT)
+    }
+
+    /// Like [`Namespace::cmd`], with `--zk HOSTS` and `--session-timeout D`.
+    pub fn cmd_with(&self, hosts: &str, session_timeout: &str) -> Command {
         let mut cmd = self.raw_cmd();
-        cmd.args(["--zk", zk(), "--root", &self.root])
-            .args(["--session-timeout", SESSION_TIMEOUT])
+        cmd.args(["--zk", hosts, "--root", &self.root])
+            .args(["--session-timeout", session_timeout])
             .env("ZKMW_TICK", "1s");
         cmd
     }
 
     /// Starts a service (`master ...` or `worker ...`) with its stderr (at
-    /// RUST_LOG=info) in `<dir>/<name>.log`.
+    /// RUST_LOG=info, or the level in env `ZKMW_TEST_LOG`) in
+    /// `<dir>/<name>.log`.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        self.spawn_via(name, &self.hosts, args)
+    }
+
+    /// Like [`Namespace::spawn`], connecting to `hosts` (e.g. a proxy). A
+    /// name used before gets a fresh log (`<name>.log` is overwritten).
+    pub fn spawn_via(&self, name: &str, hosts: &str, args: &[&str]) -> Proc {
+        self.spawn_with(name, hosts, SESSION_TIMEOUT, args)
+    }
+
+    /// Like [`Namespace::spawn_via`], with `--session-timeout D`.
+    pub fn spawn_with(
+        &self,
+        name: &str,
+        hosts: &str,
+        session_timeout: &str,
+        args: &[&str],
+    ) -> Proc {
         let log = self.dir.join(format!("{name}.log"));
         let file = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = self
-            .cmd()
+            .cmd_with(hosts, session_timeout)
             .args(args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("ZKMW_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -214,7 +265,12 @@ impl Namespace {
     /// Runs the binary with this namespace's flags and `args`; it must exit
     /// within [`COMMAND_LIMIT`].
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.cmd();
+        self.run_via(&self.hosts, args)
+    }
+
+    /// Like [`Namespace::run`], connecting to `hosts` (e.g. a proxy).
+    pub fn run_via(&self, hosts: &str, args: &[&str]) -> Output {
+        let mut cmd = self.cmd_via(hosts);
         cmd.args(args);
         run_bounded(cmd, COMMAND_LIMIT)
     }
@@ -343,7 +399,33 @@ impl Namespace {
     /// A library session to the test server, to look at or tamper with the
     /// namespace directly.
     pub fn connect(&self) -> Zk {
-        Zk::connect(&connect_options()).expect("test session to ZooKeeper")
+        Zk::connect(&connect_options(&self.hosts)).expect("test session to ZooKeeper")
+    }
+
+    /// Waits until task `id` is in `state` (`status TASK --json`); the
+    /// task's view then.
+    pub fn wait_task_state(&self, id: &str, state: &str, deadline: Instant) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(deadline, || {
+            last = self.task_json(id);
+            last["state"] == state
+        });
+        assert!(ok, "{id} never reached state {state}; last: {last}");
+        last
+    }
+
+    /// The ids of the live workers in a `status --json` view, sorted.
+    pub fn live_workers(status: &Value) -> Vec<String> {
+        let mut ids: Vec<String> = status["workers"]
+            .as_array()
+            .map(|ws| {
+                ws.iter()
+                    .filter_map(|w| w["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
 
     /// Children of a node of this namespace; empty when it does not exist.
@@ -393,7 +475,7 @@ impl Drop for Namespace {
         }
         let _ = fs::remove_dir_all(&self.dir);
         // Best effort: the processes are gone, remove what they left.
-        let mut opts = connect_options();
+        let mut opts = connect_options(&self.hosts);
         opts.connect_timeout = Some(Duration::from_secs(3));
         if let Ok(zk) = Zk::connect(&opts) {
             delete_tree(&zk, &self.root);
@@ -401,9 +483,9 @@ impl Drop for Namespace {
     }
 }
 
-fn connect_options() -> ConnectOptions {
+fn connect_options(hosts: &str) -> ConnectOptions {
     ConnectOptions {
-        hosts: zk().to_string(),
+        hosts: hosts.to_string(),
         session_timeout: Duration::from_secs(3),
         call_timeout: Duration::from_secs(5),
         connect_timeout: Some(Duration::from_secs(10)),
@@ -607,6 +689,24 @@ impl Proc {
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// How many lines of its log contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until its log has more than `seen` lines containing `needle`.
+    pub fn wait_log(&self, needle: &str, seen: usize, deadline: Instant) -> bool {
+        wait_until(deadline, || self.log_count(needle) > seen)
+    }
+
+    /// True while it has not exited (a stopped process counts as running).
+    pub fn is_running(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited.is_none()
+    }
 }
 
 impl Drop for Proc {
@@ -651,6 +751,51 @@ fn proc_stat(pid: i32) -> Option<ProcStat> {
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
     Some(ProcStat { state, ppid, pgrp })
+}
+
+/// True while process `pid` exists and is not a zombie. (Orphaned jobs are
+/// reparented to pid 1, which on some machines never reaps them: a zombie
+/// is gone for every purpose but this one.)
+pub fn pid_alive(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// True while any process of group `pgid` exists and is not a zombie.
+pub fn group_alive(pgid: i32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            proc_stat(pid).is_some_and(|s| s.pgrp == pgid && s.state != 'Z' && s.state != 'X')
+        })
+}
+
+/// Now, in unix milliseconds (the clock `status` times use).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A TCP port on 127.0.0.1 where nothing listens. It is taken below the
+/// kernel's ephemeral range (32768 and up), so no outgoing connection gets
+/// it as its own port meanwhile (nor connects to itself through it).
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()) * 7919
+        + SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
+    for _ in 0..1000 {
+        let n = seed + NEXT.fetch_add(1, Ordering::SeqCst) * 104_729;
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found in 20000..32000");
 }
 
 /// The job process groups `pid` started: its children leading their own group.
