@@ -274,12 +274,15 @@ fn store(
 
 /// Which of `tokens` were stored, among the tasks whose sequence is at
 /// least `floor`, wherever they are now (pending, assigned or finished).
+/// Starts with a sync: the session may now be on a server that has not yet
+/// applied the create in question.
 fn find_by_tokens(
     zk: &Zk,
     layout: &Layout,
     tokens: &HashMap<&str, usize>,
     floor: i32,
 ) -> Result<HashMap<usize, String>, ZkError> {
+    zk.sync(layout.root())?;
     let recent = |names: Vec<String>| -> Vec<String> {
         names
             .into_iter()

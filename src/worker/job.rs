@@ -266,12 +266,13 @@ fn finish(ctx: &JobContext, name: &str, result: &TaskResult) {
 }
 
 /// Runs a read once the session is connected again; `None` if the session
-/// ends first. A read answered after a write on the same session also means
-/// that write has been applied or refused by now.
+/// ends first. The read follows a sync, so it sees every committed write,
+/// whichever server the session is on now; and it is answered after the
+/// session's earlier write, which is by then applied or refused.
 fn settle<T>(ctx: &JobContext, read: impl Fn(&Zk) -> Result<T, ZkError>) -> Option<T> {
     let mut backoff = Duration::from_millis(20);
     while ctx.current() && !ctx.zk.is_lost() {
-        match read(&ctx.zk) {
+        match ctx.zk.sync(ctx.layout.root()).and_then(|()| read(&ctx.zk)) {
             Ok(value) => return Some(value),
             Err(err) => debug!("waiting for ZooKeeper to settle: {err}"),
         }

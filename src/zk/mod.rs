@@ -244,6 +244,14 @@ impl Zk {
         Instant::now() + self.call_timeout
     }
 
+    /// Makes the server this session talks to catch up with the leader, so
+    /// the reads that follow see every write committed before. Needed before
+    /// deciding from a read whether a write with an unknown outcome
+    /// happened: after a reconnect, the session may be on a lagging server.
+    pub fn sync(&self, path: &str) -> Result<(), ZkError> {
+        block_until(self.client.sync(path), self.deadline())
+    }
+
     /// Reads a node's data and stat; `None` when there is no such node.
     pub fn get(&self, path: &str) -> Result<Node, ZkError> {
         absent_as_none(block_until(self.client.get_data(path), self.deadline()))
