@@ -152,7 +152,9 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
         session.kill_all();
         match next {
             Next::Stop => {
-                session.drain_done(rx);
+                // Wait (bounded) for the killed jobs' threads, so no job
+                // process outlives the worker.
+                session.wait_for_jobs(rx, Instant::now() + Duration::from_secs(10));
                 return Ok(());
             }
             Next::Restart => warn!(
@@ -411,23 +413,12 @@ impl WorkerSession<'_> {
             );
         }
         let deadline = Instant::now() + self.cfg.drain_timeout;
-        while self.busy() > 0 && !self.zk.is_lost() {
-            match rx.recv_deadline(deadline) {
-                Ok(Msg::Job {
-                    task,
-                    generation,
-                    event,
-                }) => self.on_job(task, generation, event),
-                Ok(_) => {}
-                Err(_) => {
-                    warn!(
-                        "worker {}: drain timeout; killing {} jobs",
-                        self.cfg.id,
-                        self.busy()
-                    );
-                    break;
-                }
-            }
+        if !self.wait_for_jobs(rx, deadline) {
+            warn!(
+                "worker {}: drain timeout; killing {} jobs",
+                self.cfg.id,
+                self.busy()
+            );
         }
         Next::Stop
     }
@@ -440,10 +431,9 @@ impl WorkerSession<'_> {
         }
     }
 
-    /// After killing what was left: wait (bounded) for the job threads to
-    /// notice, so no job process outlives the worker.
-    fn drain_done(&mut self, rx: &Receiver<Msg>) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Takes the job threads' messages until none is busy; false if
+    /// `deadline` passed first.
+    fn wait_for_jobs(&mut self, rx: &Receiver<Msg>, deadline: Instant) -> bool {
         while self.busy() > 0 {
             match rx.recv_deadline(deadline) {
                 Ok(Msg::Job {
@@ -452,8 +442,9 @@ impl WorkerSession<'_> {
                     event,
                 }) => self.on_job(task, generation, event),
                 Ok(_) => {}
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
+        true
     }
 }
