@@ -85,12 +85,22 @@ fn finished_jobs_leave_no_zombie() {
         let out = ns.submit_wait(&[&format!("echo {i} & true")]);
         assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     }
+    // Children of every thread of the worker (jobs start on pool threads).
     let zombies = || {
-        let children =
-            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", worker.pid()))
-                .unwrap_or_default();
+        let threads = std::fs::read_dir(format!("/proc/{}/task", worker.pid()));
+        let children: Vec<String> = threads
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|t| {
+                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                list.split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         children
-            .split_whitespace()
+            .iter()
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
                     stat.rsplit(')')
