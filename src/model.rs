@@ -218,16 +218,46 @@ mod tests {
         }
     }
 
+    /// Every decoder, on every prefix and every one-byte corruption of
+    /// every kind of record: an error or a value, never a panic.
     #[test]
     fn decoders_survive_every_prefix_and_byte_flip() {
-        let bytes = encode(&TaskResult::failed(Some(&task()), "timed out", Some("w")));
-        for cut in 0..bytes.len() {
-            let _ = decode::<TaskResult>(&bytes[..cut]);
-            let mut flipped = bytes.clone();
-            flipped[cut] ^= 0x5a;
-            let _ = decode::<TaskResult>(&flipped);
-            let _ = decode_task(&flipped);
-            let _ = decode::<MasterInfo>(&flipped);
+        let records = [
+            encode(&TaskResult::failed(Some(&task()), "timed out", Some("w"))),
+            encode(&task()),
+            encode(&WorkerInfo {
+                host: "h".into(),
+                pid: 1,
+                threads: 4,
+                started_ms: 2,
+            }),
+            encode(&MasterInfo {
+                id: "m".into(),
+                host: "h".into(),
+                pid: 1,
+                session: "0x1".into(),
+                epoch: 3,
+            }),
+            encode(&Claim {
+                worker: "w".into(),
+                started_ms: 1,
+                attempt: 1,
+            }),
+        ];
+        for bytes in &records {
+            for cut in 0..bytes.len() {
+                for flip in [0x01, 0x5a, 0x80, 0xff] {
+                    let mut flipped = bytes.clone();
+                    flipped[cut] ^= flip;
+                    for sample in [&bytes[..cut], &flipped[..]] {
+                        let _ = decode::<TaskResult>(sample);
+                        let _ = decode_task(sample);
+                        let _ = decode::<WorkerInfo>(sample);
+                        let _ = decode::<MasterInfo>(sample);
+                        let _ = decode::<Claim>(sample);
+                    }
+                }
+            }
         }
     }
 }
