@@ -26,7 +26,6 @@ fn ensemble_losing_a_node_then_its_quorum_briefly_loses_and_repeats_nothing() {
 }
 
 #[test]
-#[ignore = "bug: after a quorum loss long enough to expire the sessions, ZooKeeper may elect a leader more than once while the nodes come back (each new leader gives every old session a fresh timeout), so the worker's old /workers/w1 outlives the 2 x session-timeout patience of worker::register, which then exits 125 \"worker id 'w1' is already live\" although that node is its own previous session's"]
 fn ensemble_quorum_lost_past_the_session_timeout_roles_come_back_in_the_same_processes() {
     lose_a_node_then_the_quorum(common::SESSION_TIMEOUT, false);
 }

@@ -114,18 +114,19 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     let pool = ThreadPool::with_name("job".into(), cfg.threads);
     let generation = Arc::new(AtomicU64::new(0));
     let draining = Arc::new(AtomicBool::new(false));
-    let mut first = true;
+    // The session this worker last registered with, if any.
+    let mut previous: Option<i64> = None;
     loop {
         let is_stop = |m: &Msg| matches!(m, Msg::Shutdown);
         let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, is_stop)? else {
             return Ok(());
         };
-        match register(cfg, &zk, first, rx)? {
+        match register(cfg, &zk, previous, rx)? {
             Registered::Yes => {}
             Registered::Stop => return Ok(()),
             Registered::Lost => continue,
         }
-        first = false;
+        previous = Some(zk.session_id());
         info!("worker {}: registered ({} threads)", cfg.id, cfg.threads);
         let ctx = JobContext {
             zk: zk.clone(),
@@ -172,11 +173,12 @@ enum Registered {
 }
 
 /// Creates /assign/<id> and then the ephemeral /workers/<id>, the latter in
-/// a transaction that checks the former still exists.
+/// a transaction that checks the former still exists. `previous` is the
+/// session this worker registered with before, whose node may linger.
 fn register(
     cfg: &WorkerConfig,
     zk: &Zk,
-    first: bool,
+    previous: Option<i64>,
     rx: &Receiver<Msg>,
 ) -> Result<Registered, Error> {
     let layout = &cfg.layout;
@@ -189,7 +191,7 @@ fn register(
     // After a session loss our old ephemeral node lingers until the server
     // expires that session, which can take several session timeouts when
     // the ensemble is electing leaders: wait for it (saying so), rather than
-    // give up. Only at first start is a live id another worker's.
+    // give up. A node held by any other session is another worker's.
     let mut next_warning = Instant::now() + cfg.connect.session_timeout;
     loop {
         if zk.is_lost() {
@@ -223,7 +225,9 @@ fn register(
             if owner == Some(zk.session_id()) {
                 return Ok(Registered::Yes);
             }
-            if first {
+            // Held by another session than our previous one: another
+            // worker has this id. (Gone meanwhile: just try again.)
+            if owner.is_some() && owner != previous {
                 return Err(Error::WorkerIdTaken(cfg.id.clone()));
             }
             if Instant::now() > next_warning {
