@@ -24,8 +24,13 @@
 #
 # Everything goes to .zk/chaos-<stamp>/ (git-ignored): role logs, chaos.log
 # (every action, with wall and unix time and the pid hit), ledger (one line
-# per job start, one "end ..." line per job that was not killed), acked-*.txt, submit-failures-*.txt, results.jsonl and
-# report.txt (the details behind the summary line).
+# per job start, one "end ..." line per job that was not killed), acked-*.txt,
+# submit-failures-*.txt, results.jsonl and report.txt (the details behind the
+# summary line).
+# The ensemble (ports, .zk/ensemble-N) is shared with anyone else on this
+# machine: a whole running one is used and left running, a stopped one is
+# started and stopped at the end, a partly running one (someone's tests?) is
+# waited for (120 s at most).
 # Exit 0 when lost = unexplained = phantom = 0 (and no unacceptable failure,
 # odd result, duplicate acknowledgement or anomaly: a role that exited by
 # itself, results still missing after --wait), else 1; 2 when the setup failed.
@@ -201,6 +206,14 @@ else
     read -r serving up < <(ensemble_counts)
     if [ "$serving" = 3 ]; then
       say "using the running ensemble (left running at the end)"
+      for n in 1 2 3; do
+        pid="$(node_pid "$n")"
+        if [ -z "$pid" ] || ! alive "$pid"; then
+          say "ensemble node $n was not started by zk.sh (no live pid file): no ZooKeeper chaos this run"
+          ZK_CHAOS=0
+          break
+        fi
+      done
       break
     fi
     if [ "$up" = 0 ]; then
@@ -389,6 +402,7 @@ thaw_worker() {
 # ZooKeeper node bounce, one node at a time: stopping -> down -> starting -> idle.
 ZK_PHASE=idle
 ZK_NEXT_AT=0
+ZK_START_FAILS=0
 ZK_NODE=""
 # True when all 3 ensemble nodes serve: a node is taken down only then, so the
 # ensemble keeps its quorum even if someone else stops a node too.
@@ -405,7 +419,12 @@ zk_bounce_start() {
   ZK_DOWN_NODE=$ZK_NODE
   ACTIONS=$((ACTIONS + 1))
   event "CHAOS zk.sh node-stop $ZK_NODE (pid $(node_pid "$ZK_NODE"))"
-  scripts/zk.sh node-stop "$ZK_NODE" >>"$RUN/zk.log" 2>&1 &
+  zk_sh node-stop "$ZK_NODE"
+}
+
+# Run `zk.sh ARGS` in the background; its output goes to zk-step.log, then zk.log.
+zk_sh() {
+  scripts/zk.sh "$@" >"$RUN/zk-step.log" 2>&1 &
   ZK_JOB_PID=$!
 }
 
@@ -436,21 +455,30 @@ zk_bounce_step() { # force
       alive "$ZK_JOB_PID" && return
       { wait "$ZK_JOB_PID"; } 2>/dev/null; rc=$?
       ZK_JOB_PID=""
-      if [ "$ZK_PHASE" = stopping ]; then
+      cat "$RUN/zk-step.log" >>"$RUN/zk.log"
+      if [ "$ZK_PHASE" = stopping ] && grep -q 'not running' "$RUN/zk-step.log"; then
+        # Not a node zk.sh started (someone else's harness?): leave ZooKeeper alone.
+        event "zk node $ZK_NODE was not stopped: not started by zk.sh; no more ZooKeeper chaos this run"
+        ZK_DOWN_NODE=""; ZK_PHASE=idle; ZK_CHAOS=0
+      elif [ "$ZK_PHASE" = stopping ]; then
         event "zk node $ZK_NODE stopped (rc=$rc)"
         ZK_PHASE=down
+        ZK_START_FAILS=0
         ZK_NEXT_AT=$(($(now_ms) + 3000 + RANDOM % 4000))
+      elif [ "$rc" = 0 ]; then
+        [ -n "${OUR_NODE[ZK_NODE]:-}" ] && OUR_NODE[ZK_NODE]="$(node_pid "$ZK_NODE")"
+        event "zk node $ZK_NODE serving again"
+        ZK_DOWN_NODE=""
+        ZK_PHASE=idle
+      elif [ "$ZK_START_FAILS" -lt 4 ]; then
+        ZK_START_FAILS=$((ZK_START_FAILS + 1))
+        event "zk.sh node-start $ZK_NODE failed rc=$rc (see zk.log); retrying in 3 s"
+        ZK_PHASE=down
+        ZK_NEXT_AT=$(($(now_ms) + 3000))
       else
-        if [ "$rc" = 0 ]; then
-          [ -n "${OUR_NODE[ZK_NODE]:-}" ] && OUR_NODE[ZK_NODE]="$(node_pid "$ZK_NODE")"
-          event "zk node $ZK_NODE serving again"
-          ZK_DOWN_NODE=""
-          ZK_PHASE=idle
-        else
-          event "ANOMALY zk.sh node-start $ZK_NODE failed rc=$rc (see zk.log); retrying"
-          ZK_PHASE=down
-          ZK_NEXT_AT=$(now_ms)
-        fi
+        event "ANOMALY zk.sh node-start $ZK_NODE failed 5 times (see zk.log); no more ZooKeeper chaos this run"
+        ANOMALIES=$((ANOMALIES + 1))
+        ZK_DOWN_NODE=""; ZK_PHASE=idle; ZK_CHAOS=0
       fi
       ;;
     frozen)
@@ -464,8 +492,7 @@ zk_bounce_step() { # force
     down)
       if [ "${1:-0}" = 1 ] || [ "$(now_ms)" -ge "$ZK_NEXT_AT" ]; then
         event "CHAOS zk.sh node-start $ZK_NODE"
-        scripts/zk.sh node-start "$ZK_NODE" >>"$RUN/zk.log" 2>&1 &
-        ZK_JOB_PID=$!
+        zk_sh node-start "$ZK_NODE"
         ZK_PHASE=starting
       fi
       ;;
