@@ -15,14 +15,7 @@ const SUBMITTERS: usize = 8;
 fn two_hundred_tasks_each_run_exactly_once() {
     let ns = Namespace::new("many-tasks");
     let ledger = ns.ledger();
-    let _master = ns.spawn_master("m1");
-    let _workers = [
-        ns.spawn_worker("w1", 4),
-        ns.spawn_worker("w2", 4),
-        ns.spawn_worker("w3", 4),
-    ];
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["w1", "w2", "w3"], secs(15));
+    let _cluster = ns.spawn_cluster(&["w1", "w2", "w3"]);
 
     // Submit from several threads at once, as several users would.
     let job = ledger.record();

@@ -129,14 +129,7 @@ fn without_a_master_tasks_stay_pending_until_one_starts() {
 fn cluster_counts_never_exceed_the_tasks_submitted() {
     const TASKS: u64 = 300;
     let ns = Namespace::new("status-adds-up");
-    let _master = ns.spawn_master("m1");
-    let _workers = [
-        ns.spawn_worker("w1", 4),
-        ns.spawn_worker("w2", 4),
-        ns.spawn_worker("w3", 4),
-    ];
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["w1", "w2", "w3"], secs(15));
+    let _cluster = ns.spawn_cluster(&["w1", "w2", "w3"]);
     let jobs = "true\n".repeat(TASKS as usize);
     let out = ns.run_with_stdin(&["submit", "--stdin"], jobs.as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));

@@ -257,6 +257,16 @@ impl Namespace {
     }
 
     /// Starts `zkmw worker --id ID --threads N`.
+    /// Master `m1` and workers `ids` (4 threads each), waited for until all
+    /// are up.
+    pub fn spawn_cluster(&self, ids: &[&str]) -> (Proc, Vec<Proc>) {
+        let master = self.spawn_master("m1");
+        let workers = ids.iter().map(|id| self.spawn_worker(id, 4)).collect();
+        self.wait_for_master("m1", secs(15));
+        self.wait_for_workers(ids, secs(15));
+        (master, workers)
+    }
+
     pub fn spawn_worker(&self, id: &str, threads: u16) -> Proc {
         let threads = threads.to_string();
         self.spawn(id, &["worker", "--id", id, "--threads", &threads])
