@@ -10,30 +10,31 @@
 //! lets another thread stop the job at any time (worker shutdown past the
 //! drain timeout, ZooKeeper session lost).
 //!
-//! How a run goes:
-//! - two reader threads drain stdout and stderr, a waiter thread waits for
-//!   the shell to exit *without reaping it* (`waitid(WNOWAIT)`), so the
-//!   group id (the shell's pid) can never be reused while we may still
+//! How a run goes (all on the calling thread, which waits in one `poll` on
+//! the two pipes, a pidfd of the shell and the kill switch's eventfd):
+//! - the shell is started by [`spawn`], which also makes it die with the
+//!   worker (`PR_SET_PDEATHSIG`), so a worker killed with SIGKILL does not
+//!   leave its jobs running beside their re-runs;
+//! - the shell's exit is seen through its pidfd *without reaping it*, so
+//!   the group id (the shell's pid) can never be reused while we may still
 //!   signal it;
-//! - the runner waits on the waiter, the kill switch and the timeout; on
-//!   timeout or kill it sends SIGTERM to the group, then SIGKILL after a
-//!   grace of 2 s;
-//! - the shell dies with the worker (`PR_SET_PDEATHSIG`), so a worker killed
-//!   with SIGKILL does not leave its jobs running beside their re-runs;
-//! - once the shell has exited, the readers get 200 ms to reach end
-//!   of file, then the whole group gets SIGKILL (a background grandchild such
-//!   as `sleep 100 &` would otherwise hold the pipes open), and the shell is
+//! - on timeout or kill the group gets SIGTERM, then SIGKILL after a grace
+//!   of 2 s;
+//! - once the shell has exited, the pipes get 200 ms to reach end of file,
+//!   then the whole group gets SIGKILL (a background grandchild such as
+//!   `sleep 100 &` would otherwise hold the pipes open), and the shell is
 //!   reaped.
 
-use std::io::{self, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod spawn;
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Names of the worker's environment variables passed on to a job, when set.
 ///
@@ -51,12 +52,12 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Time between SIGTERM and SIGKILL when we stop a job.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// Time the readers get to reach end of file once the shell has exited,
+/// Time the pipes get to reach end of file once the shell has exited,
 /// before the rest of its process group is killed.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
-/// Time the readers get after the group was killed; past it, we stop waiting
-/// for them (a process that left the group may still hold a pipe).
+/// Time the pipes get after the group was killed; past it, we stop reading
+/// them (a process that left the group may still hold a pipe).
 const READER_GIVE_UP: Duration = Duration::from_secs(1);
 
 /// Size of one read from a pipe.
@@ -75,7 +76,8 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     /// Maximum number of bytes kept of stdout, and of stderr, each.
     pub output_cap: usize,
-    /// Shell to run the command with, normally `"sh"`.
+    /// Shell to run the command with, normally `"sh"` (looked up in the
+    /// job's `PATH` unless it contains a `/`).
     pub shell: String,
 }
 
@@ -129,49 +131,52 @@ pub struct JobReport {
 /// [`run`] not start it ([`Outcome::Killed`]); killing while it is being
 /// started still kills it; killing after it ended does nothing. A killed
 /// switch stays killed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KillSwitch {
     inner: Arc<KillInner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct KillInner {
     killed: AtomicBool,
-    /// Never sends; `kill` drops it, which disconnects `rx` for good, so a
-    /// waiting runner wakes up whenever the kill happens, even before it
-    /// started waiting.
-    tx: Mutex<Option<Sender<()>>>,
-    rx: Receiver<()>,
+    /// The eventfd of the run waiting on this switch, if one is: `kill`
+    /// writes to it to wake the run's `poll`. Registered and removed under
+    /// the lock, so `kill` never writes to a closed (or reused) fd.
+    waker: Mutex<Option<RawFd>>,
 }
 
 impl KillSwitch {
     /// A switch that has not been killed.
     pub fn new() -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(0);
-        KillSwitch {
-            inner: Arc::new(KillInner {
-                killed: AtomicBool::new(false),
-                tx: Mutex::new(Some(tx)),
-                rx,
-            }),
-        }
+        Self::default()
     }
 
     /// Kills the job run with this switch, now or when it starts.
     pub fn kill(&self) {
+        let waker = lock(&self.inner.waker);
         self.inner.killed.store(true, Ordering::SeqCst);
-        lock(&self.inner.tx).take();
+        if let Some(fd) = *waker {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: `fd` is the registered eventfd, open while we hold the
+            // lock; an eventfd takes 8-byte writes.
+            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        }
     }
 
     /// Whether [`KillSwitch::kill`] was called.
     pub fn is_killed(&self) -> bool {
         self.inner.killed.load(Ordering::SeqCst)
     }
-}
 
-impl Default for KillSwitch {
-    fn default() -> Self {
-        Self::new()
+    /// Registers the run's eventfd; false if the switch was already killed.
+    fn register(&self, fd: RawFd) -> bool {
+        let mut waker = lock(&self.inner.waker);
+        *waker = Some(fd);
+        !self.is_killed()
+    }
+
+    fn unregister(&self) {
+        lock(&self.inner.waker).take();
     }
 }
 
@@ -194,48 +199,40 @@ pub fn run(spec: &JobSpec, kill: &KillSwitch) -> JobReport {
 }
 
 /// Why we stopped a job.
+#[derive(Debug, Clone, Copy)]
 enum Stop {
     Timeout,
     Kill,
 }
 
 fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
-    let mut child = match command(spec).spawn() {
+    let waker = match eventfd() {
+        Ok(fd) => fd,
+        Err(e) => return not_started(format!("could not make an eventfd: {e}")),
+    };
+    let started =
+        command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp));
+    let child = match started {
         Ok(child) => child,
         Err(e) => return not_started(format!("{}: {e}", spec.shell)),
     };
-    // The shell leads its own group: the group id is its pid.
-    let pid = child.id();
-    let pgid = pid as libc::pid_t;
-    let stdout = Arc::new(Mutex::new(Captured::default()));
-    let stderr = Arc::new(Mutex::new(Captured::default()));
-    // Readers hold clones of `done_tx`; `done_rx` disconnects when both are done.
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-    let (exit_tx, exit_rx) = crossbeam_channel::bounded::<()>(1);
-
-    let sinks = [&stdout, &stderr];
-    if let Err(e) = start_threads(&mut child, spec.output_cap, sinks, done_tx, exit_tx) {
-        kill_group(pgid, libc::SIGKILL);
-        if let Err(wait_err) = child.wait() {
-            log::error!("could not reap job process {pid}: {wait_err}");
-        }
-        return not_started(format!("could not start a helper thread: {e}"));
-    }
-
-    let stopped = supervise(spec.timeout, kill, pgid, &exit_rx);
+    let mut watch = Watch {
+        pgid: child.pid,
+        pipes: [Some(child.stdout), Some(child.stderr)],
+        captured: [Captured::default(), Captured::default()],
+        cap: spec.output_cap,
+    };
+    let stopped = if kill.register(waker.as_raw_fd()) {
+        watch.supervise(&child.pidfd, &waker, spec.timeout)
+    } else {
+        watch.stop(&child.pidfd, Stop::Kill)
+    };
+    kill.unregister();
+    watch.drain();
     // The shell has exited but is not reaped: `pgid` still names our group.
-    if done_rx.recv_timeout(DRAIN_GRACE) == Err(RecvTimeoutError::Timeout) {
-        log::debug!("job process group {pgid} still holds its output pipes");
-    }
-    kill_group(pgid, libc::SIGKILL);
-    if done_rx.recv_timeout(READER_GIVE_UP) == Err(RecvTimeoutError::Timeout) {
-        log::warn!(
-            "job {pgid}: output still held open by a process outside its group; not waiting for it"
-        );
-    }
-    let status = child.wait();
-    let outcome = outcome(stopped, status, pid);
-    (outcome, lock(&stdout).clone(), lock(&stderr).clone())
+    let status = spawn::reap(child.pid);
+    let [stdout, stderr] = watch.captured;
+    (outcome(stopped, status, child.pid), stdout, stderr)
 }
 
 fn not_started(reason: String) -> (Outcome, Captured, Captured) {
@@ -243,160 +240,222 @@ fn not_started(reason: String) -> (Outcome, Captured, Captured) {
     (Outcome::CouldNotStart(reason), empty.clone(), empty)
 }
 
-/// `sh -c COMMAND` with a clean environment, in a new process group.
-fn command(spec: &JobSpec) -> Command {
-    let mut cmd = Command::new(&spec.shell);
-    cmd.arg("-c")
-        .arg(&spec.command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_clear()
-        .process_group(0);
-    for &name in PASSED_ENV {
-        match std::env::var_os(name) {
-            Some(value) => {
-                cmd.env(name, value);
-            }
-            None if name == "PATH" => {
-                cmd.env(name, DEFAULT_PATH);
-            }
-            None => {}
-        }
-    }
-    cmd.env("ZKMW_TASK_ID", &spec.task_id)
-        .env("ZKMW_ATTEMPT", spec.attempt.to_string());
-    // If the worker dies (even by SIGKILL), the kernel kills the job's
-    // shell: its run is re-run elsewhere, and must not go on beside it.
-    // The death signal follows the spawning thread, a pool thread that
-    // lives as long as the worker.
-    let worker = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork
-    // and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The worker died before the signal was armed.
-            if libc::getppid() != worker {
-                return Err(io::Error::other("the worker exited"));
-            }
-            Ok(())
-        });
-    }
-    cmd
+/// The program, argv and environment of `sh -c COMMAND`.
+fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+    let mut env: Vec<(&str, OsString)> = PASSED_ENV
+        .iter()
+        .filter_map(|&name| match std::env::var_os(name) {
+            Some(value) => Some((name, value)),
+            None if name == "PATH" => Some((name, DEFAULT_PATH.into())),
+            None => None,
+        })
+        .collect();
+    env.push(("ZKMW_TASK_ID", spec.task_id.clone().into()));
+    env.push(("ZKMW_ATTEMPT", spec.attempt.to_string().into()));
+    let path = env
+        .iter()
+        .find(|(n, _)| *n == "PATH")
+        .map(|(_, v)| v.clone());
+    let program = find_program(&spec.shell, path.as_deref().unwrap_or_default());
+    let envp = env
+        .into_iter()
+        .map(|(name, value)| {
+            let mut entry = OsString::from(format!("{name}="));
+            entry.push(value);
+            c_string(entry.into_vec())
+        })
+        .collect::<io::Result<_>>()?;
+    let argv = vec![
+        c_string(spec.shell.clone().into_bytes())?,
+        c_string(b"-c".to_vec())?,
+        c_string(spec.command.clone().into_bytes())?,
+    ];
+    Ok((c_string(program.into_os_string().into_vec())?, argv, envp))
 }
 
-/// Starts the two readers and the waiter.
-fn start_threads(
-    child: &mut Child,
+/// Where `name` is: itself if it has a `/`, else the first executable file
+/// of that name in `path`; `name` again if none (execve then says why).
+fn find_program(name: &str, path: &OsStr) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid C string.
+    let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+    executable && path.is_file()
+}
+
+fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the job contains a NUL byte"))
+}
+
+/// A running job's group, pipes and captured output.
+struct Watch {
+    pgid: libc::pid_t,
+    /// stdout and stderr; `None` once at end of file.
+    pipes: [Option<OwnedFd>; 2],
+    captured: [Captured; 2],
     cap: usize,
-    sinks: [&Arc<Mutex<Captured>>; 2],
-    done_tx: Sender<()>,
-    exit_tx: Sender<()>,
-) -> io::Result<()> {
-    let [out_sink, err_sink] = sinks;
-    if let Some(pipe) = child.stdout.take() {
-        let (sink, done) = (Arc::clone(out_sink), done_tx.clone());
-        spawn("zkmw-job-stdout", move || {
-            read_into(pipe, cap, &sink);
-            drop(done);
-        })?;
-    }
-    if let Some(pipe) = child.stderr.take() {
-        let sink = Arc::clone(err_sink);
-        spawn("zkmw-job-stderr", move || {
-            read_into(pipe, cap, &sink);
-            drop(done_tx);
-        })?;
-    }
-    let pid = child.id();
-    spawn("zkmw-job-wait", move || {
-        if let Err(e) = wait_exited(pid) {
-            log::error!("waiting for job process {pid}: {e}");
+}
+
+impl Watch {
+    /// Reads output until the shell exits; stops the job on timeout or when
+    /// the kill switch wakes `waker`. Returns why we stopped it, if we did.
+    fn supervise(
+        &mut self,
+        pidfd: &OwnedFd,
+        waker: &OwnedFd,
+        timeout: Option<Duration>,
+    ) -> Option<Stop> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if wait == Some(Duration::ZERO) {
+                return self.stop(pidfd, Stop::Timeout);
+            }
+            let ready = self.poll(&[pidfd, waker], wait);
+            // Biased towards the exit: a job that has ended is not reported
+            // stopped.
+            if ready[0] {
+                return None;
+            }
+            if ready[1] {
+                return self.stop(pidfd, Stop::Kill);
+            }
         }
-        let _ = exit_tx.send(());
-    })?;
-    Ok(())
-}
+    }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new()
-        .name(name.to_string())
-        .spawn(f)
-        .map(drop)
-}
+    /// SIGTERM to the group, SIGKILL after the grace; returns once the
+    /// shell has exited.
+    fn stop(&mut self, pidfd: &OwnedFd, why: Stop) -> Option<Stop> {
+        kill_group(self.pgid, libc::SIGTERM);
+        let grace = Instant::now() + KILL_GRACE;
+        while !self.poll(
+            &[pidfd],
+            Some(grace.saturating_duration_since(Instant::now())),
+        )[0]
+        {
+            if Instant::now() >= grace {
+                kill_group(self.pgid, libc::SIGKILL);
+                while !self.poll(&[pidfd], None)[0] {}
+            }
+        }
+        Some(why)
+    }
 
-/// Reads `pipe` to its end, keeping the first `cap` bytes in `sink`.
-fn read_into(mut pipe: impl Read, cap: usize, sink: &Mutex<Captured>) {
-    let mut buf = [0u8; CHUNK];
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::warn!("reading job output: {e}");
+    /// Once the shell has exited: reads the pipes to their end for a short
+    /// grace, kills what is left of the group, and gives the pipes a last
+    /// chance before giving up on them.
+    fn drain(&mut self) {
+        self.read_until(Instant::now() + DRAIN_GRACE);
+        if self.pipes.iter().any(Option::is_some) {
+            log::debug!(
+                "job process group {} still holds its output pipes",
+                self.pgid
+            );
+        }
+        kill_group(self.pgid, libc::SIGKILL);
+        self.read_until(Instant::now() + READER_GIVE_UP);
+        if self.pipes.iter().any(Option::is_some) {
+            log::warn!(
+                "job {}: output still held open by a process outside its group; not waiting for it",
+                self.pgid
+            );
+        }
+    }
+
+    fn read_until(&mut self, deadline: Instant) {
+        while self.pipes.iter().any(Option::is_some) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait == Duration::ZERO {
                 return;
             }
-        };
-        let mut captured = lock(sink);
-        let room = cap.saturating_sub(captured.bytes.len());
+            self.poll(&[], Some(wait));
+        }
+    }
+
+    /// Waits up to `wait` (`None`: no limit) for output or for one of
+    /// `extra` to be readable; reads what output is ready and returns which
+    /// of `extra` are readable.
+    fn poll(&mut self, extra: &[&OwnedFd], wait: Option<Duration>) -> Vec<bool> {
+        let mut fds: Vec<libc::pollfd> = self
+            .pipes
+            .iter()
+            .map(|p| p.as_ref().map_or(-1, AsRawFd::as_raw_fd))
+            .chain(extra.iter().map(|fd| fd.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // Round up, so a wait never ends just short of its deadline.
+        let ms = wait.map_or(-1, |w| {
+            w.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        });
+        // SAFETY: `fds` is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                log::warn!("waiting for job {}: {err}", self.pgid);
+            }
+            return vec![false; extra.len()];
+        }
+        for (i, fd) in fds[..2].iter().enumerate() {
+            if fd.fd >= 0 && fd.revents != 0 {
+                self.read_pipe(i);
+            }
+        }
+        fds[2..].iter().map(|fd| fd.revents != 0).collect()
+    }
+
+    /// One read from pipe `i`, which poll said is ready; closes it at end of
+    /// file.
+    fn read_pipe(&mut self, i: usize) {
+        let Some(pipe) = &self.pipes[i] else { return };
+        let mut buf = [0u8; CHUNK];
+        // SAFETY: `buf` is valid for `CHUNK` bytes of writing.
+        let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), CHUNK) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                return;
+            }
+            log::warn!("reading job output: {err}");
+        }
+        if n <= 0 {
+            self.pipes[i] = None;
+            return;
+        }
+        let n = n as usize;
+        let captured = &mut self.captured[i];
+        let room = self.cap.saturating_sub(captured.bytes.len());
         captured.bytes.extend_from_slice(&buf[..n.min(room)]);
         captured.total += n as u64;
-        captured.truncated = captured.total > cap as u64;
+        captured.truncated = captured.total > self.cap as u64;
     }
 }
 
-/// Blocks until process `pid` has exited, leaving it unreaped (a zombie) so
-/// its pid, which is also its group id, cannot be reused yet.
-fn wait_exited(pid: u32) -> io::Result<()> {
-    loop {
-        // SAFETY: siginfo_t is plain data, for which all zeroes is valid.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid place for waitid to write to; WNOWAIT
-        // leaves the child to be reaped by `Child::wait`.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+/// A non-blocking, close-on-exec eventfd.
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-}
-
-/// Waits until the shell exits; stops the job on timeout or kill. Returns
-/// why we stopped it, if we did. On return, the shell has exited (or the
-/// waiter failed, in which case the group got SIGKILL).
-fn supervise(
-    timeout: Option<Duration>,
-    kill: &KillSwitch,
-    pgid: libc::pid_t,
-    exit_rx: &Receiver<()>,
-) -> Option<Stop> {
-    let timer = timeout.map_or_else(crossbeam_channel::never, crossbeam_channel::after);
-    // Biased towards the exit: a job that has ended is not reported stopped.
-    let stop = crossbeam_channel::select_biased! {
-        recv(exit_rx) -> _ => return None,
-        recv(kill.inner.rx) -> _ => Stop::Kill,
-        recv(timer) -> _ => Stop::Timeout,
-    };
-    kill_group(pgid, libc::SIGTERM);
-    if exit_rx.recv_timeout(KILL_GRACE).is_err() {
-        kill_group(pgid, libc::SIGKILL);
-        let _ = exit_rx.recv();
-    }
-    Some(stop)
+    // SAFETY: eventfd returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Sends `sig` to process group `pgid`.
@@ -416,18 +475,18 @@ fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
 }
 
 /// How the job ended, from why we stopped it (if we did) and its status.
-fn outcome(stopped: Option<Stop>, status: io::Result<ExitStatus>, pid: u32) -> Outcome {
+fn outcome(stopped: Option<Stop>, status: io::Result<libc::c_int>, pid: libc::pid_t) -> Outcome {
     match (stopped, status) {
         (Some(Stop::Timeout), _) => Outcome::TimedOut,
         (Some(Stop::Kill), _) => Outcome::Killed,
-        (None, Ok(status)) => match (status.code(), status.signal()) {
-            (Some(code), _) => Outcome::Exited(code),
-            (None, Some(sig)) => Outcome::Signaled(sig),
-            (None, None) => {
-                log::error!("job process {pid}: unexpected status {status:?}");
-                Outcome::Exited(-1)
-            }
-        },
+        (None, Ok(status)) if libc::WIFEXITED(status) => Outcome::Exited(libc::WEXITSTATUS(status)),
+        (None, Ok(status)) if libc::WIFSIGNALED(status) => {
+            Outcome::Signaled(libc::WTERMSIG(status))
+        }
+        (None, Ok(status)) => {
+            log::error!("job process {pid}: unexpected status {status:#x}");
+            Outcome::Exited(-1)
+        }
         (None, Err(e)) => {
             log::error!("could not reap job process {pid}: {e}");
             Outcome::Exited(-1)
@@ -449,6 +508,7 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
+    use std::thread;
     use std::time::Instant;
 
     /// A job with a 20 s safety timeout, so no test can hang.
@@ -682,6 +742,50 @@ mod tests {
         kill.kill();
         assert_eq!(r.outcome, Outcome::Exited(0));
         assert!(kill.is_killed());
+    }
+
+    #[test]
+    fn job_starts_with_default_signals() {
+        // Signals blocked or ignored around the start must not leak into the
+        // job: the worker ignores SIGPIPE and blocks all while it spawns.
+        let r = run_job("grep -E '^Sig(Blk|Ign)' /proc/$$/status");
+        assert_eq!(r.outcome, Outcome::Exited(0));
+        assert_eq!(
+            text(&r.stdout),
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+        );
+    }
+
+    #[test]
+    fn job_leads_its_own_group() {
+        let r = run_job("ps -o pid= -o pgid= -p $$");
+        let ids: Vec<&str> = text(&r.stdout).split_whitespace().collect();
+        assert_eq!(ids.len(), 2, "{:?}", text(&r.stdout));
+        assert_eq!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn sigterm_ignored_gets_sigkill_after_grace() {
+        let mut s = spec("trap '' TERM; sleep 30");
+        s.timeout = Some(Duration::from_millis(100));
+        let t = Instant::now();
+        let r = run(&s, &KillSwitch::new());
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        assert!(t.elapsed() >= KILL_GRACE, "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn nul_byte_in_job_could_not_start() {
+        let r = run_job("echo a\0b");
+        let Outcome::CouldNotStart(reason) = r.outcome else {
+            panic!("unexpected {:?}", r.outcome);
+        };
+        assert!(reason.contains("NUL"), "{reason}");
     }
 
     #[test]

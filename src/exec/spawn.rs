@@ -1,0 +1,252 @@
+//! Starting a job's shell: cheaply, in its own process group, and bound to
+//! the worker's life.
+//!
+//! `std::process::Command` forks as soon as it must run code in the child
+//! (here: arming the death signal), and a fork of a busy multi-threaded
+//! worker copies its page tables, then takes a copy-on-write fault for
+//! every page either side touches, with TLB shootdowns across threads:
+//! measured, that was the largest single cost of a no-op job. So the shell
+//! is started the way `posix_spawn` starts programs, with
+//! `clone(CLONE_VM | CLONE_VFORK)`: the child borrows the worker's memory
+//! until its `execve`, and only the calling thread waits meanwhile.
+//!
+//! In the child, in order: every signal goes back to its default action
+//! (handled and ignored ones alike); the signal mask is emptied; the child leads
+//! a new process group; `PR_SET_PDEATHSIG` is armed (then the child checks
+//! the worker is still its parent); stdin, stdout and stderr are set; then
+//! `execve`. The child runs only system calls, never allocates or locks
+//! (the memory is the worker's), and reports a failure through a slot the
+//! parent reads once it runs again.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// A started shell: its pid (also its process group id), a pidfd that turns
+/// readable when it exits, and the read ends of its stdout and stderr.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The shell's pid, which is also the job's process group id.
+    pub pid: libc::pid_t,
+    /// Readable once the shell has exited; it is not reaped by this.
+    pub pidfd: OwnedFd,
+    /// Read end of the job's stdout.
+    pub stdout: OwnedFd,
+    /// Read end of the job's stderr.
+    pub stderr: OwnedFd,
+}
+
+/// Stack for the child until it calls `execve`; it only makes system calls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Signals are numbered 1 to NSIG - 1 on Linux.
+const NSIG: libc::c_int = 65;
+
+/// What the child needs, prepared by the parent before the clone.
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// (source, target) pairs for stdin, stdout, stderr; sources are >= 3.
+    stdio: [(RawFd, RawFd); 3],
+    /// The worker's pid: the child must still be its child once the death
+    /// signal is armed.
+    parent: libc::pid_t,
+    /// 0, or the errno of the step that failed in the child.
+    error: AtomicI32,
+}
+
+/// Starts `program` with `argv` and `envp` (each `NAME=value`) in a new
+/// process group, stdin from /dev/null, stdout and stderr into new pipes;
+/// the process gets SIGKILL if the calling thread's process dies.
+///
+/// Notable errors: `ENOENT`/`EACCES` when `program` cannot be executed
+/// (the child is reaped before returning).
+pub fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> io::Result<Spawned> {
+    let null = above_stdio(open_dev_null()?)?;
+    let (stdout, stdout_w) = pipe()?;
+    let (stderr, stderr_w) = pipe()?;
+    let argv_ptrs = null_terminated(argv);
+    let envp_ptrs = null_terminated(envp);
+    let args = ChildArgs {
+        program: program.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        stdio: [
+            (null.as_raw_fd(), 0),
+            (stdout_w.as_raw_fd(), 1),
+            (stderr_w.as_raw_fd(), 2),
+        ],
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        error: AtomicI32::new(0),
+    };
+    let pid = clone_vfork(&args)?;
+    drop((null, stdout_w, stderr_w));
+    let failed = args.error.load(Ordering::SeqCst);
+    if failed != 0 {
+        let _ = reap(pid);
+        return Err(io::Error::from_raw_os_error(failed));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        let err = io::Error::last_os_error();
+        // SAFETY: `pid` is our unreaped child, so it names our job's group.
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+        let _ = reap(pid);
+        return Err(err);
+    }
+    Ok(Spawned {
+        pid,
+        // SAFETY: pidfd_open returned a new fd that nothing else owns.
+        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) },
+        stdout,
+        stderr,
+    })
+}
+
+/// Reaps `pid`, waiting for it to exit.
+pub fn reap(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid place for waitpid to write to.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Clones a child that shares our memory and runs [`child_main`]; returns
+/// once it has called `execve` or exited.
+fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down: hand over its top, 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    // No signal handler of the worker may run in the child while it shares
+    // the worker's memory: block every signal around the clone (the child
+    // sets its own mask before execve).
+    // SAFETY: sigset_t is plain data; sigfillset initialises it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid for reading and writing.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `child_main` only reads `args` and makes system calls; `top`
+    // is the top of a live stack that outlives the child's use of it
+    // (CLONE_VFORK: we resume only after its execve or exit).
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 { Err(err) } else { Ok(pid) }
+}
+
+/// The child, between clone and execve. Only system calls: it runs on the
+/// worker's memory with the worker's other threads still running.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` the parent keeps alive until we exec
+    // or exit; every pointer in it is valid and null-terminated.
+    unsafe {
+        let args = &*(arg as *const ChildArgs);
+        let fail = |errno: libc::c_int| -> ! {
+            args.error.store(errno.max(1), Ordering::SeqCst);
+            libc::_exit(127)
+        };
+        let errno = || *libc::__errno_location();
+        // Every signal to its default action, ignored ones included (a
+        // worker started under nohup must not pass SIGHUP's SIG_IGN on).
+        // The raw system call, because libc's refuses the signals it uses
+        // itself. An all-zero kernel sigaction is SIG_DFL with no flags.
+        let default = [0u64; 4];
+        for sig in 1..NSIG {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0
+            || libc::setpgid(0, 0) != 0
+            || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+        {
+            fail(errno());
+        }
+        // The worker died before the death signal was armed.
+        if libc::getppid() != args.parent {
+            fail(libc::ESRCH);
+        }
+        for (from, to) in args.stdio {
+            if libc::dup2(from, to) < 0 {
+                fail(errno());
+            }
+        }
+        libc::execve(args.program, args.argv, args.envp);
+        fail(errno())
+    }
+}
+
+/// A pipe, as (read end, write end), both close-on-exec and above 2.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new fds that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+fn open_dev_null() -> io::Result<OwnedFd> {
+    // SAFETY: the path is a valid C string.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fd`, moved above 2 if it is a standard stream's number (a worker
+/// started with one of them closed), so the child's `dup2`s onto 0, 1 and
+/// 2 can never overwrite each other's source.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd >= 3 or -1.
+    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if moved < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
