@@ -25,6 +25,7 @@ import time
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZKMW = os.path.join(ROOT_DIR, "target", "release", "zkmw")
 CEILING = os.path.join(ROOT_DIR, "target", "release", "examples", "ceiling")
+AWAIT = os.path.join(ROOT_DIR, "target", "release", "examples", "await_results")
 WORKERS = 2
 THREADS = 4
 
@@ -74,6 +75,12 @@ class Cluster:
             time.sleep(every)
         raise RuntimeError(f"timed out waiting for {what}")
 
+    def await_results(self, n, seconds):
+        """Returns once n results are stored (the count of /status, read
+        every 2 ms: it costs ZooKeeper next to nothing)."""
+        subprocess.run([AWAIT, self.env["ZKMW_ZK"], self.env["ZKMW_ROOT"], str(n), str(seconds)],
+                       check=True)
+
     def master_pid(self):
         return self.procs[0].pid
 
@@ -88,6 +95,18 @@ class Cluster:
                 p.wait()
 
 
+def cpu_seconds(pid):
+    """(own, reaped children's) CPU seconds of a process, user + system."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(x) / tick for x in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
 def ceiling(zk, seconds, threads, in_flight):
     out = subprocess.run(
         [CEILING, zk, f"/bench-ceiling-{os.getpid()}-{threads}", str(seconds), str(threads), str(in_flight)],
@@ -96,21 +115,33 @@ def ceiling(zk, seconds, threads, in_flight):
     return float(out.stdout.strip().split("=")[1])
 
 
-def throughput(zk, port, n, log_dir, tag):
-    """Tasks per second and transactions per task for n no-op jobs."""
+def throughput(zk, port, n, log_dir, tag, zk_pid):
+    """Tasks per second, transactions per task, bulk submit rate, and CPU
+    milliseconds per task of ZooKeeper, the master, the workers and the
+    jobs (the workers' reaped children), for n no-op jobs."""
     cluster = Cluster(zk, f"/bench-{os.getpid()}-{tag}", log_dir)
     try:
         jobs = b"true\n" * n
+        pids = [zk_pid] + [p.pid for p in cluster.procs]
+        cpu0 = [cpu_seconds(pid) for pid in pids]
         z0 = zxid(port)
         t0 = time.monotonic()
         out = cluster.zkmw("submit", "--stdin", "--max-pending", str(n + 1), stdin=jobs)
         if out.returncode != 0:
             raise RuntimeError(f"submit --stdin failed: {out.stderr.decode()}")
         submitted = time.monotonic() - t0
-        cluster.wait(lambda s: s["tasks"]["finished"] >= n, 600, f"{n} results", every=0.02)
+        cluster.await_results(n, 600)
         elapsed = time.monotonic() - t0
         txns = zxid(port) - z0
-        return n / elapsed, txns / n, n / submitted
+        cpu = [(a1 - a0, c1 - c0) for (a0, c0), (a1, c1) in zip(cpu0, (cpu_seconds(p) for p in pids))]
+        per_task = lambda s: s * 1000 / n  # noqa: E731
+        cost = {
+            "zookeeper": per_task(cpu[0][0]),
+            "master": per_task(cpu[1][0]),
+            "workers": per_task(sum(own for own, _ in cpu[2:])),
+            "jobs": per_task(sum(children for _, children in cpu[2:])),
+        }
+        return n / elapsed, txns / n, n / submitted, cost
     finally:
         cluster.stop()
 
@@ -170,7 +201,7 @@ def backlog(zk, n, log_dir):
     cluster = Cluster(zk, root, log_dir)
     try:
         t0 = time.monotonic()
-        cluster.wait(lambda s: s["tasks"]["finished"] >= n, 1800, f"{n} results", every=0.5)
+        cluster.await_results(n, 1800)
         drained = n / (time.monotonic() - t0)
         master_kib = memory_kib(cluster.master_pid())
     finally:
@@ -183,6 +214,7 @@ def main():
     ap.add_argument("--zk", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--log-dir", required=True)
+    ap.add_argument("--zk-pid", type=int, required=True, help="the server's pid, for its CPU time")
     ap.add_argument("--short", action="store_true", help="small sizes, for CI's smoke run")
     a = ap.parse_args()
     sizes = [300] if a.short else [1000, 10000]
@@ -199,11 +231,14 @@ def main():
 
     summary = [f"ceiling={ceil:.0f}txn/s"]
     for n in sizes:
-        rate, per_task, submit_rate = throughput(a.zk, a.port, n, a.log_dir, n)
+        rate, per_task, submit_rate, cost = throughput(a.zk, a.port, n, a.log_dir, n, a.zk_pid)
         bound = ceil / per_task
+        total = sum(cost.values())
         print(f"throughput N={n}: {rate:,.0f} tasks/s; {per_task:.2f} txn/task; "
               f"ceiling/txn-per-task = {bound:,.0f} tasks/s; ratio {rate / bound:.0%}; "
               f"bulk submit {submit_rate:,.0f} tasks/s")
+        print(f"  CPU per task: {total:.2f} ms = " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
+              + f"; {os.cpu_count()} cores / {total:.2f} ms = {os.cpu_count() * 1000 / total:,.0f} tasks/s at most")
         summary.append(f"e2e_{n}={rate:.0f}tasks/s({rate / bound:.0%})")
     summary.append(f"txn_per_task={per_task:.2f}")
 

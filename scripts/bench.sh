@@ -15,7 +15,7 @@ LOG_DIR=".zk/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$LOG_DIR"
 
 echo "== bench: building release binaries"
-cargo build --release --quiet --bin zkmw --example ceiling
+cargo build --release --quiet --bin zkmw --example ceiling --example await_results
 
 started=0
 if ! ZKMW_ZK_PORT="$PORT" scripts/zk.sh status >/dev/null 2>&1; then
@@ -28,4 +28,5 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== bench: logs in $LOG_DIR"
-python3 scripts/bench.py --zk "127.0.0.1:$PORT" --port "$PORT" --log-dir "$LOG_DIR" "$@"
+python3 scripts/bench.py --zk "127.0.0.1:$PORT" --port "$PORT" --log-dir "$LOG_DIR" \
+  --zk-pid "$(cat ".zk/standalone-$PORT/zookeeper.pid")" "$@"
