@@ -263,17 +263,27 @@ struct WorkerSession<'a> {
 }
 
 impl WorkerSession<'_> {
+    /// The control loop: reads the assignments again when a watch fired,
+    /// on a session change, and every tick (which also revisits tasks set
+    /// aside); a job's progress alone changes nothing there to read.
     fn serve(&mut self, rx: &Receiver<Msg>) -> Next {
+        let mut stale = true;
+        let mut next_tick = Instant::now();
         loop {
             if self.zk.is_lost() {
                 return Next::Restart;
             }
-            if self.zk.is_connected()
-                && let Err(err) = self.round()
-            {
-                debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
+            if Instant::now() >= next_tick {
+                stale = true;
+                next_tick = Instant::now() + self.cfg.tick;
             }
-            let first = match rx.recv_timeout(self.cfg.tick) {
+            if stale && self.zk.is_connected() {
+                stale = false;
+                if let Err(err) = self.round() {
+                    debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
+                }
+            }
+            let first = match rx.recv_deadline(next_tick) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Next::Stop,
@@ -281,8 +291,11 @@ impl WorkerSession<'_> {
             for msg in first.into_iter().chain(rx.try_iter()) {
                 match msg {
                     Msg::Shutdown => return self.drain(rx),
-                    Msg::Watch(_) => self.armed = false,
-                    Msg::Session(_) => {}
+                    Msg::Watch(_) => {
+                        self.armed = false;
+                        stale = true;
+                    }
+                    Msg::Session(_) => stale = true,
                     Msg::Job {
                         task,
                         generation,

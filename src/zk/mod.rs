@@ -1,8 +1,7 @@
 //! The only code that touches zookeeper-client.
 //!
 //! zkmw is synchronous; the crate is async. This layer turns each call into a
-//! blocking one with a deadline (`futures_lite::future::block_on` raced
-//! against a timer), forwards one-shot watches and session state changes into
+//! blocking one with a deadline ([`block`]), forwards one-shot watches and session state changes into
 //! a crossbeam channel, and maps every failure to [`ZkError`]. Nothing else in
 //! zkmw sees a future or a type of the crate.
 //!
@@ -12,6 +11,7 @@
 //! the link comes back, so a timed-out write has an unknown outcome; an
 //! expired client never opens a new session by itself.
 
+mod block;
 mod error;
 mod txn;
 
@@ -23,7 +23,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use futures_lite::FutureExt;
 use log::{debug, warn};
 use zookeeper_client::{Acls, Client, CreateMode, SessionState, TlsOptions};
 
@@ -488,12 +487,10 @@ fn block_until<T, E>(
 where
     ZkError: From<E>,
 {
-    let call = async { fut.await.map_err(ZkError::from) };
-    let timer = async {
-        async_io::Timer::at(deadline).await;
-        Err(ZkError::Timeout)
-    };
-    futures_lite::future::block_on(call.or(timer))
+    match block::block_on_until(fut, deadline) {
+        Some(result) => result.map_err(ZkError::from),
+        None => Err(ZkError::Timeout),
+    }
 }
 
 fn block_until_multi<T>(
