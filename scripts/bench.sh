@@ -15,7 +15,7 @@ LOG_DIR=".zk/bench-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$LOG_DIR"
 
 echo "== bench: building release binaries"
-cargo build --release --quiet --bin zkmw --example ceiling --example await_results
+cargo build --release --quiet --bin zkmw --example ceiling --example await_results --example round_trips
 
 started=0
 if ! ZKMW_ZK_PORT="$PORT" scripts/zk.sh status >/dev/null 2>&1; then

@@ -38,7 +38,9 @@ fn main() {
         Command::Master(_) | Command::Worker(_) => "info",
         Command::Submit(_) | Command::Status(_) | Command::Purge(_) => "warn",
     };
+    // Millisecond timestamps: a task crosses several processes in a few ms.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
         .init();
     std::process::exit(zkmw::app::run(cli));
 }

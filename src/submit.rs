@@ -351,11 +351,19 @@ pub fn wait_for_result(
     zk.forward_session_events(tx.clone());
     let path = cfg.layout.status_task(name);
     let mut armed = false;
+    // The watch fired: the result was stored (or the claim's proof that
+    // there was none created and deleted it): read it at once.
+    let mut fired = false;
     loop {
         if zk.is_lost() {
             zk = connect(&cfg.connect)?;
             zk.forward_session_events(tx.clone());
             armed = false;
+        }
+        if std::mem::take(&mut fired)
+            && let Some(result) = read_result(&zk, &path, name)?
+        {
+            return Ok(Some(result));
         }
         let read = if armed {
             zk.exists(&path)
@@ -363,15 +371,11 @@ pub fn wait_for_result(
             zk.exists_watch(&path, &tx)
         };
         match read {
-            Ok(Some(_)) => match zk.get(&path) {
-                Ok(Some((data, _))) => {
-                    return model::decode::<TaskResult>(&data).map(Some).map_err(|why| {
-                        Error::BadInput(format!("the result of {name} is unreadable: {why}"))
-                    });
+            Ok(Some(_)) => {
+                if let Some(result) = read_result(&zk, &path, name)? {
+                    return Ok(Some(result));
                 }
-                Ok(None) => {}
-                Err(err) => debug!("reading {path}: {err}"),
-            },
+            }
             Ok(None) => armed = true,
             Err(err) if err == ZkError::NoAuth => {
                 return Err(Error::zk(format!("reading {path}"), err));
@@ -389,9 +393,28 @@ pub fn wait_for_result(
             wait = wait.min(left);
         }
         match rx.recv_timeout(wait) {
-            Ok(Wake::Watch) => armed = false,
+            Ok(Wake::Watch) => {
+                armed = false;
+                fired = true;
+            }
             Ok(Wake::Session) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+    }
+}
+
+/// Reads and decodes /status/<name>; `None` if it is not there (yet) or
+/// could not be read now.
+fn read_result(zk: &Zk, path: &str, name: &str) -> Result<Option<TaskResult>, Error> {
+    match zk.get(path) {
+        Ok(Some((data, _))) => model::decode::<TaskResult>(&data)
+            .map(Some)
+            .map_err(|why| Error::BadInput(format!("the result of {name} is unreadable: {why}"))),
+        Ok(None) => Ok(None),
+        Err(err) if err == ZkError::NoAuth => Err(Error::zk(format!("reading {path}"), err)),
+        Err(err) => {
+            debug!("reading {path}: {err}");
+            Ok(None)
         }
     }
 }
