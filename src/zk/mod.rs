@@ -13,6 +13,7 @@
 
 mod block;
 mod error;
+mod events;
 mod txn;
 
 pub use error::ZkError;
@@ -209,34 +210,29 @@ impl Zk {
         )
     }
 
-    /// Forwards every session state change into `tx` from a small thread,
-    /// which ends at the first terminal state or when `tx` is disconnected.
+    /// Forwards every session state change into `tx` (from the events
+    /// thread) until the first terminal state or until `tx` is disconnected.
     pub fn forward_session_events<M>(&self, tx: Sender<M>)
     where
         M: From<SessionEvent> + Send + 'static,
     {
         let mut watcher = self.client.state_watcher();
-        thread::Builder::new()
-            .name("zk-session".into())
-            .spawn(move || {
-                loop {
-                    let state = futures_lite::future::block_on(watcher.changed());
-                    let event = match state {
-                        SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                            SessionEvent::Connected
-                        }
-                        SessionState::Disconnected => SessionEvent::Disconnected,
-                        SessionState::Expired | SessionState::AuthFailed | SessionState::Closed => {
-                            SessionEvent::Lost
-                        }
-                    };
-                    if tx.send(M::from(event)).is_err() || event == SessionEvent::Lost {
-                        return;
+        events::spawn(async move {
+            loop {
+                let event = match watcher.changed().await {
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                        SessionEvent::Connected
                     }
+                    SessionState::Disconnected => SessionEvent::Disconnected,
+                    SessionState::Expired | SessionState::AuthFailed | SessionState::Closed => {
+                        SessionEvent::Lost
+                    }
+                };
+                if tx.send(M::from(event)).is_err() || event == SessionEvent::Lost {
+                    return;
                 }
-            })
-            .map(drop)
-            .unwrap_or_else(|err| warn!("cannot start session watcher thread: {err}"));
+            }
+        });
     }
 
     fn deadline(&self) -> Instant {
@@ -508,20 +504,15 @@ fn absent_as_none<T>(result: Result<T, ZkError>) -> Result<Option<T>, ZkError> {
     }
 }
 
-/// Waits for a one-shot watch on its own thread and forwards it. The thread
-/// ends when the watch fires, which includes the session ending.
+/// Forwards a one-shot watch when it fires (which includes the session
+/// ending).
 fn forward_watch<M>(path: &str, watcher: zookeeper_client::OneshotWatcher, tx: Sender<M>)
 where
     M: From<WatchEvent> + Send + 'static,
 {
     let path = path.to_string();
-    let spawned = thread::Builder::new()
-        .name("zk-watch".into())
-        .spawn(move || {
-            futures_lite::future::block_on(watcher.changed());
-            let _ = tx.send(M::from(WatchEvent { path }));
-        });
-    if let Err(err) = spawned {
-        warn!("cannot start watch thread: {err}; relying on the periodic tick");
-    }
+    events::spawn(async move {
+        watcher.changed().await;
+        let _ = tx.send(M::from(WatchEvent { path }));
+    });
 }
