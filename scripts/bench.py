@@ -194,12 +194,31 @@ def latency(zk, runs, log_dir):
     return pct(waits, 50), pct(waits, 99), floor, rtt, spawn_zkmw, spawn_sh
 
 
-def memory_kib(pid):
+def memory_kib(pid, field="VmHWM"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def idle(zk, seconds, log_dir):
+    """CPU milliseconds per minute and resident memory of an idle master
+    and worker, and how long the short commands take."""
+    cluster = Cluster(zk, f"/bench-{os.getpid()}-idle", log_dir, workers=1)
+    try:
+        status_ms = statistics.median(timed([ZKMW, "status"], cluster.env, 30))
+        submit_ms = statistics.median(timed([ZKMW, "submit", "true"], cluster.env, 30))
+        cluster.await_results(30, 60)
+        pids = {"master": cluster.procs[0].pid, "worker": cluster.procs[1].pid}
+        before = {name: cpu_seconds(pid)[0] for name, pid in pids.items()}
+        time.sleep(seconds)  # the measurement itself: what idling costs
+        cost = {name: (cpu_seconds(pid)[0] - before[name]) * 1000 * 60 / seconds
+                for name, pid in pids.items()}
+        rss = {name: memory_kib(pid, "VmRSS") / 1024 for name, pid in pids.items()}
+    finally:
+        cluster.stop()
+    return cost, rss, status_ms, submit_ms
 
 
 def backlog(zk, n, log_dir):
@@ -271,6 +290,12 @@ def main():
           f"start sh {spawn_sh:.2f}; p50 - floor = {p50 - floor:.1f} ms")
     summary.append(f"wait_p50={p50:.1f}ms(floor+{p50 - floor:.1f})")
     summary.append(f"wait_p99/p50={p99 / p50:.2f}")
+
+    cost, rss, status_ms, submit_ms = idle(a.zk, 10 if a.short else 30, a.log_dir)
+    print(f"idle: master {cost['master']:.0f} ms CPU per minute, {rss['master']:.1f} MiB resident; "
+          f"worker (4 threads) {cost['worker']:.0f} ms CPU per minute, {rss['worker']:.1f} MiB resident; "
+          f"`zkmw status` {status_ms:.1f} ms, `zkmw submit true` {submit_ms:.1f} ms (whole process)")
+    summary.append(f"idle_cpu_ms_per_min={cost['master']:.0f}+{cost['worker']:.0f}")
 
     if backlog_n:
         queued, drained, pending, status_ms, master_kib = backlog(a.zk, backlog_n, a.log_dir)
