@@ -28,7 +28,8 @@
 # submit-failures-*.txt, results.jsonl and report.txt (the details behind the
 # summary line).
 # The ensemble (ports, .zk/ensemble-N) is shared with anyone else on this
-# machine: a whole running one is used and left running, a stopped one is
+# machine: the run holds .zk/ensemble.lock (as the ensemble tests do), so
+# they take turns; a whole running one is used and left running, a stopped one is
 # started and stopped at the end, a partly running one (someone's tests?) is
 # waited for (120 s at most).
 # Exit 0 when lost = unexplained = phantom = 0 (and no unacceptable failure,
@@ -39,6 +40,7 @@ set -uo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$PROJECT" || exit 2
+ARGS=("$@")
 
 # ---------- parameters ----------
 SHORT=0
@@ -88,6 +90,18 @@ for v in TASKS LOAD_SECONDS SUBMITTERS MASTERS WORKERS THREADS FREEZE WAIT_RESUL
 done
 SEED="${SEED:-$$}"
 RANDOM="$SEED"
+
+# The local ensemble is shared: hold the lock tests/common/ensemble.rs takes
+# (.zk/ensemble.lock) for the whole run, so a test that stops its nodes and
+# this run never overlap; the other waits. flock(1) holds it; -o keeps the
+# lock out of every process this run starts.
+if [ -z "$EXTERNAL_ZK" ] && [ -z "${CHAOS_HOLDS_ENSEMBLE_LOCK:-}" ]; then
+  mkdir -p "$PROJECT/.zk"
+  if ! flock -n "$PROJECT/.zk/ensemble.lock" true; then
+    echo "chaos: waiting for .zk/ensemble.lock (tests using the ensemble hold it)" >&2
+  fi
+  CHAOS_HOLDS_ENSEMBLE_LOCK=1 exec flock -o -w 1800 "$PROJECT/.zk/ensemble.lock" "$PROJECT/scripts/chaos.sh" "${ARGS[@]}"
+fi
 
 # ---------- run folder, time, logging ----------
 START_SECONDS=$SECONDS
