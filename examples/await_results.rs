@@ -19,15 +19,7 @@ fn main() {
     let want: i32 = args[3].parse().unwrap_or(i32::MAX);
     let timeout = Duration::from_secs(args[4].parse().unwrap_or(600));
     let layout = Layout::new(&args[2]);
-    let zk = Zk::connect(&ConnectOptions {
-        hosts: args[1].clone(),
-        session_timeout: Duration::from_secs(10),
-        call_timeout: Duration::from_secs(10),
-        connect_timeout: Some(Duration::from_secs(10)),
-        auth: None,
-        tls: None,
-    })
-    .unwrap_or_else(|err| {
+    let zk = Zk::connect(&ConnectOptions::plain(&args[1])).unwrap_or_else(|err| {
         eprintln!("await_results: {err}");
         std::process::exit(1)
     });

@@ -21,15 +21,7 @@ fn main() {
     let seconds = number(3, 5);
     let threads = number(4, 2) as usize;
     let in_flight = number(5, 64) as usize;
-    let zk = Zk::connect(&ConnectOptions {
-        hosts,
-        session_timeout: Duration::from_secs(10),
-        call_timeout: Duration::from_secs(10),
-        connect_timeout: Some(Duration::from_secs(10)),
-        auth: None,
-        tls: None,
-    })
-    .unwrap_or_else(|err| {
+    let zk = Zk::connect(&ConnectOptions::plain(&hosts)).unwrap_or_else(|err| {
         eprintln!("ceiling: {err}");
         std::process::exit(1)
     });

@@ -5,7 +5,7 @@
 //!
 //! Usage: cargo run --release --example round_trips -- ZK_HOSTS ROOT RUNS
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use zkmw::zk::{ConnectOptions, Op, Zk};
 
@@ -17,14 +17,7 @@ fn main() {
     }
     let (hosts, root) = (&args[1], &args[2]);
     let runs: usize = args[3].parse().unwrap_or(100).max(1);
-    let options = ConnectOptions {
-        hosts: hosts.clone(),
-        session_timeout: Duration::from_secs(10),
-        call_timeout: Duration::from_secs(10),
-        connect_timeout: Some(Duration::from_secs(10)),
-        auth: None,
-        tls: None,
-    };
+    let options = ConnectOptions::plain(hosts);
     let fail = |err: zkmw::zk::ZkError| -> ! {
         eprintln!("round_trips: {err}");
         std::process::exit(1)

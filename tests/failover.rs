@@ -100,12 +100,7 @@ fn tasks_of_a_kill9ed_worker_run_elsewhere() {
     const TASKS: usize = 6;
     let ns = Namespace::new("failover-worker");
     let ledger = ns.ledger();
-    let _master = ns.spawn_master("m1");
-    let mut workers: BTreeMap<&str, Proc> = BTreeMap::new();
-    workers.insert("wa", ns.spawn_worker("wa", 1));
-    workers.insert("wb", ns.spawn_worker("wb", 1));
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["wa", "wb"], secs(15));
+    let (_master, mut workers) = ns.spawn_cluster(&["wa", "wb"], 1);
 
     let job = format!("sleep 2; {}", ledger.record());
     let ids: Vec<String> = (0..TASKS).map(|_| ns.submit(&job)).collect();

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,12 +47,7 @@ fn worker_frozen_past_its_session_loses_its_task_to_another_and_comes_back() {
     let ns = Namespace::new("session-worker-frozen");
     let ledger = ns.ledger();
     let pids = ns.dir.join("pids");
-    let _master = ns.spawn_master("m1");
-    let mut workers: BTreeMap<&str, Proc> = BTreeMap::new();
-    workers.insert("wa", ns.spawn_worker("wa", 1));
-    workers.insert("wb", ns.spawn_worker("wb", 1));
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["wa", "wb"], secs(15));
+    let (_master, mut workers) = ns.spawn_cluster(&["wa", "wb"], 1);
 
     // The first run takes long; a second one is quick.
     let job = format!(
@@ -209,25 +203,13 @@ fn master_deposed_behind_its_back_writes_nothing_and_is_elected_again() {
 fn task_assigned_to_two_workers_at_once_runs_once() {
     let ns = Namespace::new("fence-double-assign");
     let ledger = ns.ledger();
-    let _master = ns.spawn_master("m1");
-    let _workers = [ns.spawn_worker("wa", 1), ns.spawn_worker("wb", 1)];
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["wa", "wb"], secs(15));
+    let _cluster = ns.spawn_cluster(&["wa", "wb"], 1);
 
     // What a buggy (or deposed and unfenced) master could do: the same
     // task, unclaimed, in both workers' folders.
     let layout = ns.layout();
     let name = "task-0900000001";
-    let task = Task {
-        job: format!("sleep 1; {}", ledger.record()),
-        submitted_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        timeout_ms: None,
-        retries: 2,
-        attempts: 0,
-        token: "double-assigned".into(),
-    };
+    let task = hand_made_task(format!("sleep 1; {}", ledger.record()), "double-assigned");
     let zk = ns.connect();
     zk.multi(&[
         Op::Create {
@@ -268,19 +250,13 @@ fn task_handed_back_to_a_worker_after_its_session_loss_runs() {
     let layout = ns.layout();
     let name = "task-0900000002";
     let assignment = layout.assignment("w1", name);
-    let mut task = Task {
-        job: format!(
+    let mut task = hand_made_task(
+        format!(
             "if [ \"$ZKMW_ATTEMPT\" = 1 ]; then sleep 30; fi; {}",
             ledger.record()
         ),
-        submitted_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        timeout_ms: None,
-        retries: 2,
-        attempts: 0,
-        token: "handed-back".into(),
-    };
+        "handed-back",
+    );
     let zk = ns.connect();
     zk.multi(&[Op::Create {
         path: assignment.clone(),
@@ -446,4 +422,16 @@ fn active_master_killed_five_times_under_load_loses_and_repeats_nothing() {
         epochs.windows(2).all(|w| w[0] < w[1]) && epochs.last() < Some(&epoch),
         "every new master has a newer epoch: {epochs:?} then {epoch}"
     );
+}
+
+/// A task as `zkmw submit` would store it, for tests that play the master.
+fn hand_made_task(job: String, token: &str) -> Task {
+    Task {
+        job,
+        submitted_ms: model::now_ms(),
+        timeout_ms: None,
+        retries: 2,
+        attempts: 0,
+        token: token.into(),
+    }
 }

@@ -15,7 +15,7 @@ const SUBMITTERS: usize = 8;
 fn two_hundred_tasks_each_run_exactly_once() {
     let ns = Namespace::new("many-tasks");
     let ledger = ns.ledger();
-    let _cluster = ns.spawn_cluster(&["w1", "w2", "w3"]);
+    let _cluster = ns.spawn_cluster(&["w1", "w2", "w3"], 4);
 
     // Submit from several threads at once, as several users would.
     let job = ledger.record();

@@ -13,7 +13,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{COMMAND_LIMIT, Namespace, Proc, describe, parse_json, run_bounded, secs, stderr};
-use common::{stdout, wait_until};
+use common::{delete_tree, stdout, wait_until};
 use serde_json::Value;
 use zkmw::zk::{ConnectOptions, Op, Zk, ZkError};
 
@@ -143,18 +143,6 @@ fn options(creds: Option<&str>) -> ConnectOptions {
 /// A library session to the test server as `creds`.
 fn library(creds: Option<&str>) -> Zk {
     Zk::connect(&options(creds)).expect("library session to ZooKeeper")
-}
-
-fn delete_tree(zk: &Zk, path: &str) {
-    if let Ok(children) = zk.children(path) {
-        for child in children {
-            delete_tree(zk, &format!("{path}/{child}"));
-        }
-    }
-    let _ = zk.multi(&[Op::Delete {
-        path: path.to_string(),
-        version: None,
-    }]);
 }
 
 fn worker_ids(status: &Value) -> Vec<&str> {

@@ -129,7 +129,7 @@ fn without_a_master_tasks_stay_pending_until_one_starts() {
 fn cluster_counts_never_exceed_the_tasks_submitted() {
     const TASKS: u64 = 300;
     let ns = Namespace::new("status-adds-up");
-    let _cluster = ns.spawn_cluster(&["w1", "w2", "w3"]);
+    let _cluster = ns.spawn_cluster(&["w1", "w2", "w3"], 4);
     let jobs = "true\n".repeat(TASKS as usize);
     let out = ns.run_with_stdin(&["submit", "--stdin"], jobs.as_bytes());
     assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));

@@ -20,9 +20,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{COMMAND_LIMIT, Namespace, describe, parse_json, run_bounded, secs, stderr, stdout};
-use common::{SESSION_TIMEOUT, wait_until};
+use common::{SESSION_TIMEOUT, delete_tree, wait_until};
 use serde_json::Value;
-use zkmw::zk::{ConnectOptions, Op, Zk, ZkError};
+use zkmw::zk::{ConnectOptions, Zk, ZkError};
 
 /// `--connect-timeout` of the commands expected to be refused.
 const CONNECT_TIMEOUT: &str = "3s";
@@ -274,18 +274,6 @@ impl Drop for TlsNs {
         }
         delete_tree(&self.plain_library(), &self.ns.root);
     }
-}
-
-fn delete_tree(zk: &Zk, path: &str) {
-    if let Ok(children) = zk.children(path) {
-        for child in children {
-            delete_tree(zk, &format!("{path}/{child}"));
-        }
-    }
-    let _ = zk.multi(&[Op::Delete {
-        path: path.to_string(),
-        version: None,
-    }]);
 }
 
 /// A command that must be refused: exit 125 within [`REFUSAL_LIMIT`], one

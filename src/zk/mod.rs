@@ -44,6 +44,22 @@ pub struct ConnectOptions {
     pub tls: Option<TlsFiles>,
 }
 
+impl ConnectOptions {
+    /// Plain options for tools (the benchmark's helpers): no auth, no TLS,
+    /// 10 s for the session, each call and connecting.
+    pub fn plain(hosts: &str) -> Self {
+        let ten = Duration::from_secs(10);
+        ConnectOptions {
+            hosts: hosts.to_string(),
+            session_timeout: ten,
+            call_timeout: ten,
+            connect_timeout: Some(ten),
+            auth: None,
+            tls: None,
+        }
+    }
+}
+
 /// PEM contents for a TLS connection.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {

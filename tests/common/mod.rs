@@ -256,17 +256,20 @@ impl Namespace {
         self.spawn(id, &["master", "--id", id])
     }
 
-    /// Starts `zkmw worker --id ID --threads N`.
-    /// Master `m1` and workers `ids` (4 threads each), waited for until all
-    /// are up.
-    pub fn spawn_cluster(&self, ids: &[&str]) -> (Proc, Vec<Proc>) {
+    /// Master `m1` and workers `ids` (`threads` each, by id), waited for
+    /// until all are up.
+    pub fn spawn_cluster(&self, ids: &[&str], threads: u16) -> (Proc, BTreeMap<String, Proc>) {
         let master = self.spawn_master("m1");
-        let workers = ids.iter().map(|id| self.spawn_worker(id, 4)).collect();
+        let workers = ids
+            .iter()
+            .map(|id| (id.to_string(), self.spawn_worker(id, threads)))
+            .collect();
         self.wait_for_master("m1", secs(15));
         self.wait_for_workers(ids, secs(15));
         (master, workers)
     }
 
+    /// Starts `zkmw worker --id ID --threads N`.
     pub fn spawn_worker(&self, id: &str, threads: u16) -> Proc {
         let threads = threads.to_string();
         self.spawn(id, &["worker", "--id", id, "--threads", &threads])
@@ -505,7 +508,8 @@ fn connect_options(hosts: &str) -> ConnectOptions {
 }
 
 /// Deletes `path` and everything under it, ignoring failures.
-fn delete_tree(zk: &Zk, path: &str) {
+/// Deletes `path` and everything under it, as far as `zk` may.
+pub fn delete_tree(zk: &Zk, path: &str) {
     let Ok(children) = zk.children(path) else {
         return;
     };
