@@ -314,5 +314,8 @@ if __name__ == "__main__":
     try:
         main()
     except (RuntimeError, subprocess.CalledProcessError) as err:
-        print(f"bench: failed: {err}", file=sys.stderr)
+        detail = getattr(err, "stderr", None) or b""
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        print(f"bench: failed: {err} {detail.strip()}", file=sys.stderr)
         sys.exit(1)

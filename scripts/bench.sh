@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh: zkmw's benchmark. Builds release binaries, starts a
-# ZooKeeper of its own on 127.0.0.1:${ZKMW_BENCH_PORT:-2381} (stopped again
-# at the end if this script started it), and runs scripts/bench.py, which
+# fresh ZooKeeper of its own on 127.0.0.1:${ZKMW_BENCH_PORT:-2381} (empty data
+# folder; stopped and wiped at the end), and runs scripts/bench.py, which
 # prints every figure next to a baseline measured in the same run, then one
 # summary line. Loopback only; every process it starts is stopped.
 #
@@ -17,13 +17,15 @@ mkdir -p "$LOG_DIR"
 echo "== bench: building release binaries"
 cargo build --release --quiet --bin zkmw --example ceiling --example await_results --example round_trips
 
-started=0
-if ! ZKMW_ZK_PORT="$PORT" scripts/zk.sh status >/dev/null 2>&1; then
-  ZKMW_ZK_PORT="$PORT" scripts/zk.sh start >/dev/null
-  started=1
-fi
+# A fresh server for every run: the figures must not depend on what earlier
+# runs left behind (a grown tree slows ZooKeeper down, and can fill its heap).
+ZK_DATA=".zk/standalone-$PORT/data"
+ZKMW_ZK_PORT="$PORT" scripts/zk.sh stop >/dev/null 2>&1 || true
+rm -rf "$ZK_DATA"
+ZKMW_ZK_PORT="$PORT" scripts/zk.sh start >/dev/null
 cleanup() {
-  if [ "$started" = 1 ]; then ZKMW_ZK_PORT="$PORT" scripts/zk.sh stop >/dev/null || true; fi
+  ZKMW_ZK_PORT="$PORT" scripts/zk.sh stop >/dev/null 2>&1 || true
+  rm -rf "$ZK_DATA"
 }
 trap cleanup EXIT
 
