@@ -276,7 +276,7 @@ def main():
     summary = [f"ceiling={ceil:.0f}txn/s"]
     # The server's JIT compiles the paths zkmw uses (multi, watches,
     # listings) only once they run: warm those up too, uncounted.
-    warm_n = 300 if a.short else 3000
+    warm_n = 300 if a.short else 10000
     throughput(a.zk, a.port, warm_n, a.log_dir, "warmup", a.zk_pid)
     print(f"warm-up: {warm_n:,} tasks end to end (not counted)")
     for n in sizes:

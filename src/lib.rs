@@ -12,6 +12,7 @@
 //! - [`exec`]: running one job (`sh -c`) in its own process group.
 //! - [`layout`]: every znode path; [`model`]: every record stored in a znode.
 //! - [`session`]: opening a role's session; [`shutdown`]: signals as messages.
+//! - [`retention`]: which results to delete, for the master and `zkmw purge`.
 //! - [`zk`]: the only module that touches zookeeper-client.
 
 pub mod app;
