@@ -125,7 +125,8 @@ pub fn reap(pid: libc::pid_t) -> io::Result<libc::c_int> {
 /// Clones a child that shares our memory and runs [`child_main`]; returns
 /// once it has called `execve` or exited.
 fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
-    let mut stack = vec![0u8; CHILD_STACK];
+    // Never read by us, so left uninitialised.
+    let mut stack = Vec::<u8>::with_capacity(CHILD_STACK);
     // The stack grows down: hand over its top, 16-byte aligned.
     let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
     // No signal handler of the worker may run in the child while it shares
