@@ -197,6 +197,11 @@ struct Leader<'a> {
     epoch: i32,
     /// Paths whose one-shot watch is armed and has not fired yet.
     armed: HashSet<String>,
+    /// Each live worker's assignment names as last listed. Valid while the
+    /// folder's watch is armed (nothing changed since) and the master wrote
+    /// nothing there since: a light round lists only the other folders, so
+    /// its work follows what changed, not the number of workers.
+    folders: BTreeMap<String, Vec<String>>,
     /// The next round must re-read and repair everything.
     full: bool,
     /// Live workers and their windows, as of the last full round.
@@ -221,6 +226,7 @@ impl<'a> Leader<'a> {
             zk,
             epoch,
             armed: HashSet::new(),
+            folders: BTreeMap::new(),
             full: true,
             windows: BTreeMap::new(),
             queue: BTreeSet::new(),
@@ -317,13 +323,18 @@ impl<'a> Leader<'a> {
             self.windows = self.read_windows(tx)?;
         }
         // Full rounds look at every folder (a dead worker's too); light
-        // rounds only at the live workers'. All are listed at once (with
-        // /tasks when the queue must be refreshed), and a live worker's
-        // folder is watched: that says when it has room.
+        // rounds only at the live workers' that may have changed. All are
+        // listed at once (with /tasks when the queue must be refreshed), and
+        // a live worker's folder is watched: that says when it has room.
         let dirs: Vec<String> = if full {
+            self.folders.clear();
             self.zk.children(&layout.assign())?
         } else {
-            self.windows.keys().cloned().collect()
+            self.windows
+                .keys()
+                .filter(|w| !self.folder_unchanged(w))
+                .cloned()
+                .collect()
         };
         let mut requests: Vec<(String, bool)> = dirs
             .iter()
@@ -359,6 +370,21 @@ impl<'a> Leader<'a> {
                 Err(ZkError::NoNode) => {}
                 Err(err) => return Err(err.into()),
             }
+        }
+        for (worker, names) in &listed {
+            if self.windows.contains_key(worker) {
+                self.folders.insert(worker.clone(), names.clone());
+            }
+        }
+        if !full {
+            // The folders not listed this round, as last listed.
+            let listed_now: BTreeSet<String> = listed.iter().map(|(w, _)| w.clone()).collect();
+            listed.extend(
+                self.folders
+                    .iter()
+                    .filter(|(w, _)| !listed_now.contains(*w) && self.windows.contains_key(*w))
+                    .map(|(w, names)| (w.clone(), names.clone())),
+            );
         }
         let held: BTreeMap<String, usize> = listed
             .iter()
@@ -486,6 +512,13 @@ impl<'a> Leader<'a> {
         Ok(assigned)
     }
 
+    /// Whether `worker`'s folder is known not to have changed since it was
+    /// last listed.
+    fn folder_unchanged(&self, worker: &str) -> bool {
+        self.folders.contains_key(worker)
+            && self.armed.contains(&self.cfg.layout.assign_dir(worker))
+    }
+
     fn still_master(&self) -> Result<bool, ZkError> {
         let stat = self.zk.exists(&self.cfg.layout.master())?;
         Ok(stat.is_some_and(|s| s.ephemeral_owner == self.zk.session_id()))
@@ -510,6 +543,20 @@ impl<'a> Leader<'a> {
             .iter()
             .map(|a| plan::ops(a, layout, self.epoch))
             .collect();
+        for action in actions {
+            // Our own write changes the folder: list it again next round.
+            match action {
+                Action::Assign { worker, .. }
+                | Action::Requeue { worker, .. }
+                | Action::Fail {
+                    from: plan::Origin::Assigned(worker),
+                    ..
+                } => {
+                    self.folders.remove(worker);
+                }
+                _ => {}
+            }
+        }
         let results = self.zk.multi_many(&txns);
         let mut cleanups = Vec::new();
         for (action, result) in actions.iter().zip(results) {
