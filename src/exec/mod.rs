@@ -746,7 +746,9 @@ mod tests {
     fn job_starts_with_default_signals() {
         // Signals blocked or ignored around the start must not leak into the
         // job: the worker ignores SIGPIPE and blocks all while it spawns.
-        let r = run_job("grep -E '^Sig(Blk|Ign)' /proc/$$/status");
+        // `exec`: grep reads the state it inherited, not that of a shell
+        // (dash blocks every signal for a moment while it waits for a child).
+        let r = run_job("exec grep -E '^Sig(Blk|Ign)' /proc/self/status");
         assert_eq!(r.outcome, Outcome::Exited(0));
         assert_eq!(
             text(&r.stdout),
