@@ -792,6 +792,54 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_jobs_and_kills_each_report_their_own_job() {
+        // Jobs started from many threads at once, a third of them killed
+        // mid-run (those would sleep 5 s): each report belongs to its job.
+        let reports: Vec<(usize, JobReport)> = thread::scope(|scope| {
+            let runners: Vec<_> = (0..8)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (0..6)
+                            .map(|j| {
+                                let n = t * 6 + j;
+                                let nap = if n % 3 == 0 { "5" } else { "0.05" };
+                                let mut s = spec(&format!("sleep {nap}; echo $ZKMW_TASK_ID"));
+                                s.task_id = format!("task-{n}");
+                                let kill = KillSwitch::new();
+                                let killer = (n % 3 == 0).then(|| {
+                                    let kill = kill.clone();
+                                    thread::spawn(move || {
+                                        thread::sleep(Duration::from_millis(10));
+                                        kill.kill();
+                                    })
+                                });
+                                let report = run(&s, &kill);
+                                if let Some(killer) = killer {
+                                    killer.join().expect("killer thread");
+                                }
+                                (n, report)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            runners
+                .into_iter()
+                .flat_map(|r| r.join().expect("runner thread"))
+                .collect()
+        });
+        assert_eq!(reports.len(), 48);
+        for (n, r) in &reports {
+            if n % 3 == 0 {
+                assert_eq!(r.outcome, Outcome::Killed, "job {n}");
+            } else {
+                assert_eq!(r.outcome, Outcome::Exited(0), "job {n}");
+                assert_eq!(text(&r.stdout), format!("task-{n}\n"), "job {n}");
+            }
+        }
+    }
+
+    #[test]
     fn raw_bytes_kept() {
         let r = run_job("printf '\\377'");
         assert_eq!(r.outcome, Outcome::Exited(0));
