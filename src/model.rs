@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// 1 MiB (jute.maxbuffer) and more; this leaves room for the path and headers.
 pub const MAX_NODE_BYTES: usize = 1_000_000;
 
-/// A submitted task: stored in /tasks/<t>, copied into /assign/<w>/<t>.
+/// A submitted task: stored in `/tasks/<t>`, copied into `/assign/<w>/<t>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// The shell command, run as `sh -c JOB`.
@@ -37,7 +37,7 @@ pub enum FinalState {
     Failed,
 }
 
-/// A task's final result, stored once in /status/<t>.
+/// A task's final result, stored once in `/status/<t>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {
     /// done or failed.
@@ -110,7 +110,7 @@ impl TaskResult {
     }
 }
 
-/// What a live worker publishes in /workers/<id>.
+/// What a live worker publishes in `/workers/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
     /// Host name of the worker's machine.
@@ -138,7 +138,7 @@ pub struct MasterInfo {
     pub epoch: i32,
 }
 
-/// A worker's claim on a task it is running, in /running/<t>.
+/// A worker's claim on a task it is running, in `/running/<t>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The worker running the task.

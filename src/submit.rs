@@ -339,7 +339,7 @@ impl From<SessionEvent> for Wake {
     }
 }
 
-/// Waits for /status/<name>; `None` when the deadline passed first. Rides
+/// Waits for `/status/<name>`; `None` when the deadline passed first. Rides
 /// out disconnects, and opens a new session if this one expires.
 pub fn wait_for_result(
     mut zk: Zk,
@@ -403,7 +403,7 @@ pub fn wait_for_result(
     }
 }
 
-/// Reads and decodes /status/<name>; `None` if it is not there (yet) or
+/// Reads and decodes `/status/<name>`; `None` if it is not there (yet) or
 /// could not be read now.
 fn read_result(zk: &Zk, path: &str, name: &str) -> Result<Option<TaskResult>, Error> {
     match zk.get(path) {

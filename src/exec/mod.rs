@@ -12,7 +12,7 @@
 //!
 //! How a run goes (all on the calling thread, which waits in one `poll` on
 //! the two pipes, a pidfd of the shell and the kill switch's eventfd):
-//! - the shell is started by [`spawn`], which also makes it die with the
+//! - the shell is started by `spawn.rs`, which also makes it die with the
 //!   worker (`PR_SET_PDEATHSIG`), so a worker killed with SIGKILL does not
 //!   leave its jobs running beside their re-runs;
 //! - the shell's exit is seen through its pidfd *without reaping it*, so

@@ -36,7 +36,7 @@ pub struct Snapshot {
     pub live_workers: BTreeMap<String, usize>,
     /// The oldest tasks under /tasks, as many as the workers have room for.
     pub pending: Vec<Pending>,
-    /// Every /assign/<worker> folder and its children.
+    /// Every `/assign/<worker>` folder and its children.
     pub assign_dirs: BTreeMap<String, Vec<Assigned>>,
     /// Names under /running, when read this round (full rounds only).
     pub running: Option<BTreeSet<String>>,
@@ -56,7 +56,7 @@ pub struct Pending {
 /// An assignment as read; `detail` is only read in full rounds.
 #[derive(Debug, Clone)]
 pub struct Assigned {
-    /// Its name under /assign/<worker>.
+    /// Its name under `/assign/<worker>`.
     pub name: String,
     /// Data and version, when read.
     pub detail: Option<AssignedDetail>,
@@ -76,7 +76,7 @@ pub struct AssignedDetail {
 pub enum Origin {
     /// Under /tasks.
     Pending,
-    /// Under /assign/<worker>.
+    /// Under `/assign/<worker>`.
     Assigned(String),
 }
 
@@ -89,7 +89,7 @@ pub enum Action {
         task: String,
         /// Chosen worker.
         worker: String,
-        /// Version of /tasks/<task> as read.
+        /// Version of `/tasks/<task>` as read.
         version: i32,
         /// The task record to store in the assignment.
         data: Vec<u8>,
@@ -116,7 +116,7 @@ pub enum Action {
         /// The result to store.
         result: TaskResult,
     },
-    /// Remove the empty /assign/<worker> of a worker that is not live.
+    /// Remove the empty `/assign/<worker>` of a worker that is not live.
     RemoveAssignDir {
         /// The worker.
         worker: String,

@@ -1,10 +1,10 @@
 //! One task's life on a worker thread: claim it, run it, store its result.
 //!
 //! The claim is one transaction: bump the assignment's version from 0 (it
-//! was not claimed before) and create the ephemeral /running/<t> (nobody
+//! was not claimed before) and create the ephemeral `/running/<t>` (nobody
 //! else runs it). So a task runs at most once at a time, even if a bug or a
 //! deposed master assigned it twice. The finish is one transaction too:
-//! create /status/<t>, delete the assignment and the claim.
+//! create `/status/<t>`, delete the assignment and the claim.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,7 +107,7 @@ enum Claimed {
 
 /// The claim transaction: bump the assignment from version 0, create the
 /// ephemeral claim, and prove there is no result yet (creating and deleting
-/// /status/<t> fails if it exists). A stray assignment of a task that
+/// `/status/<t>` fails if it exists). A stray assignment of a task that
 /// already has its result is removed.
 fn claim(ctx: &JobContext, name: &str, mut task: Task) -> Claimed {
     task.attempts += 1;

@@ -1,9 +1,9 @@
-//! `zkmw worker`: registers /assign/<id> then the ephemeral /workers/<id>,
+//! `zkmw worker`: registers `/assign/<id>` then the ephemeral `/workers/<id>`,
 //! watches its assignments, and runs each one in a thread pool.
 //!
 //! The control loop keeps a local table of the tasks it knows, so a repeated
 //! notification never starts a task twice; the claim transaction (version
-//! check on the assignment + ephemeral /running/<t>) makes sure of it across
+//! check on the assignment + ephemeral `/running/<t>`) makes sure of it across
 //! processes too. Each job's thread claims, runs and finishes its task
 //! (see [`job`]); the loop learns the outcome through the same channel as
 //! watches and session changes.
@@ -172,7 +172,7 @@ enum Registered {
     Lost,
 }
 
-/// Creates /assign/<id> and then the ephemeral /workers/<id>, the latter in
+/// Creates `/assign/<id>` and then the ephemeral `/workers/<id>`, the latter in
 /// a transaction that checks the former still exists. `previous` is the
 /// session this worker registered with before, whose node may linger.
 fn register(

@@ -1,9 +1,10 @@
 //! The only code that touches zookeeper-client.
 //!
 //! zkmw is synchronous; the crate is async. This layer turns each call into a
-//! blocking one with a deadline ([`block`]), forwards one-shot watches and session state changes into
-//! a crossbeam channel, and maps every failure to [`ZkError`]. Nothing else in
-//! zkmw sees a future or a type of the crate.
+//! blocking one with a deadline (`block.rs`), forwards one-shot watches and
+//! session state changes into a crossbeam channel (`events.rs`), and maps
+//! every failure to [`ZkError`]. Nothing else in zkmw sees a future or a
+//! type of the crate.
 //!
 //! Facts this layer is built on (measured, see the project notes): the crate
 //! keeps the session, its one-shot watches and its auth across reconnects;
