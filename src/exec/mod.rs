@@ -590,30 +590,27 @@ mod tests {
         assert_eq!(run_job("kill -9 $$").outcome, Outcome::Signaled(9));
     }
 
-    /// Runs `command` with a 200 ms timeout; it must be stopped for it
-    /// within 3 s.
-    fn run_past_timeout(command: &str) -> JobReport {
+    /// Runs `command` with `timeout`; it must be stopped for it within
+    /// `limit`. Returns the report and how long the run took.
+    fn run_past_timeout(command: &str, timeout: u64, limit: u64) -> (JobReport, Duration) {
         let mut s = spec(command);
-        s.timeout = Some(Duration::from_millis(200));
+        s.timeout = Some(Duration::from_millis(timeout));
         let t = Instant::now();
         let r = run(&s, &KillSwitch::new());
+        let took = t.elapsed();
         assert_eq!(r.outcome, Outcome::TimedOut);
-        assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "took {:?}",
-            t.elapsed()
-        );
-        r
+        assert!(took < Duration::from_secs(limit), "took {took:?}");
+        (r, took)
     }
 
     #[test]
     fn timeout_stops_job() {
-        run_past_timeout("sleep 30");
+        run_past_timeout("sleep 30", 200, 3);
     }
 
     #[test]
     fn timeout_kills_grandchildren() {
-        let r = run_past_timeout("sleep 30 & echo $!; wait");
+        let (r, _) = run_past_timeout("sleep 30 & echo $!; wait", 200, 3);
         let pid: libc::pid_t = text(&r.stdout).trim().parse().expect("pid");
         assert!(gone(pid), "grandchild {pid} survived");
     }
@@ -769,17 +766,8 @@ mod tests {
 
     #[test]
     fn sigterm_ignored_gets_sigkill_after_grace() {
-        let mut s = spec("trap '' TERM; sleep 30");
-        s.timeout = Some(Duration::from_millis(100));
-        let t = Instant::now();
-        let r = run(&s, &KillSwitch::new());
-        assert_eq!(r.outcome, Outcome::TimedOut);
-        assert!(t.elapsed() >= KILL_GRACE, "took {:?}", t.elapsed());
-        assert!(
-            t.elapsed() < Duration::from_secs(6),
-            "took {:?}",
-            t.elapsed()
-        );
+        let (_, took) = run_past_timeout("trap '' TERM; sleep 30", 100, 6);
+        assert!(took >= KILL_GRACE, "took {took:?}");
     }
 
     #[test]

@@ -377,14 +377,12 @@ impl<'a> Leader<'a> {
             }
         }
         if !full {
-            // The folders not listed this round, as last listed.
-            let listed_now: BTreeSet<String> = listed.iter().map(|(w, _)| w.clone()).collect();
-            listed.extend(
-                self.folders
-                    .iter()
-                    .filter(|(w, _)| !listed_now.contains(*w) && self.windows.contains_key(*w))
-                    .map(|(w, names)| (w.clone(), names.clone())),
-            );
+            // Every live worker's folder: as listed now, or as last listed.
+            listed = self
+                .windows
+                .keys()
+                .filter_map(|w| self.folders.get(w).map(|names| (w.clone(), names.clone())))
+                .collect();
         }
         let held: BTreeMap<String, usize> = listed
             .iter()
