@@ -121,7 +121,7 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
 
 fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
-    let zk = submit::connect(&connect_options(global, false)?)?;
+    let zk = session::connect(&connect_options(global, false)?)?;
     let view = match &args.task {
         Some(name) => status::task(&zk, &layout, name)?,
         None => status::cluster(&zk, &layout)?,
@@ -138,7 +138,7 @@ fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
 
 fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
-    let zk = submit::connect(&connect_options(global, false)?)?;
+    let zk = session::connect(&connect_options(global, false)?)?;
     let policy = retention::Policy {
         older_than: args.older_than,
         keep: args.keep,

@@ -1,8 +1,12 @@
 //! The JSON records stored in znodes, their size limits, and decoders that
 //! never panic: nothing read from ZooKeeper is trusted to be well-formed.
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
+
+use crate::error::{EXIT_CANNOT_START, EXIT_TIMED_OUT, EXIT_ZKMW_FAILED};
 
 /// Largest record zkmw writes into one znode. ZooKeeper refuses packets of
 /// 1 MiB (jute.maxbuffer) and more; this leaves room for the path and headers.
@@ -48,9 +52,9 @@ pub struct TaskResult {
     /// The signal that killed the job, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
-    /// Why the task failed ("timed out", "worker lost", "malformed task", ...).
+    /// Why the task failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<FailReason>,
     /// Captured stdout, cut at the worker's cap; invalid UTF-8 replaced by U+FFFD.
     #[serde(default)]
     pub stdout: String,
@@ -86,15 +90,96 @@ pub struct TaskResult {
     pub finished_ms: u64,
 }
 
+/// Why zkmw failed a task. Stored as the result's `reason` string, the
+/// same strings zkmw has always written, so results of any version read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailReason {
+    /// The job ran past its `--timeout` and was killed.
+    TimedOut,
+    /// Every run was interrupted by a lost worker, past `--retries`.
+    WorkerLost,
+    /// The stored task could not be decoded.
+    Malformed,
+    /// The worker could not start the job's shell; the error.
+    CouldNotStart(String),
+    /// The worker killed the job and stored a result anyway.
+    Killed,
+    /// Stopped or removed by `zkmw cancel`.
+    Cancelled,
+    /// A reason this version does not know (kept as stored).
+    Other(String),
+}
+
+/// Prefix of [`FailReason::CouldNotStart`]'s stored string.
+const COULD_NOT_START: &str = "could not start: ";
+
+impl FailReason {
+    /// The exit code `submit --wait` ends with for a task failed this way.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            FailReason::TimedOut => EXIT_TIMED_OUT,
+            FailReason::CouldNotStart(_) => EXIT_CANNOT_START,
+            _ => EXIT_ZKMW_FAILED,
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::TimedOut => f.write_str("timed out"),
+            FailReason::WorkerLost => f.write_str("worker lost"),
+            FailReason::Malformed => f.write_str("malformed task"),
+            FailReason::CouldNotStart(why) => write!(f, "{COULD_NOT_START}{why}"),
+            FailReason::Killed => f.write_str("killed"),
+            FailReason::Cancelled => f.write_str("cancelled"),
+            FailReason::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<&str> for FailReason {
+    fn from(text: &str) -> Self {
+        match text {
+            "timed out" => FailReason::TimedOut,
+            "worker lost" => FailReason::WorkerLost,
+            "malformed task" => FailReason::Malformed,
+            "killed" => FailReason::Killed,
+            "cancelled" => FailReason::Cancelled,
+            _ => match text.strip_prefix(COULD_NOT_START) {
+                Some(why) => FailReason::CouldNotStart(why.to_string()),
+                None => FailReason::Other(text.to_string()),
+            },
+        }
+    }
+}
+
+impl Serialize for FailReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FailReason {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|text| FailReason::from(text.as_str()))
+    }
+}
+
 impl TaskResult {
     /// A failed result made by zkmw itself for `task` (which may be unknown
-    /// when the stored task could not be decoded).
-    pub fn failed(task: Option<&Task>, reason: &str, worker: Option<&str>) -> TaskResult {
+    /// when the stored task could not be decoded), at `now_ms`.
+    pub fn failed(
+        task: Option<&Task>,
+        reason: FailReason,
+        worker: Option<&str>,
+        now_ms: u64,
+    ) -> TaskResult {
         TaskResult {
             state: FinalState::Failed,
             exit_code: None,
             signal: None,
-            reason: Some(reason.to_string()),
+            reason: Some(reason),
             stdout: String::new(),
             stderr: String::new(),
             stdout_truncated: false,
@@ -105,7 +190,18 @@ impl TaskResult {
             token: task.map_or_else(String::new, |t| t.token.clone()),
             submitted_ms: task.map_or(0, |t| t.submitted_ms),
             started_ms: None,
-            finished_ms: now_ms(),
+            finished_ms: now_ms,
+        }
+    }
+
+    /// The exit code `submit --wait` ends with for this result: the job's
+    /// own code, 128 + the signal that killed it, or the failure's code.
+    pub fn exit_code(&self) -> i32 {
+        match (self.state, self.exit_code, self.signal, &self.reason) {
+            (FinalState::Done, Some(code), _, _) => code,
+            (FinalState::Done, None, Some(signal), _) => 128 + signal,
+            (FinalState::Failed, _, _, Some(reason)) => reason.exit_code(),
+            _ => EXIT_ZKMW_FAILED,
         }
     }
 }
@@ -196,8 +292,48 @@ mod tests {
     fn round_trips_records() {
         let t = task();
         assert_eq!(decode_task(&encode(&t)), Ok(t.clone()));
-        let r = TaskResult::failed(Some(&t), "worker lost", Some("w1"));
+        let r = TaskResult::failed(Some(&t), FailReason::WorkerLost, Some("w1"), 5);
         assert_eq!(decode::<TaskResult>(&encode(&r)), Ok(r));
+    }
+
+    /// Reasons are stored as the strings every earlier version wrote, and
+    /// a string this version does not know is kept as it is.
+    #[test]
+    fn fail_reasons_keep_their_stored_strings() {
+        let cases = [
+            (FailReason::TimedOut, "timed out", EXIT_TIMED_OUT),
+            (FailReason::WorkerLost, "worker lost", EXIT_ZKMW_FAILED),
+            (FailReason::Malformed, "malformed task", EXIT_ZKMW_FAILED),
+            (
+                FailReason::CouldNotStart("sh: not found".into()),
+                "could not start: sh: not found",
+                EXIT_CANNOT_START,
+            ),
+            (FailReason::Killed, "killed", EXIT_ZKMW_FAILED),
+            (FailReason::Cancelled, "cancelled", EXIT_ZKMW_FAILED),
+            (FailReason::Other("eaten".into()), "eaten", EXIT_ZKMW_FAILED),
+        ];
+        for (reason, stored, code) in cases {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("{stored:?}"));
+            assert_eq!(serde_json::from_str::<FailReason>(&json).unwrap(), reason);
+            let result = TaskResult::failed(None, reason, None, 1);
+            assert_eq!(result.exit_code(), code, "{stored}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_of_finished_jobs() {
+        let mut r = TaskResult::failed(None, FailReason::Killed, None, 1);
+        r.state = FinalState::Done;
+        r.reason = None;
+        r.exit_code = Some(3);
+        assert_eq!(r.exit_code(), 3);
+        r.exit_code = None;
+        r.signal = Some(9);
+        assert_eq!(r.exit_code(), 137);
+        r.signal = None;
+        assert_eq!(r.exit_code(), EXIT_ZKMW_FAILED);
     }
 
     #[test]
@@ -223,7 +359,12 @@ mod tests {
     #[test]
     fn decoders_survive_every_prefix_and_byte_flip() {
         let records = [
-            encode(&TaskResult::failed(Some(&task()), "timed out", Some("w"))),
+            encode(&TaskResult::failed(
+                Some(&task()),
+                FailReason::TimedOut,
+                Some("w"),
+                1,
+            )),
             encode(&task()),
             encode(&WorkerInfo {
                 host: "h".into(),

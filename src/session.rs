@@ -62,6 +62,13 @@ where
     }
 }
 
+/// Opens a short command's session (`submit`, `status`, `purge`), giving
+/// up after the user's `--connect-timeout`.
+pub fn connect(opts: &ConnectOptions) -> Result<Zk, Error> {
+    Zk::connect(opts)
+        .map_err(|err| Error::zk(format!("connecting to ZooKeeper at {}", opts.hosts), err))
+}
+
 /// Creates every persistent node of the namespace that is missing: the
 /// ancestors of the root open to all, the namespace itself with the
 /// session's ACL.

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, warn};
 
-use crate::error::{EXIT_CANNOT_START, EXIT_TIMED_OUT, EXIT_ZKMW_FAILED, Error};
+use crate::error::Error;
 use crate::layout::{Layout, task_sequence};
-use crate::model::{self, FinalState, MAX_NODE_BYTES, Task, TaskResult};
+use crate::model::{self, MAX_NODE_BYTES, Task, TaskResult};
 use crate::session;
-use crate::worker::job::{COULD_NOT_START, TIMED_OUT};
 use crate::zk::{ConnectOptions, SessionEvent, WatchEvent, Zk, ZkError};
 
 /// What to submit and how.
@@ -53,7 +52,7 @@ pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
     };
     let task = new_task(cfg, job);
     let data = check_task(&task)?;
-    let zk = connect(&cfg.connect)?;
+    let zk = session::connect(&cfg.connect)?;
     let (zk, names) = store(zk, cfg, &[task], &[data])?;
     let name = names.into_iter().next().unwrap_or_default();
     if !cfg.wait {
@@ -86,7 +85,7 @@ fn new_task(cfg: &SubmitConfig, job: &str) -> Task {
 /// first broken line, the jobs before it are stored, and the line is
 /// reported by number.
 fn submit_lines(cfg: &SubmitConfig, input: impl BufRead) -> Result<i32, Error> {
-    let mut zk = connect(&cfg.connect)?;
+    let mut zk = session::connect(&cfg.connect)?;
     let mut lines = input.split(b'\n').enumerate();
     loop {
         let mut tasks = Vec::new();
@@ -153,12 +152,6 @@ pub fn check_task(task: &Task) -> Result<Vec<u8>, Error> {
     Ok(data)
 }
 
-/// Connects within the user's connect timeout.
-pub fn connect(opts: &ConnectOptions) -> Result<Zk, Error> {
-    Zk::connect(opts)
-        .map_err(|err| Error::zk(format!("connecting to ZooKeeper at {}", opts.hosts), err))
-}
-
 /// Stores each task exactly once; returns the session now in use (a new one
 /// if the first expired) and the tasks' names, in order.
 fn store(
@@ -194,7 +187,7 @@ fn store(
                     && (err.is_unknown_outcome() || err.is_session_lost()) =>
             {
                 if zk.is_lost() {
-                    zk = connect(&cfg.connect)?;
+                    zk = session::connect(&cfg.connect)?;
                 }
                 debug!("reading {}: {err}; retrying", layout.tasks());
                 continue;
@@ -251,7 +244,7 @@ fn store(
             .collect();
         loop {
             if zk.is_lost() {
-                zk = connect(&cfg.connect)?;
+                zk = session::connect(&cfg.connect)?;
             }
             match find_by_tokens(&zk, layout, &tokens, floor) {
                 Ok(found) => {
@@ -356,7 +349,7 @@ pub fn wait_for_result(
     let mut fired = false;
     loop {
         if zk.is_lost() {
-            zk = connect(&cfg.connect)?;
+            zk = session::connect(&cfg.connect)?;
             zk.forward_session_events(tx.clone());
             armed = false;
         }
@@ -432,22 +425,10 @@ pub fn print_result(name: &str, result: &TaskResult) -> i32 {
             "zkmw: {name}: output was cut at the worker's --output-cap"
         );
     }
-    let reason = result.reason.as_deref().unwrap_or("unknown reason");
-    match (result.state, result.exit_code, result.signal) {
-        (FinalState::Done, Some(code), _) => code,
-        (FinalState::Done, None, Some(signal)) => 128 + signal,
-        (FinalState::Done, None, None) => EXIT_ZKMW_FAILED,
-        (FinalState::Failed, ..) => {
-            let _ = writeln!(err, "zkmw: {name} failed: {reason}");
-            if reason == TIMED_OUT {
-                EXIT_TIMED_OUT
-            } else if reason.starts_with(COULD_NOT_START) {
-                EXIT_CANNOT_START
-            } else {
-                EXIT_ZKMW_FAILED
-            }
-        }
+    if let Some(reason) = &result.reason {
+        let _ = writeln!(err, "zkmw: {name} failed: {reason}");
     }
+    result.exit_code()
 }
 
 /// A random 128-bit token, in hex.

@@ -440,6 +440,7 @@ impl<'a> Leader<'a> {
             pending,
             assign_dirs,
             running,
+            now_ms: model::now_ms(),
         })
     }
 
@@ -592,10 +593,10 @@ fn log_applied(action: &Action) {
     match action {
         Action::Assign { task, worker, .. } => debug!("master: assigned {task} to {worker}"),
         Action::Requeue { task, worker, .. } => info!("master: requeued {task} from {worker}"),
-        Action::Fail { task, result, .. } => warn!(
-            "master: failed {task}: {}",
-            result.reason.as_deref().unwrap_or("unknown")
-        ),
+        Action::Fail { task, result, .. } => match &result.reason {
+            Some(reason) => warn!("master: failed {task}: {reason}"),
+            None => warn!("master: failed {task}"),
+        },
         Action::RemoveAssignDir { worker } => {
             info!("master: removed the assignments folder of gone worker {worker}")
         }

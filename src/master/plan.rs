@@ -20,13 +20,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::layout::{Layout, is_task_name};
-use crate::model::{Task, TaskResult, encode};
+use crate::model::{FailReason, Task, TaskResult, encode};
 use crate::zk::Op;
-
-/// Reason recorded for a task whose data cannot be decoded.
-pub const MALFORMED: &str = "malformed task";
-/// Reason recorded for a task whose runs were all interrupted by lost workers.
-pub const WORKER_LOST: &str = "worker lost";
 
 /// What the master read in one round.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +35,8 @@ pub struct Snapshot {
     pub assign_dirs: BTreeMap<String, Vec<Assigned>>,
     /// Names under /running, when read this round (full rounds only).
     pub running: Option<BTreeSet<String>>,
+    /// When the round read this (unix ms): the time stamped on results.
+    pub now_ms: u64,
 }
 
 /// A pending task as read.
@@ -132,7 +129,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
         let live = snap.live_workers.contains_key(worker);
         let mut kept = 0;
         for a in assigned {
-            match repair(worker, live, a, snap.running.as_ref()) {
+            match repair(worker, live, a, snap) {
                 Some(action) => actions.push(action),
                 None => kept += 1,
             }
@@ -153,7 +150,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
                     task: p.name.clone(),
                     from: Origin::Pending,
                     version: p.version,
-                    result: TaskResult::failed(None, MALFORMED, None),
+                    result: TaskResult::failed(None, FailReason::Malformed, None, snap.now_ms),
                 });
                 continue;
             }
@@ -173,27 +170,22 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
 }
 
 /// The action one assignment needs, if any.
-fn repair(
-    worker: &str,
-    live: bool,
-    a: &Assigned,
-    running: Option<&BTreeSet<String>>,
-) -> Option<Action> {
+fn repair(worker: &str, live: bool, a: &Assigned, snap: &Snapshot) -> Option<Action> {
     let detail = a.detail.as_ref()?;
-    let fail = |task: Option<&Task>, reason: &str| Action::Fail {
+    let fail = |task: Option<&Task>, reason: FailReason| Action::Fail {
         task: a.name.clone(),
         from: Origin::Assigned(worker.to_string()),
         version: detail.version,
-        result: TaskResult::failed(task, reason, Some(worker)),
+        result: TaskResult::failed(task, reason, Some(worker), snap.now_ms),
     };
     let task = match &detail.task {
         Ok(task) if is_task_name(&a.name) => task,
-        _ => return Some(fail(None, MALFORMED)),
+        _ => return Some(fail(None, FailReason::Malformed)),
     };
     let claimed = detail.version > 0;
-    let interrupted = claimed && running.is_some_and(|r| !r.contains(&a.name));
+    let interrupted = claimed && snap.running.as_ref().is_some_and(|r| !r.contains(&a.name));
     if interrupted && task.attempts > task.retries {
-        return Some(fail(Some(task), WORKER_LOST));
+        return Some(fail(Some(task), FailReason::WorkerLost));
     }
     if interrupted || (!claimed && !live) {
         return Some(Action::Requeue {
@@ -389,6 +381,7 @@ mod tests {
                 .map(|(w, a)| (w.to_string(), a.clone()))
                 .collect(),
             running: running.map(|r| r.iter().map(|n| name(*n)).collect()),
+            now_ms: 1,
         }
     }
 
@@ -491,7 +484,7 @@ mod tests {
         let actions = plan(&snap, &mut first);
         match &actions[..] {
             [Action::Fail { result, from, .. }] => {
-                assert_eq!(result.reason.as_deref(), Some(WORKER_LOST));
+                assert_eq!(result.reason, Some(FailReason::WorkerLost));
                 assert_eq!(result.attempts, 3);
                 assert_eq!(*from, Origin::Assigned("w1".into()));
             }
@@ -548,9 +541,9 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("junk".into(), MALFORMED.into()),
-                (name(2), MALFORMED.into()),
-                (name(3), MALFORMED.into())
+                ("junk".into(), FailReason::Malformed),
+                (name(2), FailReason::Malformed),
+                (name(3), FailReason::Malformed)
             ]
         );
     }

@@ -17,13 +17,8 @@ use log::{debug, info, warn};
 use super::Msg;
 use crate::exec::{self, Captured, JobReport, JobSpec, KillSwitch, Outcome};
 use crate::layout::Layout;
-use crate::model::{self, Claim, FinalState, Task, TaskResult};
+use crate::model::{self, Claim, FailReason, FinalState, Task, TaskResult};
 use crate::zk::{Op, Zk, ZkError};
-
-/// Reason recorded when a job ran past its `--timeout`.
-pub const TIMED_OUT: &str = "timed out";
-/// Prefix of the reason recorded when a job could not be started.
-pub const COULD_NOT_START: &str = "could not start";
 
 /// What a job thread reports to the control loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,14 +182,14 @@ pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult
     let (state, exit_code, signal, reason) = match report.outcome {
         Outcome::Exited(code) => (FinalState::Done, Some(code), None, None),
         Outcome::Signaled(sig) => (FinalState::Done, None, Some(sig), None),
-        Outcome::TimedOut => (FinalState::Failed, None, None, Some(TIMED_OUT.to_string())),
+        Outcome::TimedOut => (FinalState::Failed, None, None, Some(FailReason::TimedOut)),
         Outcome::CouldNotStart(why) => (
             FinalState::Failed,
             None,
             None,
-            Some(format!("{COULD_NOT_START}: {why}")),
+            Some(FailReason::CouldNotStart(why)),
         ),
-        Outcome::Killed => (FinalState::Failed, None, None, Some("killed".to_string())),
+        Outcome::Killed => (FinalState::Failed, None, None, Some(FailReason::Killed)),
     };
     TaskResult {
         state,

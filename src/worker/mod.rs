@@ -28,7 +28,7 @@ use threadpool::ThreadPool;
 use crate::error::Error;
 use crate::exec::KillSwitch;
 use crate::layout::{Layout, is_task_name};
-use crate::model::{self, TaskResult, WorkerInfo};
+use crate::model::{self, FailReason, TaskResult, WorkerInfo};
 use crate::session::{self, Next};
 use crate::shutdown::Shutdown;
 use crate::zk::{ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
@@ -368,7 +368,12 @@ impl WorkerSession<'_> {
             self.cfg.id
         );
         let layout = &self.cfg.layout;
-        let result = TaskResult::failed(None, crate::master::plan::MALFORMED, Some(&self.cfg.id));
+        let result = TaskResult::failed(
+            None,
+            FailReason::Malformed,
+            Some(&self.cfg.id),
+            model::now_ms(),
+        );
         let txn = [
             Op::Create {
                 path: layout.status_task(task),
