@@ -4,7 +4,9 @@
 //! ```text
 //! <root>/master            ephemeral: the active master (MasterInfo)
 //! <root>/epoch             persistent: its version is the fencing token
+//! <root>/masters/<s>       ephemeral: a running master, by session (MasterInfo)
 //! <root>/workers/<id>      ephemeral: a live worker (WorkerInfo)
+//! <root>/away/<id>         ephemeral: a worker draining or paused (Away)
 //! <root>/assign/<id>/<t>   a task assigned to worker <id> (Task)
 //! <root>/tasks/<t>         persistent-sequential: a pending task (Task)
 //! <root>/running/<t>       ephemeral: the claim of the worker running <t>
@@ -41,6 +43,26 @@ impl Layout {
     /// The fencing node: each new master bumps its version.
     pub fn epoch(&self) -> String {
         format!("{}/epoch", self.root)
+    }
+
+    /// Parent of every running master's ephemeral node, active or standby.
+    pub fn masters(&self) -> String {
+        format!("{}/masters", self.root)
+    }
+
+    /// A running master's node, named after its session (unique).
+    pub fn master_candidate(&self, session: &str) -> String {
+        format!("{}/masters/{session}", self.root)
+    }
+
+    /// Parent of the nodes of workers that are up but take no work.
+    pub fn away(&self) -> String {
+        format!("{}/away", self.root)
+    }
+
+    /// The node of a worker that is draining or paused.
+    pub fn away_worker(&self, id: &str) -> String {
+        format!("{}/away/{id}", self.root)
     }
 
     /// Parent of the live workers' ephemeral nodes.
@@ -123,7 +145,9 @@ impl Layout {
         vec![
             self.root.clone(),
             self.epoch(),
+            self.masters(),
             self.workers(),
+            self.away(),
             self.assign(),
             self.tasks(),
             self.running(),

@@ -13,9 +13,11 @@
 //! - [`layout`]: every znode path; [`model`]: every record stored in a znode.
 //! - [`session`]: opening a role's session; [`shutdown`]: signals as messages.
 //! - [`retention`]: which results to delete, for the master and `zkmw purge`.
+//! - [`backoff`]: the pacing of every retry loop.
 //! - [`zk`]: the only module that touches zookeeper-client.
 
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod error;
 pub mod exec;

@@ -194,6 +194,37 @@ impl TaskResult {
         }
     }
 
+    /// Cuts stdout and stderr (each keeps its beginning, and is marked
+    /// truncated) until the encoded record takes at most `max` bytes: JSON
+    /// escaping can make output six times larger. The job's copy is cut
+    /// last, if even that is not enough. True if anything was cut.
+    pub fn fit(&mut self, max: usize) -> bool {
+        if encode(self).len() <= max {
+            return false;
+        }
+        let out = std::mem::take(&mut self.stdout);
+        let err = std::mem::take(&mut self.stderr);
+        let (out_cut, err_cut) = (self.stdout_truncated, self.stderr_truncated);
+        let keep = largest_fitting(out.len().max(err.len()), |limit| {
+            self.stdout = prefix(&out, limit).to_string();
+            self.stderr = prefix(&err, limit).to_string();
+            encode(self).len() <= max
+        });
+        self.stdout = prefix(&out, keep).to_string();
+        self.stderr = prefix(&err, keep).to_string();
+        self.stdout_truncated = out_cut || self.stdout.len() < out.len();
+        self.stderr_truncated = err_cut || self.stderr.len() < err.len();
+        if encode(self).len() > max {
+            let job = std::mem::take(&mut self.job);
+            let keep = largest_fitting(job.len(), |limit| {
+                self.job = prefix(&job, limit).to_string();
+                encode(self).len() <= max
+            });
+            self.job = prefix(&job, keep).to_string();
+        }
+        true
+    }
+
     /// The exit code `submit --wait` ends with for this result: the job's
     /// own code, 128 + the signal that killed it, or the failure's code.
     pub fn exit_code(&self) -> i32 {
@@ -204,6 +235,26 @@ impl TaskResult {
             _ => EXIT_ZKMW_FAILED,
         }
     }
+}
+
+/// The largest `n` in `0..=upper` for which `fits(n)` holds, `fits` being
+/// monotone (true up to some point, false after); 0 if none.
+fn largest_fitting(upper: usize, mut fits: impl FnMut(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, upper);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// The first `limit` bytes of `text` or fewer, cut at a character boundary.
+fn prefix(text: &str, limit: usize) -> &str {
+    &text[..text.floor_char_boundary(limit)]
 }
 
 /// What a live worker publishes in `/workers/<id>`.
@@ -217,6 +268,28 @@ pub struct WorkerInfo {
     pub threads: usize,
     /// When it registered (unix ms).
     pub started_ms: u64,
+    /// The session timeout the server granted it (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_timeout_ms: Option<u64>,
+    /// How long after its claims vanish the master must wait before it
+    /// runs those tasks again: by then the worker, if cut off from
+    /// ZooKeeper, has killed the jobs (ms). Absent from workers before this
+    /// was published; the master then assumes its own session timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_grace_ms: Option<u64>,
+}
+
+/// Why a worker that is not taking work is still around, in `/away/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Away {
+    /// What it is doing: "draining" (stopping) or "paused" (its recent
+    /// jobs could not start).
+    pub why: String,
+    /// Since when (unix ms).
+    pub since_ms: u64,
+    /// Until when, for a pause (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 /// What the active master publishes in /master.
@@ -322,6 +395,38 @@ mod tests {
         }
     }
 
+    /// Output of control bytes grows sixfold in JSON: the record is cut
+    /// until it fits, keeping the beginnings, marked truncated.
+    #[test]
+    fn a_result_too_large_once_encoded_is_cut_to_fit() {
+        let mut r = TaskResult::failed(None, FailReason::Killed, None, 1);
+        r.stdout = "\u{1}".repeat(400_000);
+        r.stderr = "é".repeat(100_000);
+        r.job = "x".repeat(10);
+        assert!(encode(&r).len() > 2_000_000);
+        assert!(r.fit(MAX_NODE_BYTES));
+        let size = encode(&r).len();
+        assert!(
+            size <= MAX_NODE_BYTES && size > MAX_NODE_BYTES - 100,
+            "{size}"
+        );
+        assert!(r.stdout_truncated && r.stderr_truncated);
+        assert!(r.stdout.len() < 400_000 && !r.stdout.is_empty());
+        assert_eq!(r.job, "x".repeat(10));
+        // Nothing to cut when it fits.
+        let mut small = TaskResult::failed(None, FailReason::Killed, None, 1);
+        small.stdout = "hi".into();
+        assert!(!small.fit(MAX_NODE_BYTES));
+        assert!(!small.stdout_truncated);
+        // A record whose job alone is too large loses its copy of the job.
+        let mut huge = TaskResult::failed(None, FailReason::Killed, None, 1);
+        huge.job = "\u{1}".repeat(300_000);
+        huge.stdout = "out".into();
+        assert!(huge.fit(MAX_NODE_BYTES));
+        assert!(encode(&huge).len() <= MAX_NODE_BYTES);
+        assert!(huge.stdout.is_empty() && huge.stdout_truncated);
+    }
+
     #[test]
     fn exit_codes_of_finished_jobs() {
         let mut r = TaskResult::failed(None, FailReason::Killed, None, 1);
@@ -371,6 +476,8 @@ mod tests {
                 pid: 1,
                 threads: 4,
                 started_ms: 2,
+                session_timeout_ms: Some(5000),
+                rerun_grace_ms: Some(13000),
             }),
             encode(&MasterInfo {
                 id: "m".into(),

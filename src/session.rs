@@ -8,8 +8,33 @@ use crossbeam_channel::{Receiver, Sender};
 use log::warn;
 
 use crate::error::Error;
+use crate::exec::KILL_GRACE;
 use crate::layout::Layout;
 use crate::zk::{ConnectOptions, SessionEvent, Zk, ZkError};
+
+/// How long a worker cut off from ZooKeeper keeps its jobs running, given
+/// its session timeout `t`: `2t + 2 s` (12 s with the default 5 s), so a
+/// ZooKeeper restart or an ensemble election of up to about 10 s kills
+/// nothing (the server gives every session a fresh timeout when it comes
+/// back, and the session is resumed, see `zk/keeper.rs`).
+pub fn hold(t: Duration) -> Duration {
+    t * 2 + Duration::from_secs(2)
+}
+
+/// How long the master waits, after it saw a worker's claim vanish, before
+/// it runs the task again: long enough that the worker, cut off from
+/// ZooKeeper, has killed the job (13 s with the default 5 s).
+///
+/// The worker counts its hold from the moment it saw the link go down,
+/// which is at most 0.4 `t` after it last heard from the server (the
+/// client's connection timeout); the server expires the session `t` after
+/// it last heard from the worker, which is at most 0.15 `t` (the ping
+/// interval) before that. So the claim vanishes at least 0.45 `t` after the
+/// worker's hold started; the job is dead [`KILL_GRACE`] after the hold
+/// ends; a second on top covers clock rates and scheduling.
+pub fn rerun_grace(t: Duration) -> Duration {
+    (hold(t) + KILL_GRACE + Duration::from_secs(1)).saturating_sub(t * 2 / 5)
+}
 
 /// What a role's session loop asks of the role's outer loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,4 +119,25 @@ pub fn host_name() -> String {
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker cut off from ZooKeeper has killed its job before the
+    /// master may run it again, for any session timeout.
+    #[test]
+    fn a_cut_off_worker_stops_before_the_rerun() {
+        for secs in [1, 2, 5, 10, 20, 40] {
+            let t = Duration::from_secs(secs);
+            // Earliest the claim can vanish, counted from the hold's start.
+            let vanished = t * 45 / 100;
+            let job_dead = hold(t) + KILL_GRACE;
+            assert!(vanished + rerun_grace(t) > job_dead, "t = {t:?}");
+        }
+        let t = Duration::from_secs(5);
+        assert_eq!(hold(t), Duration::from_secs(12));
+        assert_eq!(rerun_grace(t), Duration::from_secs(13));
+    }
 }

@@ -1,6 +1,6 @@
 //! What a job leaves behind: huge output is cut at the cap and marked,
-//! bytes that are not UTF-8 come back as U+FFFD, a job whose shell is
-//! missing fails with the reason while the worker keeps serving, and no
+//! bytes that are not UTF-8 come back as U+FFFD, a worker whose shell is
+//! missing does not start, one whose jobs stop starting pauses, and no
 //! job process is left as a zombie of the worker.
 
 mod common;
@@ -50,29 +50,75 @@ fn output_that_is_not_utf8_comes_back_replaced() {
 }
 
 #[test]
-fn missing_shell_fails_the_task_and_the_worker_keeps_going() {
+fn worker_whose_shell_is_missing_is_refused_at_start() {
     let ns = Namespace::new("job-output-noshell");
-    let _master = ns.spawn_master("m1");
-    let mut broken = ns.spawn(
-        "w1",
-        &["worker", "--id", "w1", "--shell", "/nonexistent/sh"],
-    );
-    ns.wait_for_workers(&["w1"], secs(15));
-    let out = ns.submit_wait(&["echo never"]);
-    assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
+    let out = ns.run(&["worker", "--id", "w1", "--shell", "/nonexistent/sh"]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("could not start"),
+        err.starts_with("zkmw: ") && err.contains("/nonexistent/sh") && err.lines().count() == 1,
         "{}",
         describe(&out)
     );
-    assert!(broken.is_running(), "the worker should keep serving");
-    let out = ns.submit_wait(&["echo again"]);
-    assert_eq!(
-        out.status.code(),
-        Some(126),
-        "a second task is served too: {}",
-        describe(&out)
+    assert!(ns.status_json()["workers"].as_array().unwrap().is_empty());
+}
+
+/// A worker whose jobs stop starting (its shell deleted under it) fails
+/// a few, then takes no work for a while: the rest of the queue runs on the
+/// other worker instead of failing on this one.
+#[test]
+fn worker_whose_jobs_cannot_start_pauses_and_the_queue_runs_elsewhere() {
+    let ns = Namespace::new("job-output-pause");
+    let shell = ns.dir.join("vanishing-sh");
+    std::fs::write(&shell, "#!/bin/sh\nexec /bin/sh \"$@\"\n").unwrap();
+    std::fs::set_permissions(&shell, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _master = ns.spawn_master("m1");
+    let shell_arg = shell.to_string_lossy().into_owned();
+    let mut broken = ns.spawn(
+        "w1",
+        &[
+            "worker",
+            "--id",
+            "w1",
+            "--threads",
+            "1",
+            "--shell",
+            &shell_arg,
+        ],
     );
+    ns.wait_for_workers(&["w1"], secs(15));
+    std::fs::remove_file(&shell).unwrap();
+    let _good = ns.spawn_worker("w2", 2);
+    ns.wait_for_workers(&["w1", "w2"], secs(15));
+    let ids: Vec<String> = (0..20).map(|i| ns.submit(&format!("echo {i}"))).collect();
+    ns.wait_finished(ids.len() as u64, secs(60));
+    let mut could_not_start = 0;
+    for id in &ids {
+        let t = ns.task_json(id);
+        if t["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("could not start"))
+        {
+            assert_eq!(t["worker"], "w1", "{t}");
+            could_not_start += 1;
+        } else {
+            assert_eq!(
+                (t["exit_code"].as_i64(), t["worker"].as_str()),
+                (Some(0), Some("w2")),
+                "{t}"
+            );
+        }
+    }
+    // Three in a row pause it; its one thread may have claimed one more.
+    assert!(
+        (3..=4).contains(&could_not_start),
+        "{could_not_start} failed on w1"
+    );
+    assert!(broken.is_running(), "the paused worker keeps running");
+    let zk = ns.connect();
+    let away = zk.get(&format!("{}/away/w1", ns.root)).unwrap();
+    let away = String::from_utf8_lossy(&away.expect("w1 is away").0).into_owned();
+    assert!(away.contains("paused"), "{away}");
 }
 
 #[test]

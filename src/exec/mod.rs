@@ -50,7 +50,7 @@ pub const PASSED_ENV: &[&str] = &[
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Time between SIGTERM and SIGKILL when we stop a job.
-const KILL_GRACE: Duration = Duration::from_secs(2);
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Time the pipes get to reach end of file once the shell has exited,
 /// before the rest of its process group is killed.
@@ -271,6 +271,23 @@ fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> 
         c_string(spec.command.clone().into_bytes())?,
     ];
     Ok((c_string(program.into_os_string().into_vec())?, argv, envp))
+}
+
+/// Where a job's `shell` will be found (in the jobs' `PATH` unless it holds
+/// a `/`), or why it cannot be run: a worker checks it at start rather
+/// than fail every job it takes.
+pub fn locate_shell(shell: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    let found = find_program(shell, &path);
+    if is_executable(&found) {
+        Ok(found)
+    } else if shell.contains('/') {
+        Err(format!("--shell {shell}: no executable file there"))
+    } else {
+        Err(format!(
+            "--shell {shell}: no executable of that name in PATH"
+        ))
+    }
 }
 
 /// Where `name` is: itself if it has a `/`, else the first executable file

@@ -1,14 +1,16 @@
 //! The master's decisions as a pure function: given what it read of the
 //! namespace, which transactions to make. No I/O, no clock, no randomness of
-//! its own (the tie-break is passed in), so every rule is unit-tested.
+//! its own (the time and the tie-break are passed in), so every rule is
+//! unit-tested.
 //!
 //! Rules, in order:
 //! 1. An assignment that cannot be decoded fails as "malformed task".
 //! 2. A claimed assignment (data version > 0) with no live claim in /running
 //!    was interrupted: its worker died or lost its session mid-run. It is
 //!    requeued, or failed as "worker lost" once its runs exceed 1 + retries.
-//!    (The caller counts a claim lost less than a session timeout ago as
-//!    live, so the worker has time to learn of its loss and kill the job.)
+//!    (The caller counts a claim that vanished less than the worker's rerun
+//!    grace ago as live, so a worker cut off from ZooKeeper has killed the
+//!    job before it runs again: see `core.rs`.)
 //! 3. An unclaimed assignment of a worker that is not live is requeued.
 //! 4. The empty assignment folder of a worker that is not live is removed.
 //! 5. Each pending task, oldest first, goes to the live worker with the
@@ -16,25 +18,46 @@
 //!    window; an undecodable one fails. The window (twice the worker's
 //!    threads) keeps every worker busy while leaving the rest of the queue
 //!    in /tasks, where a worker that joins later can get it.
+//! 6. In a full round that leaves no pending task behind, an unclaimed
+//!    assignment that has waited a tick on a worker whose threads are all
+//!    busy, or two ticks on any worker, moves to a live worker with a free
+//!    thread: tasks never wait behind a busy (or frozen) worker while
+//!    another sits idle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use crate::layout::{Layout, is_task_name};
 use crate::model::{FailReason, Task, TaskResult, encode};
 use crate::zk::Op;
 
+/// A worker may hold this many assignments per thread: enough that it
+/// never waits for the master, few enough that the queue stays in /tasks.
+pub const WINDOW_PER_THREAD: usize = 2;
+
+/// How many assignments a worker with `threads` threads may hold at once.
+pub fn window(threads: usize) -> usize {
+    threads.max(1).saturating_mul(WINDOW_PER_THREAD)
+}
+
 /// What the master read in one round.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// Ids under /workers, each with its window: how many assignments it
-    /// may hold at once.
+    /// Ids under /workers, each with its number of threads.
     pub live_workers: BTreeMap<String, usize>,
     /// The oldest tasks under /tasks, as many as the workers have room for.
     pub pending: Vec<Pending>,
     /// Every `/assign/<worker>` folder and its children.
     pub assign_dirs: BTreeMap<String, Vec<Assigned>>,
-    /// Names under /running, when read this round (full rounds only).
+    /// The claims that count as live (those under /running, and those
+    /// vanished less than their grace ago), when read this round (full
+    /// rounds only).
     pub running: Option<BTreeSet<String>>,
+    /// How long each unclaimed assignment has waited, as far as the master
+    /// has seen (full rounds only).
+    pub waiting: HashMap<String, Duration>,
+    /// The longest time between full rounds.
+    pub tick: Duration,
     /// When the round read this (unix ms): the time stamped on results.
     pub now_ms: u64,
 }
@@ -102,6 +125,17 @@ pub enum Action {
         /// The task record (its attempts already count the runs started).
         data: Vec<u8>,
     },
+    /// Move an unclaimed assignment to a worker with a free thread.
+    Move {
+        /// Task name.
+        task: String,
+        /// The worker it waits on.
+        from: String,
+        /// The worker with a free thread.
+        to: String,
+        /// The task record.
+        data: Vec<u8>,
+    },
     /// Store a failed result and remove the task from where it is.
     Fail {
         /// Task name.
@@ -118,6 +152,22 @@ pub enum Action {
         /// The worker.
         worker: String,
     },
+}
+
+impl Action {
+    /// The assignment folders this action changes.
+    pub fn folders(&self) -> Vec<&str> {
+        match self {
+            Action::Assign { worker, .. }
+            | Action::Requeue { worker, .. }
+            | Action::Fail {
+                from: Origin::Assigned(worker),
+                ..
+            } => vec![worker],
+            Action::Move { from, to, .. } => vec![from, to],
+            Action::Fail { .. } | Action::RemoveAssignDir { .. } => Vec::new(),
+        }
+    }
 }
 
 /// Decides the round's actions. `pick(n)` returns an index below `n`, used
@@ -142,6 +192,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
             });
         }
     }
+    let mut all_placed = true;
     for p in &snap.pending {
         let task = match &p.task {
             Ok(task) => task,
@@ -156,6 +207,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
             }
         };
         let Some(worker) = least_loaded(&load, &snap.live_workers, pick) else {
+            all_placed = false;
             break;
         };
         *load.entry(worker).or_default() += 1;
@@ -165,6 +217,9 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
             version: p.version,
             data: encode(task),
         });
+    }
+    if all_placed && snap.running.is_some() {
+        actions.extend(rebalance(snap, &actions));
     }
     actions
 }
@@ -201,12 +256,12 @@ fn repair(worker: &str, live: bool, a: &Assigned, snap: &Snapshot) -> Option<Act
 /// The worker with room and the fewest assignments; random among equals.
 fn least_loaded<'a>(
     load: &BTreeMap<&'a str, usize>,
-    windows: &BTreeMap<String, usize>,
+    threads: &BTreeMap<String, usize>,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Option<&'a str> {
     let with_room: Vec<(&'a str, usize)> = load
         .iter()
-        .filter(|(w, n)| windows.get(**w).is_some_and(|window| **n < *window))
+        .filter(|(w, n)| threads.get(**w).is_some_and(|t| **n < window(*t)))
         .map(|(w, n)| (*w, *n))
         .collect();
     let min = with_room.iter().map(|(_, n)| *n).min()?;
@@ -218,13 +273,80 @@ fn least_loaded<'a>(
     Some(ties[pick(ties.len()).min(ties.len() - 1)])
 }
 
+/// Rule 6: unclaimed assignments that wait too long behind busy or
+/// frozen workers move to workers with a free thread, given the round's
+/// other actions (already decided).
+fn rebalance(snap: &Snapshot, decided: &[Action]) -> Vec<Action> {
+    let taken: BTreeSet<&str> = decided
+        .iter()
+        .filter_map(|a| match a {
+            Action::Requeue { task, .. } | Action::Fail { task, .. } => Some(task.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut free: BTreeMap<&str, isize> = BTreeMap::new();
+    let mut movable: Vec<(&str, &Assigned, &Task)> = Vec::new();
+    for (worker, threads) in &snap.live_workers {
+        let assigned: Vec<&Assigned> = snap
+            .assign_dirs
+            .get(worker)
+            .map(|a| {
+                a.iter()
+                    .filter(|a| !taken.contains(a.name.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let claimed = assigned
+            .iter()
+            .filter(|a| a.detail.as_ref().is_some_and(|d| d.version > 0))
+            .count();
+        let new = decided
+            .iter()
+            .filter(|a| matches!(a, Action::Assign { worker: w, .. } if w == worker))
+            .count();
+        free.insert(worker, *threads as isize - (assigned.len() + new) as isize);
+        let busy = claimed >= *threads;
+        for a in assigned {
+            let Some(AssignedDetail {
+                version: 0,
+                task: Ok(task),
+            }) = &a.detail
+            else {
+                continue;
+            };
+            let waited = snap.waiting.get(&a.name).copied().unwrap_or_default();
+            if (busy && waited >= snap.tick) || waited >= snap.tick * 2 {
+                movable.push((worker, a, task));
+            }
+        }
+    }
+    movable.sort_by(|x, y| x.1.name.cmp(&y.1.name));
+    let mut moves = Vec::new();
+    for (from, a, task) in movable {
+        let target = free
+            .iter()
+            .filter(|(w, n)| **w != from && **n > 0)
+            .max_by_key(|(_, n)| **n)
+            .map(|(w, _)| *w);
+        let Some(to) = target else { break };
+        *free.entry(to).or_default() -= 1;
+        moves.push(Action::Move {
+            task: a.name.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            data: encode(task),
+        });
+    }
+    moves
+}
+
 /// How many more tasks the live workers can take, given how many
 /// assignments each holds now (`held`; a worker without a folder cannot
 /// take any).
 pub fn room(live_workers: &BTreeMap<String, usize>, held: &BTreeMap<String, usize>) -> usize {
     live_workers
         .iter()
-        .filter_map(|(w, window)| held.get(w).map(|n| window.saturating_sub(*n)))
+        .filter_map(|(w, threads)| held.get(w).map(|n| window(*threads).saturating_sub(*n)))
         .sum()
 }
 
@@ -264,6 +386,22 @@ pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
             Op::Delete {
                 path: layout.assignment(worker, task),
                 version: Some(*version),
+            },
+        ]),
+        // Version 0: only while no worker has claimed it.
+        Action::Move {
+            task,
+            from,
+            to,
+            data,
+        } => ops.extend([
+            Op::Create {
+                path: layout.assignment(to, task),
+                data: data.clone(),
+            },
+            Op::Delete {
+                path: layout.assignment(from, task),
+                version: Some(0),
             },
         ]),
         Action::Fail {
@@ -374,13 +512,15 @@ mod tests {
         running: Option<&[u32]>,
     ) -> Snapshot {
         Snapshot {
-            live_workers: live.iter().map(|w| (w.to_string(), 8)).collect(),
+            live_workers: live.iter().map(|w| (w.to_string(), 4)).collect(),
             pending: Vec::new(),
             assign_dirs: dirs
                 .iter()
                 .map(|(w, a)| (w.to_string(), a.clone()))
                 .collect(),
             running: running.map(|r| r.iter().map(|n| name(*n)).collect()),
+            waiting: HashMap::new(),
+            tick: Duration::from_secs(2),
             now_ms: 1,
         }
     }
@@ -428,15 +568,23 @@ mod tests {
             &[("w1", vec![assigned(1, 1, 1)]), ("w2", vec![])],
             Some(&[1]),
         );
-        snap.live_workers.insert("w1".into(), 2);
+        // One thread each: a window of two assignments.
+        snap.live_workers.insert("w1".into(), 1);
         snap.live_workers.insert("w2".into(), 1);
-        snap.pending = (2..6).map(pending).collect();
+        snap.pending = (2..7).map(pending).collect();
         let got = assigned_to(&plan(&snap, &mut first));
-        assert_eq!(got, [(name(2), "w2".into()), (name(3), "w1".into())]);
+        assert_eq!(
+            got,
+            [
+                (name(2), "w2".into()),
+                (name(3), "w1".into()),
+                (name(4), "w2".into())
+            ]
+        );
         let held = [("w1".to_string(), 1), ("w2".to_string(), 0)]
             .into_iter()
             .collect();
-        assert_eq!(room(&snap.live_workers, &held), 2);
+        assert_eq!(room(&snap.live_workers, &held), 3);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! was not claimed before) and create the ephemeral `/running/<t>` (nobody
 //! else runs it). So a task runs at most once at a time, even if a bug or a
 //! deposed master assigned it twice. The finish is one transaction too:
-//! create `/status/<t>`, delete the assignment and the claim.
+//! create `/status/<t>`, delete the assignment and the claim. A run the
+//! worker had to kill while its session lives (stopping past the drain
+//! timeout) is handed back in one transaction: `/tasks/<t>` created again,
+//! the assignment and the claim deleted, so it runs again at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,9 +18,10 @@ use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
 use super::Msg;
+use crate::backoff::Backoff;
 use crate::exec::{self, Captured, JobReport, JobSpec, KillSwitch, Outcome};
 use crate::layout::Layout;
-use crate::model::{self, Claim, FailReason, FinalState, Task, TaskResult};
+use crate::model::{self, Claim, FailReason, FinalState, MAX_NODE_BYTES, Task, TaskResult};
 use crate::zk::{Op, Zk, ZkError};
 
 /// What a job thread reports to the control loop.
@@ -25,10 +29,25 @@ use crate::zk::{Op, Zk, ZkError};
 pub enum JobEvent {
     /// The task is claimed and its job is running.
     Started,
-    /// The thread is done with the task (finished, skipped or abandoned).
-    Ended,
+    /// The thread is done with the task.
+    Ended(Ending),
     /// Not run: another run holds the task's claim.
     Held,
+}
+
+/// How a job thread was done with its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Not claimed: the worker takes no work now, or the task is not ours.
+    Skipped,
+    /// The job ran and its result was stored (or will be by the master).
+    Finished,
+    /// The job's shell could not be started; the failure was stored.
+    CouldNotStart,
+    /// Killed and handed back to the queue.
+    HandedBack,
+    /// Dropped: the session it ran under is gone.
+    Abandoned,
 }
 
 /// What every job thread of one session shares.
@@ -48,8 +67,9 @@ pub struct JobContext {
     pub generation: Arc<AtomicU64>,
     /// The generation this context belongs to.
     pub my_generation: u64,
-    /// Set on SIGTERM: tasks not yet claimed are left for the master.
-    pub draining: Arc<AtomicBool>,
+    /// Cleared when the worker takes no work (draining, paused): tasks
+    /// not yet claimed are left for the master.
+    pub accepting: Arc<AtomicBool>,
     /// The control loop's channel.
     pub tx: Sender<Msg>,
 }
@@ -71,23 +91,57 @@ impl JobContext {
 /// Claims, runs and finishes one task; always reports `Ended` or `Held` at
 /// the end.
 pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
-    if !ctx.current() || ctx.draining.load(Ordering::SeqCst) || kill.is_killed() {
-        ctx.report(task_name, JobEvent::Ended);
-        return;
+    if !ctx.current() || !ctx.accepting.load(Ordering::SeqCst) || kill.is_killed() {
+        return ctx.report(task_name, JobEvent::Ended(Ending::Skipped));
     }
     let task = match claim(ctx, task_name, task) {
         Claimed::Yes(task) => task,
         Claimed::Held => return ctx.report(task_name, JobEvent::Held),
-        Claimed::No => return ctx.report(task_name, JobEvent::Ended),
+        Claimed::No => return ctx.report(task_name, JobEvent::Ended(Ending::Skipped)),
     };
     ctx.report(task_name, JobEvent::Started);
     let report = execute(ctx, task_name, &task, kill);
-    if matches!(report.outcome, Outcome::Killed) || !ctx.current() {
-        info!("{task_name}: run abandoned (worker stopping or session lost)");
+    let ending = if !ctx.current() {
+        info!("{task_name}: run abandoned: its session is gone, the master runs it again");
+        Ending::Abandoned
+    } else if report.outcome == Outcome::Killed {
+        hand_back(ctx, task_name, &task);
+        Ending::HandedBack
     } else {
-        finish(ctx, task_name, &result_of(ctx, &task, report));
+        let could_not_start = matches!(report.outcome, Outcome::CouldNotStart(_));
+        finish(ctx, task_name, result_of(ctx, &task, report));
+        if could_not_start {
+            Ending::CouldNotStart
+        } else {
+            Ending::Finished
+        }
+    };
+    ctx.report(task_name, JobEvent::Ended(ending));
+}
+
+/// Puts a run the worker killed back in the queue: `/tasks/<t>` created
+/// again (its attempts count the run), the assignment (claimed: version 1)
+/// and the claim deleted. If that fails, the claim goes with the session
+/// and the master requeues the task.
+fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
+    let txn = [
+        Op::Create {
+            path: ctx.layout.task(name),
+            data: model::encode(task),
+        },
+        Op::Delete {
+            path: ctx.layout.assignment(&ctx.worker, name),
+            version: Some(1),
+        },
+        Op::Delete {
+            path: ctx.layout.running_task(name),
+            version: None,
+        },
+    ];
+    match ctx.zk.multi(&txn) {
+        Ok(()) => info!("{name}: killed (worker stopping); handed back to the queue"),
+        Err(err) => warn!("{name}: killed; not handed back ({err}): the master requeues it"),
     }
-    ctx.report(task_name, JobEvent::Ended);
 }
 
 /// How a claim attempt ended.
@@ -214,26 +268,28 @@ fn lossy(captured: &Captured) -> String {
     String::from_utf8_lossy(&captured.bytes).into_owned()
 }
 
-/// The finish transaction, retried while the outcome is unknown and this
-/// session lives.
-fn finish(ctx: &JobContext, name: &str, result: &TaskResult) {
+/// The finish transaction, retried (with backoff) while the outcome is
+/// unknown and this session lives. The record is cut to fit a request.
+fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
+    if result.fit(MAX_NODE_BYTES) {
+        warn!("{name}: output cut to fit ZooKeeper's limit once encoded (marked truncated)");
+    }
     let layout = &ctx.layout;
-    let assignment = layout.assignment(&ctx.worker, name);
-    let running = layout.running_task(name);
     let txn = [
         Op::Create {
             path: layout.status_task(name),
-            data: model::encode(result),
+            data: model::encode(&result),
         },
         Op::Delete {
-            path: assignment.clone(),
+            path: layout.assignment(&ctx.worker, name),
             version: None,
         },
         Op::Delete {
-            path: running.clone(),
+            path: layout.running_task(name),
             version: None,
         },
     ];
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     while ctx.current() && !ctx.zk.is_lost() {
         let err = match ctx.zk.multi(&txn) {
             Ok(()) => {
@@ -252,11 +308,12 @@ fn finish(ctx: &JobContext, name: &str, result: &TaskResult) {
             warn!("{name}: result not stored ({err}); the master will run it again");
             return;
         }
+        warn!("{name}: storing the result: {err}; checking and retrying");
         // Unknown outcome: done if our claim is gone and a result exists.
-        let claim_left = settle(ctx, |zk| zk.exists(&running));
-        if let Some(None) = claim_left {
+        if let Some(None) = settle(ctx, |zk| zk.exists(&layout.running_task(name))) {
             return;
         }
+        backoff.sleep();
     }
 }
 
@@ -265,14 +322,13 @@ fn finish(ctx: &JobContext, name: &str, result: &TaskResult) {
 /// whichever server the session is on now; and it is answered after the
 /// session's earlier write, which is by then applied or refused.
 fn settle<T>(ctx: &JobContext, read: impl Fn(&Zk) -> Result<T, ZkError>) -> Option<T> {
-    let mut backoff = Duration::from_millis(20);
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
     while ctx.current() && !ctx.zk.is_lost() {
         match ctx.zk.sync(ctx.layout.root()).and_then(|()| read(&ctx.zk)) {
             Ok(value) => return Some(value),
             Err(err) => debug!("waiting for ZooKeeper to settle: {err}"),
         }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff.sleep();
     }
     None
 }

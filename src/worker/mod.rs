@@ -1,38 +1,46 @@
 //! `zkmw worker`: registers `/assign/<id>` then the ephemeral `/workers/<id>`,
 //! watches its assignments, and runs each one in a thread pool.
 //!
-//! The control loop keeps a local table of the tasks it knows, so a repeated
-//! notification never starts a task twice; the claim transaction (version
-//! check on the assignment + ephemeral `/running/<t>`) makes sure of it across
-//! processes too. Each job's thread claims, runs and finishes its task
-//! (see [`job`]); the loop learns the outcome through the same channel as
-//! watches and session changes.
+//! The control loop (`serve.rs`) keeps a local table of the tasks it knows,
+//! so a repeated notification never starts a task twice; the claim
+//! transaction (version check on the assignment + ephemeral `/running/<t>`)
+//! makes sure of it across processes too. Each job's thread claims, runs
+//! and finishes its task (see [`job`]); the loop learns the outcome through
+//! the same channel as watches and session changes. Its decisions are
+//! plain functions in `decide.rs`.
 //!
-//! When the session is lost the loop kills every running job and discards
-//! its result: those runs now belong to a re-run elsewhere. On SIGTERM the
-//! worker leaves /workers first (so the master requeues what it has not
-//! started), lets running jobs finish within the drain timeout, then exits.
+//! A worker cut off from ZooKeeper keeps its jobs for [`session::hold`]
+//! (its session may come back: see `zk/keeper.rs`), then kills them and
+//! starts over with a new session: those runs now belong to a re-run
+//! elsewhere, which the master starts only [`session::rerun_grace`] after
+//! their claims vanished. On SIGTERM the worker leaves /workers first (so
+//! the master requeues what it has not started), lets running jobs finish
+//! within the drain timeout, hands back what it had to kill, and closes
+//! its session, so nothing of it lingers.
 
+mod decide;
 pub mod job;
+mod serve;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 use threadpool::ThreadPool;
 
+use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::exec::KillSwitch;
-use crate::layout::{Layout, is_task_name};
-use crate::model::{self, FailReason, TaskResult, WorkerInfo};
+use crate::layout::Layout;
+use crate::model::{self, WorkerInfo};
 use crate::session::{self, Next};
 use crate::shutdown::Shutdown;
 use crate::zk::{ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
-use job::{JobContext, JobEvent};
+use decide::{Holder, InTheWay, Me};
+use job::JobEvent;
+use serve::WorkerSession;
 
 /// What a worker needs to run.
 #[derive(Debug, Clone)]
@@ -93,27 +101,20 @@ impl From<Shutdown> for Msg {
     }
 }
 
-/// Where a task this worker knows of stands locally.
-#[derive(Debug)]
-enum Local {
-    /// Handed to the pool, not claimed yet.
-    Queued(KillSwitch),
-    /// Claimed and running.
-    Running(KillSwitch),
-    /// Not to run now: claimed by an earlier session of this worker (the
-    /// master repairs it), or held by another run. Looked at again after
-    /// this time, since the master may hand the same name back.
-    Ignored(Instant),
-}
+/// How long a stopping worker waits for ZooKeeper to confirm the end of
+/// its session.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs a worker until a [`Msg::Shutdown`] arrives on `rx`.
 ///
-/// Notable errors: [`Error::WorkerIdTaken`] when another live worker has
-/// this id at start.
+/// Notable errors: [`Error::BadInput`] when its shell cannot be found (no
+/// job could start), [`Error::WorkerIdTaken`] when another live worker
+/// has this id at start.
 pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(), Error> {
+    crate::exec::locate_shell(&cfg.shell.to_string_lossy()).map_err(Error::BadInput)?;
     let pool = ThreadPool::with_name("job".into(), cfg.threads);
     let generation = Arc::new(AtomicU64::new(0));
-    let draining = Arc::new(AtomicBool::new(false));
+    let accepting = Arc::new(AtomicBool::new(true));
     // The session this worker last registered with, if any.
     let mut previous: Option<i64> = None;
     loop {
@@ -121,352 +122,164 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
         let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, is_stop)? else {
             return Ok(());
         };
-        match register(cfg, &zk, previous, rx)? {
+        match register(cfg, &zk, previous, tx, rx)? {
             Registered::Yes => {}
-            Registered::Stop => return Ok(()),
+            Registered::Stop => {
+                zk.close(CLOSE_WAIT);
+                return Ok(());
+            }
             Registered::Lost => continue,
         }
         previous = Some(zk.session_id());
         info!("worker {}: registered ({} threads)", cfg.id, cfg.threads);
-        let ctx = JobContext {
-            zk: zk.clone(),
-            layout: cfg.layout.clone(),
-            worker: cfg.id.clone(),
-            output_cap: cfg.output_cap,
-            shell: cfg.shell.clone(),
-            generation: generation.clone(),
-            my_generation: generation.load(Ordering::SeqCst),
-            draining: draining.clone(),
-            tx: tx.clone(),
-        };
-        let mut session = WorkerSession {
-            cfg,
-            zk: &zk,
-            ctx,
-            pool: &pool,
-            local: HashMap::new(),
-            armed: false,
-        };
-        let next = session.serve(rx);
-        // Whatever ran under this session is no longer ours to finish.
-        generation.fetch_add(1, Ordering::SeqCst);
-        session.kill_all();
-        match next {
+        let mut session = WorkerSession::new(cfg, &zk, &pool, tx, &generation, &accepting);
+        match session.serve(rx) {
             Next::Stop => {
-                // Wait (bounded) for the killed jobs' threads, so no job
-                // process outlives the worker.
-                session.wait_for_jobs(rx, Instant::now() + Duration::from_secs(10));
+                session.stop(rx);
+                zk.close(CLOSE_WAIT);
+                info!("worker {}: stopped", cfg.id);
                 return Ok(());
             }
-            Next::Restart => warn!(
-                "worker {}: session lost; killed its jobs, registering again",
-                cfg.id
-            ),
+            Next::Restart => {
+                session.abandon();
+                zk.close(Duration::ZERO);
+                warn!(
+                    "worker {}: session lost; killed its jobs, registering again",
+                    cfg.id
+                );
+            }
         }
     }
 }
 
+/// What this worker publishes in `/workers/<id>`.
+fn worker_info(cfg: &WorkerConfig, zk: &Zk) -> WorkerInfo {
+    let t = zk.session_timeout();
+    WorkerInfo {
+        host: session::host_name(),
+        pid: std::process::id(),
+        threads: cfg.threads,
+        started_ms: model::now_ms(),
+        session_timeout_ms: Some(t.as_millis() as u64),
+        rerun_grace_ms: Some(session::rerun_grace(t).as_millis() as u64),
+    }
+}
+
+/// How registering ended.
 enum Registered {
     Yes,
     Stop,
     Lost,
 }
 
-/// Creates `/assign/<id>` and then the ephemeral `/workers/<id>`, the latter in
-/// a transaction that checks the former still exists. `previous` is the
-/// session this worker registered with before, whose node may linger.
+/// The transaction that makes a worker live: `/assign/<id>` is there, and
+/// the ephemeral `/workers/<id>` is created.
+fn register_ops(cfg: &WorkerConfig, info: &WorkerInfo) -> [Op; 2] {
+    let layout = &cfg.layout;
+    [
+        Op::Check {
+            path: layout.assign_dir(&cfg.id),
+            version: 0,
+        },
+        Op::CreateEphemeral {
+            path: layout.worker(&cfg.id),
+            data: model::encode(info),
+        },
+    ]
+}
+
+/// Creates `/assign/<id>` and then the ephemeral `/workers/<id>`. When the
+/// latter is held by a session of ours that ended, or by this id's worker
+/// on this host whose process is gone (restarted after a crash), waits for
+/// that session to expire, saying so; any other holder means the id is
+/// taken.
 fn register(
     cfg: &WorkerConfig,
     zk: &Zk,
     previous: Option<i64>,
+    tx: &Sender<Msg>,
     rx: &Receiver<Msg>,
 ) -> Result<Registered, Error> {
     let layout = &cfg.layout;
-    let info = WorkerInfo {
-        host: session::host_name(),
-        pid: std::process::id(),
-        threads: cfg.threads,
-        started_ms: model::now_ms(),
-    };
-    // After a session loss our old ephemeral node lingers until the server
-    // expires that session, which can take several session timeouts when
-    // the ensemble is electing leaders: wait for it (saying so), rather than
-    // give up. A node held by any other session is another worker's.
-    let mut next_warning = Instant::now() + cfg.connect.session_timeout;
+    let info = worker_info(cfg, zk);
+    let host = session::host_name();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut said = false;
     loop {
         if zk.is_lost() {
             return Ok(Registered::Lost);
         }
-        if rx.try_iter().any(|m| matches!(m, Msg::Shutdown)) {
-            return Ok(Registered::Stop);
-        }
-        let attempt = zk.ensure(&layout.assign_dir(&cfg.id)).and_then(|()| {
-            zk.multi(&[
-                Op::Check {
-                    path: layout.assign_dir(&cfg.id),
-                    version: 0,
-                },
-                Op::CreateEphemeral {
-                    path: layout.worker(&cfg.id),
-                    data: model::encode(&info),
-                },
-            ])
-        });
+        let attempt = zk
+            .ensure(&layout.assign_dir(&cfg.id))
+            .and_then(|()| zk.multi(&register_ops(cfg, &info)));
         let err = match attempt {
             Ok(()) => return Ok(Registered::Yes),
             Err(err) => err,
         };
+        let mut wait = backoff.next_wait();
         if err.is_txn_failure(1, &ZkError::NodeExists) {
-            let owner = zk
-                .exists(&layout.worker(&cfg.id))
+            let node = layout.worker(&cfg.id);
+            // Watch the node in the way: its deletion wakes us at once.
+            let owner = zk.exists_watch(&node, tx).ok().flatten();
+            let holding = zk
+                .get(&node)
                 .ok()
                 .flatten()
-                .map(|s| s.ephemeral_owner);
-            if owner == Some(zk.session_id()) {
-                return Ok(Registered::Yes);
-            }
-            // Held by another session than our previous one: another
-            // worker has this id. (Gone meanwhile: just try again.)
-            if owner.is_some() && owner != previous {
-                return Err(Error::WorkerIdTaken(cfg.id.clone()));
-            }
-            if Instant::now() > next_warning {
-                warn!(
-                    "worker {}: {} is still held by session {:#x}; waiting for it to expire",
-                    cfg.id,
-                    layout.worker(&cfg.id),
-                    owner.unwrap_or(0)
-                );
-                next_warning = Instant::now() + cfg.connect.session_timeout;
+                .and_then(|(data, _)| model::decode::<WorkerInfo>(&data).ok());
+            let way = InTheWay {
+                owner: owner.map(|s| s.ephemeral_owner),
+                info: holding.as_ref(),
+            };
+            let me = Me {
+                session: zk.session_id(),
+                previous,
+                host: &host,
+                pid: std::process::id(),
+            };
+            match decide::holder(way, me, |pid| worker_process_alive(pid, &cfg.id)) {
+                Holder::Us => return Ok(Registered::Yes),
+                Holder::Nobody => continue,
+                Holder::Another => return Err(Error::WorkerIdTaken(cfg.id.clone())),
+                Holder::OurPrevious | Holder::OurGhost => {
+                    if !said {
+                        info!(
+                            "worker {}: {node} is still held by an earlier session of this worker ({:#x}, pid {}); waiting for ZooKeeper to expire it (within {} s)",
+                            cfg.id,
+                            way.owner.unwrap_or(0),
+                            holding.as_ref().map_or(0, |i| i.pid),
+                            zk.session_timeout().as_secs()
+                        );
+                        said = true;
+                    }
+                    wait = Duration::from_secs(1);
+                }
             }
         } else if matches!(err.txn_cause().1, ZkError::NoAuth) {
             return Err(Error::zk(
                 format!("registering worker {}", cfg.id),
                 ZkError::NoAuth,
             ));
-        }
-        debug!(
-            "worker {}: registration not done yet ({err}); retrying",
-            cfg.id
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-struct WorkerSession<'a> {
-    cfg: &'a WorkerConfig,
-    zk: &'a Zk,
-    ctx: JobContext,
-    pool: &'a ThreadPool,
-    local: HashMap<String, Local>,
-    armed: bool,
-}
-
-impl WorkerSession<'_> {
-    /// The control loop: reads the assignments again when a watch fired,
-    /// on a session change, and every tick (which also revisits tasks set
-    /// aside); a job's progress alone changes nothing there to read.
-    fn serve(&mut self, rx: &Receiver<Msg>) -> Next {
-        let mut stale = true;
-        let mut next_tick = Instant::now();
-        loop {
-            if self.zk.is_lost() {
-                return Next::Restart;
-            }
-            if Instant::now() >= next_tick {
-                stale = true;
-                next_tick = Instant::now() + self.cfg.tick;
-            }
-            if stale && self.zk.is_connected() {
-                stale = false;
-                if let Err(err) = self.round() {
-                    debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
-                }
-            }
-            let first = match rx.recv_deadline(next_tick) {
-                Ok(msg) => Some(msg),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return Next::Stop,
-            };
-            for msg in first.into_iter().chain(rx.try_iter()) {
-                match msg {
-                    Msg::Shutdown => return self.drain(rx),
-                    Msg::Watch(_) => {
-                        self.armed = false;
-                        stale = true;
-                    }
-                    Msg::Session(_) => stale = true,
-                    Msg::Job {
-                        task,
-                        generation,
-                        event,
-                    } => self.on_job(task, generation, event),
-                }
-            }
-        }
-    }
-
-    /// Reads the assignments and starts the ones it has not seen.
-    fn round(&mut self) -> Result<(), ZkError> {
-        let dir = self.cfg.layout.assign_dir(&self.cfg.id);
-        let listed = if self.armed {
-            self.zk.children(&dir)
         } else {
-            self.zk.children_watch(&dir, &self.ctx.tx)
-        };
-        let listed = match listed {
-            Ok(listed) => listed,
-            Err(ZkError::NoNode) => {
-                // The folder went away under us (a master cleaning up just as
-                // we registered): put it back; assignments need it.
-                return self.zk.ensure(&dir);
-            }
-            Err(err) => return Err(err),
-        };
-        self.armed = true;
-        // Forget what the master took back, and look again at what was set
-        // aside long enough ago.
-        let now = Instant::now();
-        self.local.retain(|task, state| match state {
-            Local::Ignored(until) => *until > now && listed.contains(task),
-            _ => true,
-        });
-        let new: Vec<String> = listed
-            .into_iter()
-            .filter(|t| !self.local.contains_key(t))
-            .collect();
-        let paths: Vec<String> = new
-            .iter()
-            .map(|t| self.cfg.layout.assignment(&self.cfg.id, t))
-            .collect();
-        for (task, got) in new.into_iter().zip(self.zk.get_many(&paths)) {
-            let Some((data, stat)) = got? else { continue };
-            let decoded = model::decode_task(&data);
-            match decoded {
-                Err(why) => self.fail_malformed(&task, stat.version, &why),
-                Ok(_) if !is_task_name(&task) => {
-                    self.fail_malformed(&task, stat.version, "not a task name")
-                }
-                Ok(_) if stat.version > 0 => {
-                    self.local.insert(task, Local::Ignored(now + self.cfg.tick));
-                }
-                Ok(decoded) => {
-                    let kill = KillSwitch::new();
-                    self.local.insert(task.clone(), Local::Queued(kill.clone()));
-                    let ctx = self.ctx.clone();
-                    self.pool
-                        .execute(move || job::run(&ctx, &task, decoded, &kill));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn fail_malformed(&mut self, task: &str, version: i32, why: &str) {
-        warn!(
-            "worker {}: assignment {task} is malformed ({why}); failing it",
-            self.cfg.id
-        );
-        let layout = &self.cfg.layout;
-        let result = TaskResult::failed(
-            None,
-            FailReason::Malformed,
-            Some(&self.cfg.id),
-            model::now_ms(),
-        );
-        let txn = [
-            Op::Create {
-                path: layout.status_task(task),
-                data: model::encode(&result),
-            },
-            Op::Delete {
-                path: layout.assignment(&self.cfg.id, task),
-                version: Some(version),
-            },
-        ];
-        if let Err(err) = self.zk.multi(&txn) {
-            debug!("worker {}: could not fail {task}: {err}", self.cfg.id);
-        }
-    }
-
-    fn on_job(&mut self, task: String, generation: u64, event: JobEvent) {
-        if generation != self.ctx.my_generation {
-            return;
-        }
-        match event {
-            JobEvent::Started => {
-                if let Some(Local::Queued(kill)) = self.local.remove(&task) {
-                    self.local.insert(task, Local::Running(kill));
-                }
-            }
-            JobEvent::Ended => {
-                self.local.remove(&task);
-            }
-            JobEvent::Held => {
-                self.local
-                    .insert(task, Local::Ignored(Instant::now() + self.cfg.tick));
-            }
-        }
-    }
-
-    fn busy(&self) -> usize {
-        self.local
-            .values()
-            .filter(|s| !matches!(s, Local::Ignored(_)))
-            .count()
-    }
-
-    /// SIGTERM: take nothing new, leave /workers so the master requeues what
-    /// has not started, let running jobs finish within the drain timeout.
-    fn drain(&mut self, rx: &Receiver<Msg>) -> Next {
-        info!(
-            "worker {}: stopping; {} jobs to finish",
-            self.cfg.id,
-            self.busy()
-        );
-        self.ctx.draining.store(true, Ordering::SeqCst);
-        if let Err(err) = self.zk.multi(&[Op::Delete {
-            path: self.cfg.layout.worker(&self.cfg.id),
-            version: None,
-        }]) {
             debug!(
-                "worker {}: could not leave /workers early: {err}",
-                self.cfg.id
+                "worker {}: registration not done yet ({err}); retrying",
+                cfg.id
             );
         }
-        let deadline = Instant::now() + self.cfg.drain_timeout;
-        if !self.wait_for_jobs(rx, deadline) {
-            warn!(
-                "worker {}: drain timeout; killing {} jobs",
-                self.cfg.id,
-                self.busy()
-            );
-        }
-        Next::Stop
-    }
-
-    fn kill_all(&self) {
-        for state in self.local.values() {
-            if let Local::Queued(kill) | Local::Running(kill) = state {
-                kill.kill();
+        match rx.recv_deadline(Instant::now() + wait) {
+            Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                return Ok(Registered::Stop);
             }
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
         }
     }
+}
 
-    /// Takes the job threads' messages until none is busy; false if
-    /// `deadline` passed first.
-    fn wait_for_jobs(&mut self, rx: &Receiver<Msg>, deadline: Instant) -> bool {
-        while self.busy() > 0 {
-            match rx.recv_deadline(deadline) {
-                Ok(Msg::Job {
-                    task,
-                    generation,
-                    event,
-                }) => self.on_job(task, generation, event),
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        true
-    }
+/// Whether a worker process of this id runs on this host with this pid
+/// (its command line names the role and the id).
+fn worker_process_alive(pid: u32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.contains(&b"worker".as_slice()) && args.contains(&id.as_bytes())
 }

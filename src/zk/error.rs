@@ -32,6 +32,12 @@ pub enum ZkError {
     Unreachable(String),
     /// The connection settings cannot work (bad TLS files): not retryable.
     BadConfig(String),
+    /// The request would pass the server's packet limit: it was not sent
+    /// (the server would drop the connection, failing every call in flight).
+    TooLarge {
+        /// Its size, as estimated.
+        bytes: usize,
+    },
     /// Anything else, with the crate's description.
     Other(String),
     /// One operation of a transaction failed, so none was applied.
@@ -86,6 +92,10 @@ impl fmt::Display for ZkError {
             ZkError::SessionExpired => write!(f, "ZooKeeper session expired"),
             ZkError::Unreachable(why) => write!(f, "{why}"),
             ZkError::BadConfig(why) => write!(f, "{why}"),
+            ZkError::TooLarge { bytes } => write!(
+                f,
+                "request of about {bytes} bytes is over ZooKeeper's limit (1 MiB); not sent"
+            ),
             ZkError::Other(why) => write!(f, "ZooKeeper error: {why}"),
             ZkError::TxnFailed { index, cause } => {
                 write!(f, "transaction operation {index} failed: {cause}")

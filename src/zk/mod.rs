@@ -10,23 +10,32 @@
 //! keeps the session, its one-shot watches and its auth across reconnects;
 //! it never retries a call; a call that hits its deadline still executes when
 //! the link comes back, so a timed-out write has an unknown outcome; an
-//! expired client never opens a new session by itself.
+//! expired client never opens a new session by itself; and it gives a
+//! session up after 1.4 session timeouts without an answer, so `keeper.rs`
+//! reconnects to the same session for as long as the server holds it.
+//! Requests over the server's packet limit are refused here, unsent
+//! ([`ZkError::TooLarge`]): the server would drop the connection.
 
 mod block;
 mod error;
 mod events;
+mod keeper;
 mod txn;
 
 pub use error::ZkError;
 pub use txn::Op;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::{debug, warn};
-use zookeeper_client::{Acls, Client, CreateMode, SessionState, TlsOptions};
+use zookeeper_client::{Acls, Client, Connector, CreateMode, TlsOptions};
+
+use crate::backoff::Backoff;
+use keeper::Shared;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -119,13 +128,23 @@ pub struct WatchEvent {
 }
 
 /// A connected ZooKeeper session. Cheap to clone; clones share the session
-/// and pipeline their requests on one socket.
+/// and pipeline their requests on one socket. The session is kept for as
+/// long as the server holds it (see `keeper.rs`): a client that gave up
+/// during a long outage is replaced by one resumed on the same session.
 #[derive(Clone)]
 pub struct Zk {
-    client: Client,
+    shared: Arc<Shared>,
     call_timeout: Duration,
     acls: Acls<'static>,
+    /// The negotiated session timeout.
+    session_timeout: Duration,
+    session_id: i64,
 }
+
+/// Largest request zkmw sends. ZooKeeper drops the connection on a packet of
+/// 1 MiB (jute.maxbuffer) or more, failing every call in flight with it;
+/// this leaves room for the request's framing.
+pub const MAX_REQUEST_BYTES: usize = 1_040_000;
 
 impl Zk {
     /// Connects, retrying with backoff until `connect_timeout` (forever when
@@ -133,44 +152,20 @@ impl Zk {
     /// so a server that accepts TCP and never answers cannot hang us.
     pub fn connect(opts: &ConnectOptions) -> Result<Zk, ZkError> {
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let attempt_deadline = Instant::now() + opts.session_timeout + Duration::from_secs(1);
             let attempt_deadline = match opts.connect_timeout {
                 Some(limit) => attempt_deadline.min(started + limit),
                 None => attempt_deadline,
             };
-            let mut connector = Client::connector()
-                .with_session_timeout(opts.session_timeout)
-                .with_fail_eagerly();
-            if let Some(auth) = &opts.auth {
-                connector = connector.with_auth("digest", auth.as_bytes());
-            }
+            let connector = connector(opts)?;
             let connecting = match &opts.tls {
-                Some(tls) => {
-                    connector = connector.with_tls(tls_options(tls)?);
-                    block_until(connector.secure_connect(&opts.hosts), attempt_deadline)
-                }
+                Some(_) => block_until(connector.secure_connect(&opts.hosts), attempt_deadline),
                 None => block_until(connector.connect(&opts.hosts), attempt_deadline),
             };
             let err = match connecting {
-                Ok(client) => {
-                    let acls = if opts.auth.is_some() {
-                        Acls::creator_all()
-                    } else {
-                        Acls::anyone_all()
-                    };
-                    debug!(
-                        "connected to {} (session {:#x})",
-                        opts.hosts,
-                        client.session_id().0
-                    );
-                    return Ok(Zk {
-                        client,
-                        call_timeout: opts.call_timeout,
-                        acls,
-                    });
-                }
+                Ok(client) => return Ok(Zk::new(client, opts)),
                 Err(err @ (ZkError::AuthFailed | ZkError::BadConfig(_))) => return Err(err),
                 Err(err) => err,
             };
@@ -178,20 +173,11 @@ impl Zk {
                 .connect_timeout
                 .map(|limit| limit.saturating_sub(started.elapsed()));
             if left.is_some_and(|left| left.is_zero()) {
-                let limit = opts.connect_timeout.unwrap_or_default();
-                let hint = if opts.tls.is_some() {
-                    "; with TLS: is --tls-ca the CA that signed the server's certificate, and is that its secure port?"
-                } else {
-                    ""
-                };
-                return Err(ZkError::Unreachable(format!(
-                    "no ZooKeeper server answered at {} within {:.1} s (last error: {err}){hint}",
-                    opts.hosts,
-                    limit.as_secs_f64()
-                )));
+                return Err(unreachable(opts, &err));
             }
             // Commands have a deadline and report once; services log here.
-            let wait = left.map_or(backoff, |left| left.min(backoff));
+            let wait = backoff.next_wait();
+            let wait = left.map_or(wait, |left| left.min(wait));
             if opts.connect_timeout.is_some() {
                 debug!("ZooKeeper at {} not reachable yet ({err})", opts.hosts);
             } else {
@@ -202,58 +188,106 @@ impl Zk {
                 );
             }
             thread::sleep(wait);
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn new(client: Client, opts: &ConnectOptions) -> Zk {
+        let acls = if opts.auth.is_some() {
+            Acls::creator_all()
+        } else {
+            Acls::anyone_all()
+        };
+        let session_timeout = client.session_timeout();
+        let session_id = client.session_id().0;
+        debug!(
+            "connected to {} (session {session_id:#x}, timeout {} ms)",
+            opts.hosts,
+            session_timeout.as_millis()
+        );
+        if opts.connect_timeout.is_none() && session_timeout != opts.session_timeout {
+            warn!(
+                "ZooKeeper granted a session timeout of {} ms, not the {} ms asked for \
+                 (the server bounds it by its minSessionTimeout and maxSessionTimeout)",
+                session_timeout.as_millis(),
+                opts.session_timeout.as_millis()
+            );
+        }
+        Zk {
+            shared: Shared::keep(client, opts),
+            call_timeout: opts.call_timeout,
+            acls,
+            session_timeout,
+            session_id,
         }
     }
 
     /// This session's id (the `ephemeral_owner` of the nodes it creates).
     pub fn session_id(&self) -> i64 {
-        self.client.session_id().0
+        self.session_id
+    }
+
+    /// The session timeout the server granted: how long after losing touch
+    /// with this process it expires the session and its ephemeral nodes.
+    pub fn session_timeout(&self) -> Duration {
+        self.session_timeout
     }
 
     /// True while connected to a server (writes can go through).
     pub fn is_connected(&self) -> bool {
-        matches!(
-            self.client.state(),
-            SessionState::SyncConnected | SessionState::ConnectedReadOnly
-        )
+        self.shared.is_connected()
     }
 
-    /// True once the session is over for good.
+    /// True once the session is over for good: the server expired it,
+    /// refused it, or this process closed it.
     pub fn is_lost(&self) -> bool {
-        matches!(
-            self.client.state(),
-            SessionState::Expired | SessionState::AuthFailed | SessionState::Closed
-        )
+        self.shared.is_over()
     }
 
-    /// Forwards every session state change into `tx` (from the events
-    /// thread) until the first terminal state or until `tx` is disconnected.
+    /// How many times the session was resumed after the client had given
+    /// it up during an outage (the server still held it).
+    pub fn resumed(&self) -> u64 {
+        self.shared.resumed()
+    }
+
+    /// Ends the session now, so its ephemeral nodes go at once instead of
+    /// after the session timeout; waits at most `wait` for the server to
+    /// confirm. Every clone of this `Zk` is closed with it.
+    pub fn close(&self, wait: Duration) {
+        self.shared.close(wait);
+    }
+
+    /// Forwards every later session event into `tx` until the session is
+    /// over (the last event is then [`SessionEvent::Lost`]) or `tx` is
+    /// disconnected.
     pub fn forward_session_events<M>(&self, tx: Sender<M>)
     where
         M: From<SessionEvent> + Send + 'static,
     {
-        let mut watcher = self.client.state_watcher();
-        events::spawn(async move {
-            loop {
-                let event = match watcher.changed().await {
-                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                        SessionEvent::Connected
-                    }
-                    SessionState::Disconnected => SessionEvent::Disconnected,
-                    SessionState::Expired | SessionState::AuthFailed | SessionState::Closed => {
-                        SessionEvent::Lost
-                    }
-                };
-                if tx.send(M::from(event)).is_err() || event == SessionEvent::Lost {
-                    return;
-                }
-            }
-        });
+        self.shared
+            .subscribe(Box::new(move |event| tx.send(M::from(event)).is_ok()));
     }
 
     fn deadline(&self) -> Instant {
         Instant::now() + self.call_timeout
+    }
+
+    /// The client to send a call on, and the call's deadline. A call made
+    /// while the session is being resumed waits for it until the deadline.
+    fn client(&self) -> Result<(Client, Instant), ZkError> {
+        let deadline = self.deadline();
+        Ok((self.shared.client(deadline)?, deadline))
+    }
+
+    /// Waits for a call sent on the current client.
+    fn wait<T, E>(
+        &self,
+        fut: impl Future<Output = Result<T, E>>,
+        deadline: Instant,
+    ) -> Result<T, ZkError>
+    where
+        ZkError: From<E>,
+    {
+        block_until(fut, deadline).map_err(|err| self.shared.classify(err))
     }
 
     /// Makes the server this session talks to catch up with the leader, so
@@ -261,42 +295,48 @@ impl Zk {
     /// deciding from a read whether a write with an unknown outcome
     /// happened: after a reconnect, the session may be on a lagging server.
     pub fn sync(&self, path: &str) -> Result<(), ZkError> {
-        block_until(self.client.sync(path), self.deadline())
+        let (client, deadline) = self.client()?;
+        self.wait(client.sync(path), deadline)
     }
 
     /// Reads a node's data and stat; `None` when there is no such node.
     pub fn get(&self, path: &str) -> Result<Node, ZkError> {
-        absent_as_none(block_until(self.client.get_data(path), self.deadline()))
-            .map(|found| found.map(|(data, stat)| (data, stat.into())))
+        let (client, deadline) = self.client()?;
+        node(self.wait(client.get_data(path), deadline))
     }
 
     /// Reads many nodes with all requests in flight at once; `None` for each
     /// node that is not there. One result per path, in order.
     pub fn get_many(&self, paths: &[String]) -> Vec<Result<Node, ZkError>> {
-        let deadline = self.deadline();
-        let pending: Vec<_> = paths.iter().map(|p| self.client.get_data(p)).collect();
+        let (client, deadline) = match self.client() {
+            Ok(found) => found,
+            Err(err) => return all_failed(paths.len(), &err),
+        };
+        let pending: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
         pending
             .into_iter()
-            .map(|fut| {
-                absent_as_none(block_until(fut, deadline))
-                    .map(|found| found.map(|(data, stat)| (data, stat.into())))
-            })
+            .map(|fut| node(self.wait(fut, deadline)))
             .collect()
     }
 
     /// The stat of a node, `None` when it is not there.
     pub fn exists(&self, path: &str) -> Result<Option<NodeStat>, ZkError> {
-        block_until(self.client.check_stat(path), self.deadline()).map(|s| s.map(Into::into))
+        let (client, deadline) = self.client()?;
+        self.wait(client.check_stat(path), deadline)
+            .map(|s| s.map(Into::into))
     }
 
     /// The stats of many nodes, with all requests in flight at once; `None`
     /// for each node that is not there.
     pub fn exists_many(&self, paths: &[String]) -> Vec<Result<Option<NodeStat>, ZkError>> {
-        let deadline = self.deadline();
-        let pending: Vec<_> = paths.iter().map(|p| self.client.check_stat(p)).collect();
+        let (client, deadline) = match self.client() {
+            Ok(found) => found,
+            Err(err) => return all_failed(paths.len(), &err),
+        };
+        let pending: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
         pending
             .into_iter()
-            .map(|fut| block_until(fut, deadline).map(|s| s.map(Into::into)))
+            .map(|fut| self.wait(fut, deadline).map(|s| s.map(Into::into)))
             .collect()
     }
 
@@ -306,14 +346,16 @@ impl Zk {
     where
         M: From<WatchEvent> + Send + 'static,
     {
-        let (stat, watcher) = block_until(self.client.check_and_watch_stat(path), self.deadline())?;
+        let (client, deadline) = self.client()?;
+        let (stat, watcher) = self.wait(client.check_and_watch_stat(path), deadline)?;
         forward_watch(path, watcher, tx.clone());
         Ok(stat.map(Into::into))
     }
 
     /// Lists a node's children (names only); `NoNode` if it is not there.
     pub fn children(&self, path: &str) -> Result<Vec<String>, ZkError> {
-        block_until(self.client.list_children(path), self.deadline())
+        let (client, deadline) = self.client()?;
+        self.wait(client.list_children(path), deadline)
     }
 
     /// Like [`Zk::children`], and arms a one-shot watch on the set of
@@ -322,8 +364,8 @@ impl Zk {
     where
         M: From<WatchEvent> + Send + 'static,
     {
-        let (children, watcher) =
-            block_until(self.client.list_and_watch_children(path), self.deadline())?;
+        let (client, deadline) = self.client()?;
+        let (children, watcher) = self.wait(client.list_and_watch_children(path), deadline)?;
         forward_watch(path, watcher, tx.clone());
         Ok(children)
     }
@@ -339,14 +381,17 @@ impl Zk {
     where
         M: From<WatchEvent> + Send + 'static,
     {
-        let deadline = self.deadline();
+        let (client, deadline) = match self.client() {
+            Ok(found) => found,
+            Err(err) => return all_failed(paths.len(), &err),
+        };
         let pending: Vec<_> = paths
             .iter()
             .map(|(path, watch)| {
                 if *watch {
-                    Listing::Watched(self.client.list_and_watch_children(path))
+                    Listing::Watched(client.list_and_watch_children(path))
                 } else {
-                    Listing::Plain(self.client.list_children(path))
+                    Listing::Plain(client.list_children(path))
                 }
             })
             .collect();
@@ -354,29 +399,35 @@ impl Zk {
             .into_iter()
             .zip(paths)
             .map(|(fut, (path, _))| match fut {
-                Listing::Watched(fut) => block_until(fut, deadline).map(|(children, watcher)| {
+                Listing::Watched(fut) => self.wait(fut, deadline).map(|(children, watcher)| {
                     forward_watch(path, watcher, tx.clone());
                     children
                 }),
-                Listing::Plain(fut) => block_until(fut, deadline),
+                Listing::Plain(fut) => self.wait(fut, deadline),
             })
             .collect()
     }
 
     /// Lists the children of many nodes with all requests in flight at once.
     pub fn children_many(&self, paths: &[String]) -> Vec<Result<Vec<String>, ZkError>> {
-        let deadline = self.deadline();
-        let pending: Vec<_> = paths.iter().map(|p| self.client.list_children(p)).collect();
+        let (client, deadline) = match self.client() {
+            Ok(found) => found,
+            Err(err) => return all_failed(paths.len(), &err),
+        };
+        let pending: Vec<_> = paths.iter().map(|p| client.list_children(p)).collect();
         pending
             .into_iter()
-            .map(|fut| block_until(fut, deadline))
+            .map(|fut| self.wait(fut, deadline))
             .collect()
     }
 
     /// Creates a persistent node. `NodeExists` if it is there already.
     pub fn create(&self, path: &str, data: &[u8]) -> Result<(), ZkError> {
+        check_size(path.len() + data.len())?;
         let options = CreateMode::Persistent.with_acls(self.acls);
-        block_until(self.client.create(path, data, &options), self.deadline()).map(drop)
+        let (client, deadline) = self.client()?;
+        self.wait(client.create(path, data, &options), deadline)
+            .map(drop)
     }
 
     /// Creates a persistent node unless it exists (an idempotent `mkdir`).
@@ -391,7 +442,8 @@ impl Zk {
     /// credentials: for nodes shared with other namespaces.
     pub fn ensure_open(&self, path: &str) -> Result<(), ZkError> {
         let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
-        match block_until(self.client.create(path, b"", &options), self.deadline()) {
+        let (client, deadline) = self.client()?;
+        match self.wait(client.create(path, b"", &options), deadline) {
             Ok(_) | Err(ZkError::NodeExists) => Ok(()),
             Err(err) => Err(err),
         }
@@ -401,22 +453,28 @@ impl Zk {
     /// `data`, all in flight at once; returns each new node's name, in order.
     ///
     /// Notable errors: `ConnectionLoss`/`Timeout` leave a create's outcome
-    /// unknown: the node may exist, so find it by content before retrying.
+    /// unknown: the node may exist, so find it by content before retrying;
+    /// `TooLarge` (not sent) for an item over [`MAX_REQUEST_BYTES`].
     pub fn create_sequential_many(
         &self,
         prefix: &str,
         data: &[Vec<u8>],
     ) -> Vec<Result<String, ZkError>> {
-        let deadline = self.deadline();
         let options = CreateMode::PersistentSequential.with_acls(self.acls);
-        let created: Vec<_> = data
+        let (client, deadline) = match self.client() {
+            Ok(found) => found,
+            Err(err) => return all_failed(data.len(), &err),
+        };
+        let pending: Vec<_> = data
             .iter()
-            .map(|d| self.client.create(prefix, d, &options))
+            .map(|d| {
+                check_size(prefix.len() + d.len()).map(|()| client.create(prefix, d, &options))
+            })
             .collect();
-        created
+        pending
             .into_iter()
             .map(|fut| {
-                block_until(fut, deadline).map(|(_, sequence)| {
+                self.wait(fut?, deadline).map(|(_, sequence)| {
                     let full = format!("{prefix}{sequence}");
                     full.rsplit('/').next().unwrap_or(&full).to_string()
                 })
@@ -428,46 +486,93 @@ impl Zk {
     ///
     /// Notable errors: `TxnFailed { index, cause }` names the first failing
     /// operation (nothing was applied); `ConnectionLoss`/`Timeout` leave the
-    /// outcome unknown.
+    /// outcome unknown; `TooLarge` when the request would pass
+    /// [`MAX_REQUEST_BYTES`] (nothing was sent).
     pub fn multi(&self, ops: &[Op]) -> Result<(), ZkError> {
-        let deadline = self.deadline();
-        block_until_multi(self.start_multi(ops)?, deadline)
+        let (client, deadline) = self.client()?;
+        self.wait(start_multi(&client, ops, self.acls)?, deadline)
+            .map(drop)
     }
 
     /// Applies many independent transactions with all of them in flight at
     /// once (pipelined on the one socket). One result per transaction.
     pub fn multi_many(&self, txns: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {
-        let deadline = self.deadline();
-        let pending: Vec<_> = txns.iter().map(|ops| self.start_multi(ops)).collect();
+        let (client, deadline) = match self.client() {
+            Ok(found) => found,
+            Err(err) => return all_failed(txns.len(), &err),
+        };
+        let pending: Vec<_> = txns
+            .iter()
+            .map(|ops| start_multi(&client, ops, self.acls))
+            .collect();
         pending
             .into_iter()
-            .map(|fut| match fut {
-                Ok(fut) => block_until_multi(fut, deadline),
-                Err(err) => Err(err),
-            })
+            .map(|fut| self.wait(fut?, deadline).map(drop))
             .collect()
     }
 }
 
-impl Zk {
-    /// Sends a transaction now; the returned future yields its outcome.
-    fn start_multi(
-        &self,
-        ops: &[Op],
-    ) -> Result<
-        impl Future<
-            Output = Result<
-                Vec<zookeeper_client::MultiWriteResult>,
-                zookeeper_client::MultiWriteError,
-            >,
-        > + use<'_>,
-        ZkError,
-    > {
-        let mut writer = self.client.new_multi_writer();
-        for op in ops {
-            op.add_to(&mut writer, self.acls)?;
-        }
-        Ok(writer.commit())
+/// Sends a transaction now (unless it is too large to send); the returned
+/// future yields its outcome.
+fn start_multi<'a>(
+    client: &'a Client,
+    ops: &[Op],
+    acls: Acls<'static>,
+) -> Result<
+    impl Future<
+        Output = Result<Vec<zookeeper_client::MultiWriteResult>, zookeeper_client::MultiWriteError>,
+    > + use<'a>,
+    ZkError,
+> {
+    check_size(txn::request_bytes(ops))?;
+    let mut writer = client.new_multi_writer();
+    for op in ops {
+        op.add_to(&mut writer, acls)?;
+    }
+    Ok(writer.commit())
+}
+
+/// One copy of `err` for each of `n` calls that could not be sent.
+fn all_failed<T>(n: usize, err: &ZkError) -> Vec<Result<T, ZkError>> {
+    (0..n).map(|_| Err(err.clone())).collect()
+}
+
+/// The crate's connector for these options: session timeout, credentials,
+/// TLS, and no endless retrying inside one attempt.
+fn connector(opts: &ConnectOptions) -> Result<Connector, ZkError> {
+    let mut connector = Client::connector()
+        .with_session_timeout(opts.session_timeout)
+        .with_fail_eagerly();
+    if let Some(auth) = &opts.auth {
+        connector = connector.with_auth("digest", auth.as_bytes());
+    }
+    if let Some(tls) = &opts.tls {
+        connector = connector.with_tls(tls_options(tls)?);
+    }
+    Ok(connector)
+}
+
+/// The error a command reports when no server answered in its time.
+fn unreachable(opts: &ConnectOptions, err: &ZkError) -> ZkError {
+    let limit = opts.connect_timeout.unwrap_or_default();
+    let hint = if opts.tls.is_some() {
+        "; with TLS: is --tls-ca the CA that signed the server's certificate, and is that its secure port?"
+    } else {
+        ""
+    };
+    ZkError::Unreachable(format!(
+        "no ZooKeeper server answered at {} within {:.1} s (last error: {err}){hint}",
+        opts.hosts,
+        limit.as_secs_f64()
+    ))
+}
+
+/// `TooLarge` for a request of `bytes` over [`MAX_REQUEST_BYTES`].
+fn check_size(bytes: usize) -> Result<(), ZkError> {
+    if bytes > MAX_REQUEST_BYTES {
+        Err(ZkError::TooLarge { bytes })
+    } else {
+        Ok(())
     }
 }
 
@@ -506,16 +611,10 @@ where
     }
 }
 
-fn block_until_multi<T>(
-    fut: impl Future<Output = Result<T, zookeeper_client::MultiWriteError>>,
-    deadline: Instant,
-) -> Result<(), ZkError> {
-    block_until(fut, deadline).map(drop)
-}
-
-fn absent_as_none<T>(result: Result<T, ZkError>) -> Result<Option<T>, ZkError> {
+/// A read's data and stat as a [`Node`]: `None` when the node is not there.
+fn node(result: Result<(Vec<u8>, zookeeper_client::Stat), ZkError>) -> Result<Node, ZkError> {
     match result {
-        Ok(value) => Ok(Some(value)),
+        Ok((data, stat)) => Ok(Some((data, stat.into()))),
         Err(ZkError::NoNode) => Ok(None),
         Err(err) => Err(err),
     }

@@ -24,6 +24,26 @@ pub enum Op {
     Check { path: String, version: i32 },
 }
 
+/// A generous estimate of an operation's bytes in a request besides its
+/// path and data: headers, version, flags and one ACL.
+const OP_OVERHEAD: usize = 64;
+
+/// How many bytes `ops` take as one request, over-estimated a little: what
+/// is checked against the server's packet limit before sending.
+pub fn request_bytes(ops: &[Op]) -> usize {
+    ops.iter()
+        .map(|op| {
+            let data = match op {
+                Op::Create { data, .. }
+                | Op::CreateEphemeral { data, .. }
+                | Op::SetData { data, .. } => data.len(),
+                Op::Delete { .. } | Op::Check { .. } => 0,
+            };
+            op.path().len() + data + OP_OVERHEAD
+        })
+        .sum()
+}
+
 impl Op {
     /// The path this operation touches.
     pub fn path(&self) -> &str {
@@ -57,5 +77,25 @@ impl Op {
             Op::Check { path, version } => writer.add_check_version(path, *version),
         };
         added.map_err(ZkError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_paths_data_and_overhead() {
+        let ops = [
+            Op::Check {
+                path: "/e".into(),
+                version: 1,
+            },
+            Op::Create {
+                path: "/abc".into(),
+                data: vec![0; 100],
+            },
+        ];
+        assert_eq!(request_bytes(&ops), 2 + 4 + 100 + 2 * OP_OVERHEAD);
     }
 }

@@ -1,0 +1,490 @@
+//! The active master as a state machine, in the manner of raft-rs: the
+//! shell (`lead.rs`) feeds it what it read and what became of its writes,
+//! with the current time; it answers what to read next and which
+//! transactions to send. It keeps every piece of bookkeeping (the queue's
+//! cached head, which folders changed, which watches are armed, when each
+//! claim vanished, how long each assignment has waited, light or full
+//! round) and makes every decision; the shell does only I/O.
+//!
+//! A round goes:
+//! 1. [`Core::begin`]: full or light. A full round first reads the roots:
+//!    whether /master is still ours, the live workers and their records,
+//!    the assignment folders ([`Core::roots`]).
+//! 2. [`Core::listing`]: the folders to list (a full round: all; a light
+//!    one: only the live workers' folders that may have changed), with
+//!    /tasks when the queue's cached head must be refreshed.
+//! 3. [`Core::listed`]: what that found; answers which assignments to read
+//!    in detail and whether to list /running (full rounds), and the head
+//!    of the queue to read (as many as the workers have room for).
+//! 4. [`Core::decide`]: those reads, and the time; answers the actions
+//!    (see `plan.rs`), each one fenced transaction.
+//! 5. [`Core::applied`]: what became of them; answers the clean-ups, or
+//!    that this master was deposed.
+//!
+//! The grace rule lives here: a claim that vanished counts as live until
+//! its worker's rerun grace has passed (the grace its worker published,
+//! else this master's own default), so a worker cut off from ZooKeeper has
+//! killed its job before the master runs it again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::plan::{self, Action, Assigned, AssignedDetail, Pending, Snapshot};
+use crate::layout::Layout;
+use crate::model::{self, WorkerInfo};
+use crate::zk::{Node, Op, ZkError};
+
+/// This master's epoch is stale: another master was elected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deposed;
+
+/// What to list in step 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Workers whose assignment folder to list, each with whether to arm
+    /// a child watch on it.
+    pub dirs: Vec<(String, bool)>,
+    /// List /tasks too, arming a watch if `Some(true)`.
+    pub tasks: Option<bool>,
+}
+
+/// What to read in step 3.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Details {
+    /// Assignments (worker, task) to read with their versions.
+    pub assignments: Vec<(String, String)>,
+    /// List /running.
+    pub running: bool,
+    /// Pending tasks to read, oldest first.
+    pub heads: Vec<String>,
+}
+
+/// The reads of step 3, in the order [`Details`] asked for them.
+#[derive(Debug, Default)]
+pub struct DetailsRead {
+    /// Each asked assignment's data and stat, `None` if gone.
+    pub assignments: Vec<Node>,
+    /// The names under /running, if asked.
+    pub running: Option<BTreeSet<String>>,
+    /// Each asked pending task's data and stat, `None` if gone.
+    pub heads: Vec<Node>,
+}
+
+/// The active master's state between and within rounds.
+pub struct Core {
+    layout: Layout,
+    epoch: i32,
+    tick: Duration,
+    /// The rerun grace of workers that never published one.
+    default_grace: Duration,
+    /// Paths whose one-shot watch is armed and has not fired yet.
+    armed: HashSet<String>,
+    /// Each live worker's assignment names as last listed. Valid while the
+    /// folder's watch is armed (nothing changed since) and the master wrote
+    /// nothing there since: a light round lists only the other folders, so
+    /// its work follows what changed, not the number of workers.
+    folders: BTreeMap<String, Vec<String>>,
+    /// The next round must re-read and repair everything.
+    full: bool,
+    /// When the next full round is due at the latest.
+    next_full: Instant,
+    /// Live workers and their threads, as of the last full round.
+    workers: BTreeMap<String, usize>,
+    /// Each worker's rerun grace, kept after it is gone (that is when it
+    /// is needed).
+    graces: HashMap<String, Duration>,
+    /// Names under /tasks as of the last listing, oldest first, less the
+    /// ones assigned since. New tasks always sort after these (sequence
+    /// numbers only grow), so /tasks is listed again only when this runs
+    /// dry or a full round comes: work per event does not grow with the
+    /// backlog.
+    queue: BTreeSet<String>,
+    /// /tasks changed since it was last listed.
+    tasks_changed: bool,
+    /// When each claimed assignment was first seen without its claim.
+    lost_since: HashMap<String, Instant>,
+    /// When each unclaimed assignment was first seen unclaimed.
+    waiting_since: HashMap<String, Instant>,
+    /// The round in progress.
+    round: Round,
+}
+
+/// What a round has learnt so far.
+#[derive(Debug, Default)]
+struct Round {
+    full: bool,
+    /// Every assignment folder's names (full: all; light: live workers').
+    listed: Vec<(String, Vec<String>)>,
+    details: Details,
+}
+
+impl Core {
+    /// A newly elected master's state: its first round is full.
+    pub fn new(
+        layout: Layout,
+        epoch: i32,
+        tick: Duration,
+        default_grace: Duration,
+        now: Instant,
+    ) -> Self {
+        Core {
+            layout,
+            epoch,
+            tick,
+            default_grace,
+            armed: HashSet::new(),
+            folders: BTreeMap::new(),
+            full: true,
+            next_full: now,
+            workers: BTreeMap::new(),
+            graces: HashMap::new(),
+            queue: BTreeSet::new(),
+            tasks_changed: true,
+            lost_since: HashMap::new(),
+            waiting_since: HashMap::new(),
+            round: Round::default(),
+        }
+    }
+
+    /// The namespace.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// A watch fired: look again at what it watched.
+    pub fn watch_fired(&mut self, path: &str) {
+        self.armed.remove(path);
+        if path == self.layout.tasks() {
+            self.tasks_changed = true;
+        } else if path == self.layout.workers() {
+            self.full = true;
+        }
+    }
+
+    /// The session changed (a reconnect, say): re-read everything.
+    pub fn session_changed(&mut self) {
+        self.full = true;
+    }
+
+    /// A read failed: the next round re-reads everything.
+    pub fn read_failed(&mut self) {
+        self.full = true;
+    }
+
+    /// When the loop must run a round even if nothing happens.
+    pub fn next_wake(&self) -> Instant {
+        self.next_full
+    }
+
+    /// Step 1: starts a round at `now`. `Some(watch /workers?)` for a full
+    /// round, whose roots the shell reads next; `None` for a light one.
+    pub fn begin(&mut self, now: Instant) -> Option<bool> {
+        let full = std::mem::take(&mut self.full) || now >= self.next_full;
+        if full {
+            self.next_full = now + self.tick;
+        }
+        self.round = Round {
+            full,
+            ..Round::default()
+        };
+        full.then(|| !self.armed.contains(&self.layout.workers()))
+    }
+
+    /// Step 1 of a full round: whether /master is still ours, the live
+    /// workers with their records (as listed and read; `watched`: the
+    /// listing armed a watch), and the folders under /assign.
+    pub fn roots(
+        &mut self,
+        still_master: bool,
+        workers: Vec<(String, Node)>,
+        watched: bool,
+        assign_dirs: Vec<String>,
+    ) -> Result<(), Deposed> {
+        if !still_master {
+            return Err(Deposed);
+        }
+        if watched {
+            self.armed.insert(self.layout.workers());
+        }
+        self.workers.clear();
+        for (worker, node) in workers {
+            let Some((data, _)) = node else { continue };
+            let info = model::decode::<WorkerInfo>(&data).ok();
+            let threads = info.as_ref().map_or(1, |i| i.threads.max(1));
+            if let Some(grace) = info.and_then(|i| i.rerun_grace_ms) {
+                self.graces
+                    .insert(worker.clone(), Duration::from_millis(grace));
+            }
+            self.workers.insert(worker, threads);
+        }
+        let dirs: BTreeSet<&String> = assign_dirs.iter().collect();
+        self.graces
+            .retain(|w, _| dirs.contains(w) || self.workers.contains_key(w));
+        self.folders.clear();
+        self.round.listed = assign_dirs.into_iter().map(|w| (w, Vec::new())).collect();
+        Ok(())
+    }
+
+    /// Step 2: the folders to list, and whether to list /tasks.
+    pub fn listing(&self) -> Listing {
+        let dirs: Vec<String> = if self.round.full {
+            self.round.listed.iter().map(|(w, _)| w.clone()).collect()
+        } else {
+            self.workers
+                .keys()
+                .filter(|w| !self.folder_unchanged(w))
+                .cloned()
+                .collect()
+        };
+        let refresh = self.round.full || (self.tasks_changed && self.queue.is_empty());
+        Listing {
+            dirs: dirs
+                .into_iter()
+                .map(|w| {
+                    let watch = self.workers.contains_key(&w)
+                        && !self.armed.contains(&self.layout.assign_dir(&w));
+                    (w, watch)
+                })
+                .collect(),
+            tasks: refresh.then(|| !self.armed.contains(&self.layout.tasks())),
+        }
+    }
+
+    /// Step 3: what `listing` found (`None` for a folder that is gone, and
+    /// /tasks' names if it was listed); answers what to read in detail.
+    pub fn listed(
+        &mut self,
+        listing: &Listing,
+        dirs: Vec<Option<Vec<String>>>,
+        tasks: Option<Vec<String>>,
+    ) -> Details {
+        if let Some(names) = tasks {
+            if listing.tasks == Some(true) {
+                self.armed.insert(self.layout.tasks());
+            }
+            self.tasks_changed = false;
+            self.queue = names.into_iter().collect();
+        }
+        let mut listed = Vec::new();
+        for ((worker, watch), names) in listing.dirs.iter().zip(dirs) {
+            let Some(names) = names else { continue };
+            if *watch {
+                self.armed.insert(self.layout.assign_dir(worker));
+            }
+            if self.workers.contains_key(worker) {
+                self.folders.insert(worker.clone(), names.clone());
+            }
+            listed.push((worker.clone(), names));
+        }
+        if !self.round.full {
+            // Every live worker's folder: as listed now, or as last listed.
+            listed = self
+                .workers
+                .keys()
+                .filter_map(|w| self.folders.get(w).map(|names| (w.clone(), names.clone())))
+                .collect();
+        }
+        let held: BTreeMap<String, usize> = listed
+            .iter()
+            .map(|(w, names)| (w.clone(), names.len()))
+            .collect();
+        let full = self.round.full;
+        let details = Details {
+            assignments: if full {
+                listed
+                    .iter()
+                    .flat_map(|(w, names)| names.iter().map(|t| (w.clone(), t.clone())))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            running: full,
+            heads: self
+                .queue
+                .iter()
+                .take(plan::room(&self.workers, &held))
+                .cloned()
+                .collect(),
+        };
+        self.round.listed = listed;
+        self.round.details = details.clone();
+        details
+    }
+
+    /// Step 4: the details read, at `now` (`now_ms` stamps results);
+    /// answers the round's actions. `pick(n)` breaks ties below `n`.
+    pub fn decide(
+        &mut self,
+        read: DetailsRead,
+        now: Instant,
+        now_ms: u64,
+        pick: &mut dyn FnMut(usize) -> usize,
+    ) -> Vec<Action> {
+        let round = std::mem::take(&mut self.round);
+        let mut details = round.details.assignments.iter().zip(read.assignments);
+        let mut assign_dirs: BTreeMap<String, Vec<Assigned>> = BTreeMap::new();
+        for (worker, names) in round.listed {
+            let mut assigned = Vec::new();
+            for name in names {
+                let detail = if round.full {
+                    match details.next() {
+                        Some((_, Some((data, stat)))) => Some(AssignedDetail {
+                            version: stat.version,
+                            task: model::decode_task(&data),
+                        }),
+                        // Gone since the listing: nothing to do about it.
+                        _ => continue,
+                    }
+                } else {
+                    None
+                };
+                assigned.push(Assigned { name, detail });
+            }
+            assign_dirs.insert(worker, assigned);
+        }
+        let running = read
+            .running
+            .map(|claims| self.live_claims(claims, &assign_dirs, now));
+        if running.is_some() {
+            self.note_waiting(&assign_dirs, now);
+        }
+        let pending = self.pending(round.details.heads, read.heads);
+        let snap = Snapshot {
+            live_workers: self.workers.clone(),
+            pending,
+            assign_dirs,
+            running,
+            waiting: self
+                .waiting_since
+                .iter()
+                .map(|(t, since)| (t.clone(), now.saturating_duration_since(*since)))
+                .collect(),
+            tick: self.tick,
+            now_ms,
+        };
+        plan::plan(&snap, pick)
+    }
+
+    /// The head tasks as read; whatever happens to them, they leave the
+    /// cached queue: one still in /tasks after a failed write is found
+    /// again by the next listing.
+    fn pending(&mut self, heads: Vec<String>, nodes: Vec<Node>) -> Vec<Pending> {
+        let mut pending = Vec::new();
+        for (name, node) in heads.into_iter().zip(nodes) {
+            self.queue.remove(&name);
+            if let Some((data, stat)) = node {
+                pending.push(Pending {
+                    name,
+                    version: stat.version,
+                    task: model::decode_task(&data),
+                });
+            }
+        }
+        pending
+    }
+
+    /// The grace rule: the claims under /running, plus every claim that
+    /// vanished less than its worker's rerun grace ago. A worker cut off
+    /// from ZooKeeper learns that its session is gone only some time after
+    /// the server dropped it, and kills its jobs then; waiting that long
+    /// before a re-run keeps the two runs apart.
+    fn live_claims(
+        &mut self,
+        mut claims: BTreeSet<String>,
+        assign_dirs: &BTreeMap<String, Vec<Assigned>>,
+        now: Instant,
+    ) -> BTreeSet<String> {
+        let lost: HashMap<&String, &String> = assign_dirs
+            .iter()
+            .flat_map(|(w, assigned)| assigned.iter().map(move |a| (w, a)))
+            .filter(|(_, a)| {
+                a.detail.as_ref().is_some_and(|d| d.version > 0) && !claims.contains(&a.name)
+            })
+            .map(|(w, a)| (&a.name, w))
+            .collect();
+        self.lost_since.retain(|name, _| lost.contains_key(name));
+        for (name, worker) in lost {
+            let since = *self.lost_since.entry(name.clone()).or_insert(now);
+            let grace = self
+                .graces
+                .get(worker)
+                .copied()
+                .unwrap_or(self.default_grace);
+            if now < since + grace {
+                claims.insert(name.clone());
+            }
+        }
+        claims
+    }
+
+    /// Remembers since when each unclaimed assignment of a live worker has
+    /// waited, forgetting the others.
+    fn note_waiting(&mut self, assign_dirs: &BTreeMap<String, Vec<Assigned>>, now: Instant) {
+        let unclaimed: HashSet<&String> = assign_dirs
+            .iter()
+            .filter(|(w, _)| self.workers.contains_key(*w))
+            .flat_map(|(_, assigned)| assigned)
+            .filter(|a| a.detail.as_ref().is_some_and(|d| d.version == 0))
+            .map(|a| &a.name)
+            .collect();
+        self.waiting_since
+            .retain(|name, _| unclaimed.contains(name));
+        for name in unclaimed {
+            self.waiting_since.entry(name.clone()).or_insert(now);
+        }
+    }
+
+    /// The transactions for `actions`, each fenced by the epoch.
+    pub fn transactions(&self, actions: &[Action]) -> Vec<Vec<Op>> {
+        actions
+            .iter()
+            .map(|a| plan::ops(a, &self.layout, self.epoch))
+            .collect()
+    }
+
+    /// Step 5: what became of the actions' transactions; answers the
+    /// clean-ups to send, or that this master is deposed.
+    pub fn applied(
+        &mut self,
+        actions: &[Action],
+        results: &[Result<(), ZkError>],
+    ) -> Result<Vec<Vec<Op>>, Deposed> {
+        let mut cleanups = Vec::new();
+        for (action, result) in actions.iter().zip(results) {
+            // Our own write changes the folders: list them again next round.
+            for folder in action.folders() {
+                self.folders.remove(folder);
+            }
+            match result {
+                Ok(()) => {}
+                Err(err) if fenced_out(err) => return Err(Deposed),
+                Err(err) if err.is_txn_failure(1, &ZkError::NodeExists) => {
+                    // The task already has its one result: only clean up.
+                    cleanups.extend(plan::cleanup_ops(action, &self.layout, self.epoch));
+                    self.full = true;
+                }
+                Err(_) => self.full = true,
+            }
+        }
+        Ok(cleanups)
+    }
+
+    /// What became of the clean-ups.
+    pub fn cleaned(&mut self, results: &[Result<(), ZkError>]) -> Result<(), Deposed> {
+        if results.iter().any(|r| r.as_ref().is_err_and(fenced_out)) {
+            return Err(Deposed);
+        }
+        Ok(())
+    }
+
+    /// Whether `worker`'s folder is known not to have changed since it was
+    /// last listed.
+    fn folder_unchanged(&self, worker: &str) -> bool {
+        self.folders.contains_key(worker) && self.armed.contains(&self.layout.assign_dir(worker))
+    }
+}
+
+/// True when the epoch check (operation 0) failed: another master won.
+pub fn fenced_out(err: &ZkError) -> bool {
+    err.is_txn_failure(0, &ZkError::BadVersion) || err.is_txn_failure(0, &ZkError::NoNode)
+}

@@ -1,0 +1,237 @@
+//! The active master's I/O shell around [`Core`]: it waits for watches,
+//! session changes and the tick, runs each round's reads and writes as the
+//! core asks, applies the retention policy on a slow timer, and steps down
+//! when the core says it was deposed or the session is lost.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+
+use super::core::{Core, Deposed, DetailsRead, fenced_out};
+use super::plan::{Action, Origin};
+use super::{MasterConfig, Msg};
+use crate::model;
+use crate::retention;
+use crate::session::{self, Next};
+use crate::zk::{Node, Zk, ZkError};
+
+/// How often the active master applies the retention policy.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// Leads under `epoch` until the session or the lead is lost, or a stop.
+pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Next {
+    let default_grace = session::rerun_grace(zk.session_timeout());
+    let mut core = Core::new(
+        cfg.layout.clone(),
+        epoch,
+        cfg.tick,
+        default_grace,
+        Instant::now(),
+    );
+    let mut next_retention = Instant::now();
+    let mut rng = rand::rng();
+    loop {
+        if zk.is_lost() {
+            warn!("master {}: session lost; stepping down", cfg.id);
+            return Next::Restart;
+        }
+        if zk.is_connected() && Instant::now() >= next_retention {
+            next_retention = Instant::now() + RETENTION_EVERY;
+            match retention::purge(zk, &cfg.layout, cfg.retention, Some(epoch)) {
+                Err(err) if fenced_out(&err) => return Next::Restart,
+                Err(err) => warn!("master {}: retention not applied: {err}", cfg.id),
+                Ok(_) => {}
+            }
+        }
+        if zk.is_connected() {
+            let mut pick = |n| rand::RngExt::random_range(&mut rng, 0..n);
+            if round(&mut core, zk, tx, &mut pick).is_err() {
+                warn!(
+                    "master {}: deposed (epoch {epoch} is stale); stepping down",
+                    cfg.id
+                );
+                return Next::Restart;
+            }
+        }
+        // Wait for something to happen, then take every message queued.
+        let first = match rx.recv_deadline(core.next_wake()) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Next::Stop,
+        };
+        for msg in first.into_iter().chain(rx.try_iter()) {
+            match msg {
+                Msg::Shutdown => return Next::Stop,
+                Msg::Watch(event) => core.watch_fired(&event.path),
+                Msg::Session(_) => core.session_changed(),
+            }
+        }
+    }
+}
+
+/// One round: the reads the core asks for, then its writes. A failed read
+/// only makes the next round full.
+fn round(
+    core: &mut Core,
+    zk: &Zk,
+    tx: &Sender<Msg>,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Result<(), Deposed> {
+    let read = match read(core, zk, tx) {
+        Ok(read) => read,
+        Err(Failed::Deposed) => return Err(Deposed),
+        Err(Failed::Zk(err)) => {
+            debug!("master: read failed ({err}); retrying");
+            core.read_failed();
+            return Ok(());
+        }
+    };
+    let actions = core.decide(read, Instant::now(), model::now_ms(), pick);
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let results = zk.multi_many(&core.transactions(&actions));
+    for (action, result) in actions.iter().zip(&results) {
+        match result {
+            Ok(()) => log_applied(action),
+            Err(err) => debug!("master: {action:?} not applied: {err}"),
+        }
+    }
+    let cleanups = core.applied(&actions, &results)?;
+    if cleanups.is_empty() {
+        return Ok(());
+    }
+    core.cleaned(&zk.multi_many(&cleanups))
+}
+
+/// Why a round's reads stopped.
+enum Failed {
+    Deposed,
+    Zk(ZkError),
+}
+
+impl From<ZkError> for Failed {
+    fn from(err: ZkError) -> Self {
+        Failed::Zk(err)
+    }
+}
+
+impl From<Deposed> for Failed {
+    fn from(_: Deposed) -> Self {
+        Failed::Deposed
+    }
+}
+
+/// Steps 1 to 3 of a round: the roots (full rounds), the folders, the
+/// details.
+fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Failed> {
+    let layout = core.layout().clone();
+    if let Some(watch_workers) = core.begin(Instant::now()) {
+        let master = zk.exists(&layout.master())?;
+        let still_master = master.is_some_and(|s| s.ephemeral_owner == zk.session_id());
+        let workers = if watch_workers {
+            zk.children_watch(&layout.workers(), tx)?
+        } else {
+            zk.children(&layout.workers())?
+        };
+        let paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
+        let nodes = zk
+            .get_many(&paths)
+            .into_iter()
+            .collect::<Result<Vec<Node>, _>>()?;
+        let assign = zk.children(&layout.assign())?;
+        core.roots(
+            still_master,
+            workers.into_iter().zip(nodes).collect(),
+            watch_workers,
+            assign,
+        )?;
+    }
+    let listing = core.listing();
+    let mut requests: Vec<(String, bool)> = listing
+        .dirs
+        .iter()
+        .map(|(w, watch)| (layout.assign_dir(w), *watch))
+        .collect();
+    if let Some(watch) = listing.tasks {
+        requests.push((layout.tasks(), watch));
+    }
+    let mut results = zk.children_many_watch(&requests, tx);
+    let tasks = match listing.tasks {
+        Some(_) => Some(results.pop().unwrap_or(Err(ZkError::NoNode))?),
+        None => None,
+    };
+    let dirs = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(names) => Ok(Some(names)),
+            Err(ZkError::NoNode) => Ok(None),
+            Err(err) => Err(err),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let details = core.listed(&listing, dirs, tasks);
+    let paths: Vec<String> = details
+        .assignments
+        .iter()
+        .map(|(w, t)| layout.assignment(w, t))
+        .collect();
+    let assignments = zk
+        .get_many(&paths)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    // Claims are read after the assignments: a claim made in between is
+    // then seen, so a running task is never taken for an interrupted one.
+    let running = if details.running {
+        Some(
+            zk.children(&layout.running())?
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+        )
+    } else {
+        None
+    };
+    let paths: Vec<String> = details.heads.iter().map(|t| layout.task(t)).collect();
+    let heads = zk
+        .get_many(&paths)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    for (name, node) in details.heads.iter().zip(&heads) {
+        if let Some((data, _)) = node
+            && let Err(why) = model::decode_task(data)
+        {
+            warn!("master: task {name} is malformed: {why}");
+        }
+    }
+    Ok(DetailsRead {
+        assignments,
+        running,
+        heads,
+    })
+}
+
+fn log_applied(action: &Action) {
+    match action {
+        Action::Assign { task, worker, .. } => debug!("master: assigned {task} to {worker}"),
+        Action::Requeue { task, worker, .. } => info!("master: requeued {task} from {worker}"),
+        Action::Move { task, from, to, .. } => {
+            info!("master: moved {task} from busy {from} to {to}, which has a free thread")
+        }
+        Action::Fail {
+            task, result, from, ..
+        } => {
+            let at = match from {
+                Origin::Pending => String::new(),
+                Origin::Assigned(worker) => format!(" (worker {worker})"),
+            };
+            match &result.reason {
+                Some(reason) => warn!("master: failed {task}{at}: {reason}"),
+                None => warn!("master: failed {task}{at}"),
+            }
+        }
+        Action::RemoveAssignDir { worker } => {
+            info!("master: removed the assignments folder of gone worker {worker}")
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The worker's decisions as plain functions over plain data, time passed
+//! in, so each rule is unit-tested without a server: what to do with an
+//! assignment it lists, who holds its id when registering fails, when a
+//! worker cut off from ZooKeeper gives its jobs up, and when a worker whose
+//! jobs cannot start stops taking work.
+
+use std::time::{Duration, Instant};
+
+use crate::layout::is_task_name;
+use crate::model::{Task, WorkerInfo};
+
+/// What to do with an assignment the worker has not seen before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnListed {
+    /// Hand it to the thread pool: a job thread claims and runs it.
+    Run(Task),
+    /// Claimed already, by an earlier session of this worker (its run was
+    /// interrupted): the master repairs it; look again after a tick.
+    SetAside,
+    /// Store a failed result "malformed task" for it, with this reason.
+    FailMalformed(String),
+}
+
+/// Decides about an assignment from its name, decoded data and version.
+pub fn on_listed(name: &str, task: Result<Task, String>, version: i32) -> OnListed {
+    match task {
+        Err(why) => OnListed::FailMalformed(why),
+        Ok(_) if !is_task_name(name) => OnListed::FailMalformed("not a task name".into()),
+        Ok(_) if version > 0 => OnListed::SetAside,
+        Ok(task) => OnListed::Run(task),
+    }
+}
+
+/// Who holds `/workers/<id>` when registering found it taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// This very session (an earlier try whose reply was lost).
+    Us,
+    /// Nobody any more: try again now.
+    Nobody,
+    /// A session of this process that ended (its node lingers until the
+    /// server expires it): wait.
+    OurPrevious,
+    /// A worker of this id on this host whose process is gone (killed and
+    /// restarted, as a service manager does): wait for its session to expire.
+    OurGhost,
+    /// Another live worker: the id is taken.
+    Another,
+}
+
+/// What registering knows about the node in the way.
+#[derive(Debug, Clone, Copy)]
+pub struct InTheWay<'a> {
+    /// The session that owns the node, if it is still there.
+    pub owner: Option<i64>,
+    /// The node's data, if it decoded.
+    pub info: Option<&'a WorkerInfo>,
+}
+
+/// What this process knows about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Me<'a> {
+    /// The session registering now.
+    pub session: i64,
+    /// The session this process registered with before, if any.
+    pub previous: Option<i64>,
+    /// This host's name.
+    pub host: &'a str,
+    /// This process's id.
+    pub pid: u32,
+}
+
+/// Tells who holds the id; `worker_alive(pid)` says whether a worker
+/// process of that pid runs on this host.
+pub fn holder(way: InTheWay, me: Me, worker_alive: impl Fn(u32) -> bool) -> Holder {
+    match way.owner {
+        None => Holder::Nobody,
+        Some(owner) if owner == me.session => Holder::Us,
+        Some(owner) if Some(owner) == me.previous => Holder::OurPrevious,
+        Some(_) => match way.info {
+            Some(info) if info.host == me.host && info.pid != me.pid && !worker_alive(info.pid) => {
+                Holder::OurGhost
+            }
+            _ => Holder::Another,
+        },
+    }
+}
+
+/// The first failed job starts after this pause; each further pause doubles,
+/// up to [`PAUSE_CAP`].
+pub const FIRST_PAUSE: Duration = Duration::from_secs(30);
+
+/// The longest pause of a worker whose jobs cannot start.
+pub const PAUSE_CAP: Duration = Duration::from_secs(600);
+
+/// This many jobs in a row that could not start pause the worker.
+pub const FAILED_STARTS: u32 = 3;
+
+/// Whether the worker's jobs start: a worker whose every recent job could
+/// not start (its shell gone, no processes left, no memory) stops taking
+/// work for a while, so the queue goes to workers that can run it, then
+/// tries again.
+#[derive(Debug, Clone, Default)]
+pub struct StartHealth {
+    failed_in_a_row: u32,
+    pauses: u32,
+}
+
+impl StartHealth {
+    /// Records one job's start; returns how long to pause, if it is time to.
+    pub fn record(&mut self, could_not_start: bool) -> Option<Duration> {
+        if !could_not_start {
+            *self = StartHealth::default();
+            return None;
+        }
+        self.failed_in_a_row += 1;
+        if self.failed_in_a_row < FAILED_STARTS {
+            return None;
+        }
+        self.failed_in_a_row = 0;
+        let pause = FIRST_PAUSE.saturating_mul(1 << self.pauses.min(10));
+        self.pauses += 1;
+        Some(pause.min(PAUSE_CAP))
+    }
+}
+
+/// True when a worker cut off from ZooKeeper since `since` must give its
+/// jobs up at `now`: its session may be expired by then and the master
+/// may soon run them elsewhere.
+pub fn hold_is_over(since: Option<Instant>, hold: Duration, now: Instant) -> bool {
+    since.is_some_and(|since| now >= since + hold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            job: "true".into(),
+            submitted_ms: 1,
+            timeout_ms: None,
+            retries: 2,
+            attempts: 0,
+            token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn runs_only_unclaimed_well_formed_tasks() {
+        let name = "task-0000000001";
+        assert_eq!(on_listed(name, Ok(task()), 0), OnListed::Run(task()));
+        assert_eq!(on_listed(name, Ok(task()), 1), OnListed::SetAside);
+        assert!(matches!(
+            on_listed(name, Err("bad".into()), 0),
+            OnListed::FailMalformed(_)
+        ));
+        assert!(matches!(
+            on_listed("junk", Ok(task()), 0),
+            OnListed::FailMalformed(_)
+        ));
+    }
+
+    fn info(host: &str, pid: u32) -> WorkerInfo {
+        WorkerInfo {
+            host: host.into(),
+            pid,
+            threads: 1,
+            started_ms: 0,
+            session_timeout_ms: None,
+            rerun_grace_ms: None,
+        }
+    }
+
+    #[test]
+    fn tells_a_restarted_workers_ghost_from_another_worker() {
+        let me = Me {
+            session: 7,
+            previous: Some(5),
+            host: "h1",
+            pid: 100,
+        };
+        let way = |owner, info| InTheWay { owner, info };
+        let dead = |_| false;
+        let alive = |_| true;
+        assert_eq!(holder(way(None, None), me, dead), Holder::Nobody);
+        assert_eq!(holder(way(Some(7), None), me, dead), Holder::Us);
+        assert_eq!(holder(way(Some(5), None), me, dead), Holder::OurPrevious);
+        let here = info("h1", 90);
+        assert_eq!(
+            holder(way(Some(3), Some(&here)), me, dead),
+            Holder::OurGhost
+        );
+        assert_eq!(
+            holder(way(Some(3), Some(&here)), me, alive),
+            Holder::Another
+        );
+        let elsewhere = info("h2", 90);
+        assert_eq!(
+            holder(way(Some(3), Some(&elsewhere)), me, dead),
+            Holder::Another
+        );
+        assert_eq!(holder(way(Some(3), None), me, dead), Holder::Another);
+    }
+
+    #[test]
+    fn pauses_after_failed_starts_in_a_row_doubling_up_to_the_cap() {
+        let mut health = StartHealth::default();
+        assert_eq!(health.record(true), None);
+        assert_eq!(health.record(false), None);
+        let pauses: Vec<Option<Duration>> = (0..3 * 8).map(|_| health.record(true)).collect();
+        let taken: Vec<Duration> = pauses.iter().flatten().copied().collect();
+        assert_eq!(pauses.iter().filter(|p| p.is_some()).count(), 8);
+        assert_eq!(pauses[..3], [None, None, Some(FIRST_PAUSE)]);
+        assert_eq!(taken[1], FIRST_PAUSE * 2);
+        assert_eq!(*taken.last().unwrap(), PAUSE_CAP);
+        // One job that starts is enough to forget the failures.
+        assert_eq!(health.record(false), None);
+        assert_eq!(health.record(true), None);
+        assert_eq!(health.record(true), None);
+        assert_eq!(health.record(true), Some(FIRST_PAUSE));
+    }
+
+    #[test]
+    fn a_cut_off_worker_holds_its_jobs_until_the_hold_is_over() {
+        let t0 = Instant::now();
+        let hold = Duration::from_secs(12);
+        assert!(!hold_is_over(None, hold, t0 + hold * 10));
+        assert!(!hold_is_over(
+            Some(t0),
+            hold,
+            t0 + hold - Duration::from_millis(1)
+        ));
+        assert!(hold_is_over(Some(t0), hold, t0 + hold));
+    }
+}
