@@ -199,7 +199,8 @@ pub fn read_auth_file(path: &std::path::Path) -> Result<String, String> {
     parse_auth(line).map_err(|err| format!("--auth-file {}: {err}", path.display()))
 }
 
-/// An absolute znode path, not `/` itself, without empty, `.` or `..` parts.
+/// An absolute znode path, not `/` itself nor inside `/zookeeper`, each of
+/// whose segments passes [`check_znode_name`].
 pub fn parse_root(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
     if !s.starts_with('/') {
@@ -208,32 +209,61 @@ pub fn parse_root(s: &str) -> Result<String, String> {
     if trimmed.is_empty() {
         return Err("the root must not be '/' itself (example: /zkmw)".into());
     }
-    for part in trimmed[1..].split('/') {
-        if part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control) {
-            return Err(format!("'{s}' has an invalid path segment '{part}'"));
-        }
+    if trimmed == "/zookeeper" || trimmed.starts_with("/zookeeper/") {
+        return Err(format!(
+            "'{s}' is inside /zookeeper, the server's own tree (example: /zkmw)"
+        ));
     }
+    trimmed[1..]
+        .split('/')
+        .try_for_each(|part| check_znode_name("a segment", part))?;
     Ok(trimmed.to_string())
 }
 
-/// A worker or master id: a single znode name.
+/// A worker or master id: a single znode name, without whitespace.
 pub fn parse_id(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("the id is empty".into());
-    }
     if s.len() > MAX_ID_LEN {
         return Err(format!("the id is longer than {MAX_ID_LEN} bytes"));
     }
-    if s == "."
-        || s == ".."
-        || s.contains('/')
-        || s.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+    if s.contains(char::is_whitespace) {
+        return Err(format!("the id '{}' has whitespace", s.escape_debug()));
+    }
+    check_znode_name("the id", s)?;
+    Ok(s.to_string())
+}
+
+/// Checks one znode name (one segment of a path) by the rules of ZooKeeper's
+/// server (`PathUtils.validatePath`), so that a name it would refuse on
+/// every call is refused once, up front. `what` names the value in the
+/// message ("the id"); the message says which character is refused and at
+/// which byte of `name`.
+pub fn check_znode_name(what: &str, name: &str) -> Result<(), String> {
+    let shown = name.escape_debug();
+    if name.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if name == "." || name == ".." || name.contains('/') {
         return Err(format!(
-            "'{s}' is not a valid id: no '/', spaces or control characters, not '.' or '..'"
+            "{what} '{shown}' is not a znode name: no '/', not '.' or '..'"
         ));
     }
-    Ok(s.to_string())
+    match name.char_indices().find(|(_, c)| refused_by_zookeeper(*c)) {
+        Some((at, c)) => Err(format!(
+            "{what} '{shown}' has a character ZooKeeper refuses: U+{:04X} at byte {at}",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The characters ZooKeeper refuses in a path: U+0000-U+001F, U+007F-U+009F,
+/// U+D800-U+F8FF and U+FFF0-U+FFFF. Java strings are UTF-16, so every
+/// character beyond U+FFFF arrives as surrogates (U+D800-U+DFFF): refused.
+fn refused_by_zookeeper(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x0000..=0x001F | 0x007F..=0x009F | 0xD800..=0xF8FF | 0xFFF0..
+    )
 }
 
 /// A duration: a number with an optional unit ms, s, m, h or d (default s).
@@ -284,18 +314,85 @@ mod tests {
     fn validates_roots() {
         assert_eq!(parse_root("/zkmw/").unwrap(), "/zkmw");
         assert_eq!(parse_root("/a/b").unwrap(), "/a/b");
-        for bad in ["zkmw", "/", "", "/a//b", "/a/../b", "/a/."] {
+        assert_eq!(parse_root("/zookeeperx").unwrap(), "/zookeeperx");
+        assert_eq!(parse_root("/a b/é").unwrap(), "/a b/é");
+        for bad in ["zkmw", "/", "", "/a//b", "/a/../b", "/a/.", "/a/\u{1}"] {
             assert!(parse_root(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_roots_zookeeper_refuses_or_owns() {
+        let why = parse_root("/zkmw/a😀").unwrap_err();
+        assert_eq!(
+            why,
+            "a segment 'a😀' has a character ZooKeeper refuses: U+1F600 at byte 1"
+        );
+        for owned in ["/zookeeper", "/zookeeper/", "/zookeeper/quota/x"] {
+            let why = parse_root(owned).unwrap_err();
+            assert!(why.contains("inside /zookeeper"), "{owned}: {why}");
         }
     }
 
     #[test]
     fn validates_ids() {
         assert!(parse_id("w-1.example").is_ok());
+        assert!(parse_id("wörker-ß").is_ok());
         let long = "x".repeat(MAX_ID_LEN + 1);
-        for bad in ["", ".", "..", "a/b", "a b", long.as_str()] {
+        for bad in ["", ".", "..", "a/b", "a b", "a\u{2028}b", long.as_str()] {
             assert!(parse_id(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_id("w\u{e000}").unwrap_err(),
+            "the id 'w\\u{e000}' has a character ZooKeeper refuses: U+E000 at byte 1"
+        );
+    }
+
+    /// The first character of each range ZooKeeper refuses, the last one,
+    /// and the characters just outside.
+    #[test]
+    fn znode_names_follow_zookeepers_character_ranges() {
+        let refused = [
+            '\u{0}',
+            '\u{1}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{9f}',
+            '\u{e000}',
+            '\u{f8ff}',
+            '\u{fff0}',
+            '\u{ffff}',
+            '\u{10000}',
+            '\u{1f600}',
+            '\u{10ffff}',
+        ];
+        for c in refused {
+            let why = check_znode_name("the name", &format!("ab{c}")).unwrap_err();
+            let code = format!("U+{:04X} at byte 2", u32::from(c));
+            assert!(why.ends_with(&code), "{c:?}: {why}");
+        }
+        let accepted = [' ', '~', '\u{a0}', '\u{d7ff}', '\u{f900}', '\u{ffef}'];
+        for c in accepted {
+            assert_eq!(
+                check_znode_name("the name", &format!("a{c}")),
+                Ok(()),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn znode_names_are_one_segment() {
+        for (name, why) in [
+            ("", "the name is empty"),
+            (".", "the name '.' is not a znode name"),
+            ("..", "the name '..' is not a znode name"),
+            ("a/b", "the name 'a/b' is not a znode name"),
+        ] {
+            let said = check_znode_name("the name", name).unwrap_err();
+            assert!(said.starts_with(why), "{name:?}: {said}");
+        }
+        assert_eq!(check_znode_name("the name", "..."), Ok(()));
     }
 
     #[test]

@@ -54,6 +54,29 @@ fn largest_cli_job_len() -> usize {
     max_arg_len().min(128 * 1024 - 1)
 }
 
+/// A command that must be refused before any connection: run it, check it
+/// took less than [`AT_ONCE`].
+fn run_at_once(cmd: std::process::Command) -> Output {
+    let started = Instant::now();
+    let out = run_bounded(cmd, Duration::from_secs(15));
+    let took = started.elapsed();
+    assert!(took < AT_ONCE, "refused after {took:?}: {}", describe(&out));
+    out
+}
+
+/// How long a refusal that needs no ZooKeeper may take, on a loaded machine.
+const AT_ONCE: Duration = Duration::from_secs(5);
+
+/// Exactly one line on stderr, starting with `zkmw: `.
+fn assert_one_line(out: &Output) {
+    let err = stderr(out);
+    assert!(
+        err.lines().count() == 1 && err.starts_with("zkmw: "),
+        "not one line starting with `zkmw:`: {}",
+        describe(out)
+    );
+}
+
 #[test]
 fn empty_job_is_refused() {
     let ns = Namespace::new("bad-empty-job");
@@ -147,9 +170,9 @@ fn invalid_worker_ids_are_refused() {
     let long = "x".repeat(200);
     let cases: [(&str, &str); 5] = [
         ("", "the id is empty"),
-        ("a/b", "not a valid id"),
-        ("..", "not a valid id"),
-        ("has space", "not a valid id"),
+        ("a/b", "not a znode name"),
+        ("..", "not a znode name"),
+        ("has space", "has whitespace"),
         (&long, "longer than 128 bytes"),
     ];
     for (id, problem) in cases {
@@ -157,6 +180,42 @@ fn invalid_worker_ids_are_refused() {
         assert_refused(&out, &[problem]);
     }
     assert_no_workers(&ns);
+}
+
+/// Roots and ids with a character ZooKeeper refuses used to spin (a master
+/// logged 250 warnings a second, a submit retried for 10 s) or hang
+/// silently (a worker never registered): now each is refused at once,
+/// before anything is created.
+#[test]
+fn names_zookeeper_refuses_are_refused_at_once() {
+    let ns = Namespace::new("bad-znode-name");
+    let zk = common::zk();
+    let inside = format!("{}/a😀", ns.root);
+    let ffff = format!("{}/\u{ffff}", ns.root);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--root", "/😀", "master"], "U+1F600 at byte 0"),
+        (vec!["--root", &inside, "master"], "U+1F600 at byte 1"),
+        (
+            vec!["--root", &ns.root, "worker", "--id", "w\u{e000}"],
+            "U+E000 at byte 1",
+        ),
+        (
+            vec!["--root", "/\u{ffff}", "submit", "true"],
+            "U+FFFF at byte 0",
+        ),
+        (vec!["--root", &ffff, "submit", "true"], "U+FFFF at byte 0"),
+    ];
+    for (args, at) in cases {
+        let mut cmd = ns.raw_cmd();
+        cmd.args(["--zk", zk]).args(&args);
+        let out = run_at_once(cmd);
+        assert_refused(&out, &["has a character ZooKeeper refuses", at]);
+        assert_one_line(&out);
+        assert_eq!(stdout(&out), "", "{args:?}: nothing printed");
+    }
+    let session = ns.connect();
+    let root = session.exists(&ns.root).expect("reading the root");
+    assert_eq!(root, None, "{} was created", ns.root);
 }
 
 #[test]
@@ -269,6 +328,8 @@ fn every_error_is_one_line_starting_with_zkmw() {
             "submit",
             "true",
         ],
+        vec!["--zk", zk, "--root", "/a\u{1}", "status"],
+        vec!["--zk", zk, "--root", &ns.root, "worker", "--id", "a\nb"],
     ];
     let mut broken = Vec::new();
     for args in cases {
