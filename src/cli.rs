@@ -1,12 +1,21 @@
 //! The command line: clap definitions and the validation of every value, so
 //! bad input is refused with a one-line message before any connection.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, Args, Parser, Subcommand};
 
 /// Longest worker or master id accepted (it becomes a znode name).
 pub const MAX_ID_LEN: usize = 128;
+
+/// Shortest `--tick`: below it a role spends its time re-reading the namespace.
+const MIN_TICK: Duration = Duration::from_millis(100);
+
+/// The shortest session, connect, job and result timeouts.
+const SECOND: Duration = Duration::from_secs(1);
 
 /// zkmw runs shell jobs across machines, coordinated by ZooKeeper.
 #[derive(Debug, Parser)]
@@ -29,8 +38,9 @@ pub struct GlobalArgs {
     /// Namespace root: an absolute znode path holding all of zkmw's nodes.
     #[arg(long, env = "ZKMW_ROOT", default_value = "/zkmw", global = true, value_parser = parse_root)]
     pub root: String,
-    /// ZooKeeper session timeout: how soon a dead master or worker is noticed.
-    #[arg(long, env = "ZKMW_SESSION_TIMEOUT", default_value = "5s", global = true, value_parser = parse_duration)]
+    /// ZooKeeper session timeout: how soon a dead master or worker is noticed
+    /// (1s to 1h; the server clamps it to its own limits too).
+    #[arg(long, env = "ZKMW_SESSION_TIMEOUT", default_value = "5s", global = true, value_parser = DurationIn::between(SECOND, Duration::from_secs(3600)))]
     pub session_timeout: Duration,
     /// Digest credentials USER:PASSWORD: zkmw's nodes become readable and
     /// writable by this identity only.
@@ -54,8 +64,9 @@ pub struct GlobalArgs {
     /// Key of the client certificate (PEM file).
     #[arg(long, env = "ZKMW_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
-    /// How long submit and status keep trying to reach ZooKeeper before exiting 125.
-    #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = parse_duration)]
+    /// How long submit, status and purge keep trying to reach ZooKeeper before
+    /// exiting 125 (at least 1s).
+    #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = DurationIn::at_least(SECOND))]
     pub connect_timeout: Duration,
 }
 
@@ -80,11 +91,12 @@ pub struct MasterArgs {
     /// This master's id, shown in status [default: HOST-PID].
     #[arg(long, value_parser = parse_id)]
     pub id: Option<String>,
-    /// Re-read the whole namespace at least this often, whatever the watches say.
-    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
+    /// Re-read the whole namespace at least this often, whatever the watches
+    /// say (at least 100ms).
+    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = DurationIn::at_least(MIN_TICK))]
     pub tick: Duration,
-    /// Delete results older than this (checked every minute).
-    #[arg(long, env = "ZKMW_RESULT_TTL", default_value = "7d", value_parser = parse_duration)]
+    /// Delete results older than this (checked every minute; at least 1s).
+    #[arg(long, env = "ZKMW_RESULT_TTL", default_value = "7d", value_parser = DurationIn::at_least(SECOND))]
     pub result_ttl: Duration,
     /// Keep at most this many results (the newest).
     #[arg(long, env = "ZKMW_KEEP_RESULTS", default_value_t = 100_000)]
@@ -100,11 +112,13 @@ pub struct WorkerArgs {
     /// How many jobs run at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
-    /// Re-read the assignments at least this often, whatever the watches say.
-    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
+    /// Re-read the assignments at least this often, whatever the watches say
+    /// (at least 100ms).
+    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = DurationIn::at_least(MIN_TICK))]
     pub tick: Duration,
-    /// On SIGTERM, how long running jobs may take to finish before they are killed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// On SIGTERM, how long running jobs may take to finish before they are
+    /// killed (0 kills them at once).
+    #[arg(long, default_value = "30s", value_parser = DurationIn::at_least(Duration::ZERO))]
     pub drain_timeout: Duration,
     /// The shell that runs each job as `SHELL -c JOB`.
     #[arg(long, env = "ZKMW_SHELL", default_value = "sh")]
@@ -126,11 +140,13 @@ pub struct SubmitArgs {
     /// Wait for the result; print the job's output and exit with its code.
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: give up after this long, exit 124 (the task stays queued).
-    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    /// With --wait: give up after this long, exit 124 (the task stays queued;
+    /// at least 100ms).
+    #[arg(long, value_parser = DurationIn::at_least(Duration::from_millis(100)), requires = "wait")]
     pub wait_timeout: Option<Duration>,
-    /// Kill the job if it runs longer than this; it then fails "timed out".
-    #[arg(long, value_parser = parse_duration)]
+    /// Kill the job if it runs longer than this; it then fails "timed out"
+    /// (at least 1s).
+    #[arg(long, value_parser = DurationIn::at_least(SECOND))]
     pub timeout: Option<Duration>,
     /// Re-runs allowed when the worker running the job dies.
     #[arg(long, default_value_t = 2)]
@@ -154,8 +170,8 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("policy").required(true).multiple(true))]
 pub struct PurgeArgs {
-    /// Delete results stored longer ago than this.
-    #[arg(long, value_parser = parse_duration, group = "policy")]
+    /// Delete results stored longer ago than this (0 deletes them all).
+    #[arg(long, value_parser = DurationIn::at_least(Duration::ZERO), group = "policy")]
     pub older_than: Option<Duration>,
     /// Keep only this many results (the newest).
     #[arg(long, group = "policy")]
@@ -290,6 +306,91 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// The value parser of a duration flag: [`parse_duration`], then the flag's
+/// bounds. Its messages name the flag (and the env var, when the value came
+/// from there), e.g. "--tick must be at least 100ms, got 1ms".
+#[derive(Debug, Clone, Copy)]
+pub struct DurationIn {
+    min: Duration,
+    max: Duration,
+}
+
+impl DurationIn {
+    /// At least `min`, and no longer than [`parse_duration`] allows.
+    pub const fn at_least(min: Duration) -> Self {
+        DurationIn {
+            min,
+            max: Duration::MAX,
+        }
+    }
+
+    /// From `min` to `max`, both included.
+    pub const fn between(min: Duration, max: Duration) -> Self {
+        DurationIn { min, max }
+    }
+
+    /// The duration `text` says, if it lies within the bounds; `flag` names
+    /// the value in the message.
+    fn check(&self, flag: &str, text: &str) -> Result<Duration, String> {
+        let value = parse_duration(text).map_err(|err| format!("{flag}: {err}"))?;
+        let text = text.trim();
+        if value < self.min {
+            return Err(format!(
+                "{flag} must be at least {}, got {text}",
+                show_duration(self.min)
+            ));
+        }
+        if value > self.max {
+            return Err(format!(
+                "{flag} must be at most {}, got {text}",
+                show_duration(self.max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
+impl TypedValueParser for DurationIn {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let text = value.to_string_lossy();
+        let mut flag = arg
+            .and_then(Arg::get_long)
+            .map_or_else(|| "the duration".to_string(), |long| format!("--{long}"));
+        if let Some(env) = arg.and_then(Arg::get_env)
+            && std::env::var_os(env).as_deref() == Some(value)
+        {
+            flag = format!("{flag} (from {})", env.to_string_lossy());
+        }
+        self.check(&flag, &text)
+            .map_err(|msg| clap::Error::raw(ErrorKind::ValueValidation, msg).with_cmd(cmd))
+    }
+}
+
+/// A bound for messages, in the largest unit that shows it whole: 100ms, 1s, 1h.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let units = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    units
+        .iter()
+        .find(|(_, size)| ms >= *size && ms.is_multiple_of(*size))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, size)| format!("{}{unit}", ms / size),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +508,74 @@ mod tests {
         );
         for bad in ["", "x", "5w", "-1", "1e999"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_keep_within_their_flags_bounds() {
+        let tick = DurationIn::at_least(MIN_TICK);
+        assert_eq!(tick.check("--tick", "100ms"), Ok(MIN_TICK));
+        assert_eq!(
+            tick.check("--tick", " 1ms"),
+            Err("--tick must be at least 100ms, got 1ms".into())
+        );
+        assert_eq!(
+            tick.check("--tick", "x"),
+            Err("--tick: 'x' is not a duration (examples: 500ms, 30s, 5m, 1h, 7d)".into())
+        );
+        let session = DurationIn::between(SECOND, Duration::from_secs(3600));
+        assert_eq!(session.check("--s", "1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            session.check("--s", "61m"),
+            Err("--s must be at most 1h, got 61m".into())
+        );
+        assert_eq!(
+            session.check("--s", "0.5"),
+            Err("--s must be at least 1s, got 0.5".into())
+        );
+        let drain = DurationIn::at_least(Duration::ZERO);
+        assert_eq!(drain.check("--drain-timeout", "0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn every_duration_flag_checks_its_bounds() {
+        let refused = [
+            vec!["master", "--tick", "99ms"],
+            vec!["worker", "--id", "w", "--tick", "0"],
+            vec!["master", "--result-ttl", "999ms"],
+            vec!["--session-timeout", "999ms", "status"],
+            vec!["--session-timeout", "3601s", "status"],
+            vec!["--connect-timeout", "0", "status"],
+            vec!["submit", "--timeout", "0", "true"],
+            vec!["submit", "--wait", "--wait-timeout", "99ms", "true"],
+        ];
+        for args in refused {
+            let err = Cli::try_parse_from(std::iter::once("zkmw").chain(args.clone()))
+                .expect_err("refused");
+            assert!(err.to_string().contains("must be at"), "{args:?}: {err}");
+        }
+        let accepted = [
+            vec![
+                "worker",
+                "--id",
+                "w",
+                "--drain-timeout",
+                "0",
+                "--tick",
+                "100ms",
+            ],
+            vec!["purge", "--older-than", "0"],
+            vec![
+                "--session-timeout",
+                "1h",
+                "--connect-timeout",
+                "1s",
+                "status",
+            ],
+        ];
+        for args in accepted {
+            let parsed = Cli::try_parse_from(std::iter::once("zkmw").chain(args.clone()));
+            assert!(parsed.is_ok(), "{args:?}: {:?}", parsed.err());
         }
     }
 }

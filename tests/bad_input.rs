@@ -218,6 +218,54 @@ fn names_zookeeper_refuses_are_refused_at_once() {
     assert_eq!(root, None, "{} was created", ns.root);
 }
 
+/// A tick or timeout of 0 (or 1 ms) made each role burn a quarter of a core,
+/// or killed every job at once: each duration has a minimum (and the
+/// session timeout a maximum), checked for the flag and its env fallback.
+#[test]
+fn durations_out_of_bounds_are_refused_at_once() {
+    let ns = Namespace::new("bad-duration");
+    // Each case is run like env(1) runs a command: NAME=VALUE items first.
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["worker", "--id", "w1", "--tick", "1ms"],
+            "--tick must be at least 100ms, got 1ms",
+        ),
+        (
+            &["ZKMW_TICK=0", "master", "--id", "m1"],
+            "--tick (from ZKMW_TICK) must be at least 100ms, got 0",
+        ),
+        (
+            &["submit", "--timeout", "0", "true"],
+            "--timeout must be at least 1s, got 0",
+        ),
+        (
+            &["submit", "--wait", "--wait-timeout", "10ms", "true"],
+            "--wait-timeout must be at least 100ms, got 10ms",
+        ),
+        (
+            &["--session-timeout", "2h", "status"],
+            "--session-timeout must be at most 1h, got 2h",
+        ),
+        (
+            &["ZKMW_CONNECT_TIMEOUT=500ms", "status"],
+            "--connect-timeout (from ZKMW_CONNECT_TIMEOUT) must be at least 1s, got 500ms",
+        ),
+    ];
+    for (case, problem) in cases {
+        let (env, args): (Vec<&str>, Vec<&str>) = case.iter().partition(|a| a.starts_with("ZKMW_"));
+        let mut cmd = ns.raw_cmd();
+        cmd.args(["--zk", common::zk(), "--root", &ns.root])
+            .args(&args);
+        cmd.envs(env.iter().filter_map(|e| e.split_once('=')));
+        let out = run_at_once(cmd);
+        assert_refused(&out, &[problem]);
+        assert_one_line(&out);
+        assert_eq!(stdout(&out), "", "{case:?}: nothing printed");
+    }
+    assert_no_tasks(&ns);
+    assert_no_workers(&ns);
+}
+
 #[test]
 fn relative_root_is_refused() {
     let ns = Namespace::new("bad-root");
@@ -330,6 +378,7 @@ fn every_error_is_one_line_starting_with_zkmw() {
         ],
         vec!["--zk", zk, "--root", "/a\u{1}", "status"],
         vec!["--zk", zk, "--root", &ns.root, "worker", "--id", "a\nb"],
+        vec!["--zk", zk, "--root", &ns.root, "master", "--tick", "0"],
     ];
     let mut broken = Vec::new();
     for args in cases {
