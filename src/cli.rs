@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
-use clap::{Arg, Args, Parser, Subcommand};
+use clap::{Arg, Args, CommandFactory, Parser, Subcommand};
 
 /// Longest worker or master id accepted (it becomes a znode name).
 pub const MAX_ID_LEN: usize = 128;
@@ -32,7 +32,7 @@ pub struct Cli {
 /// Options every role shares, each with an environment fallback.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// ZooKeeper servers, a comma list of host:port.
+    /// ZooKeeper servers, a comma list of host:port (no chroot: use --root).
     #[arg(long = "zk", env = "ZKMW_ZK", default_value = "127.0.0.1:2181", global = true, value_parser = parse_hosts)]
     pub zk: String,
     /// Namespace root: an absolute znode path holding all of zkmw's nodes.
@@ -179,16 +179,24 @@ pub struct PurgeArgs {
 }
 
 /// A comma list of host:port, each with a non-empty host and a valid port.
+/// A chroot suffix (`host:port/path`) is refused: zkmw's namespace is `--root`.
 pub fn parse_hosts(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("empty ZooKeeper host list (expected host:port[,host:port...])".into());
     }
     for entry in s.split(',') {
+        if let Some(at) = entry.find('/') {
+            let chroot = &entry[at..];
+            return Err(format!(
+                "'{entry}' has a chroot path ('{chroot}'): zkmw does not support chroots; drop it from --zk and give the path with --root instead (e.g. --root {}/zkmw)",
+                chroot.trim_end_matches('/')
+            ));
+        }
         let (host, port) = entry
             .trim()
             .rsplit_once(':')
             .ok_or_else(|| format!("'{entry}' is not host:port"))?;
-        if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        if host.is_empty() || host.contains(char::is_whitespace) {
             return Err(format!("'{entry}' has no valid host"));
         }
         match port.parse::<u16>() {
@@ -391,6 +399,33 @@ fn show_duration(d: Duration) -> String {
         )
 }
 
+/// The one line zkmw prints for a command line clap refused (after `zkmw: `):
+/// clap's first paragraph, or, when no role was given, the roles there are.
+pub fn usage_error(err: &clap::Error) -> String {
+    if matches!(
+        err.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let roles: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|role| role.get_name().to_string())
+            .collect();
+        return format!(
+            "missing command: one of {} (see zkmw --help)",
+            roles.join(", ")
+        );
+    }
+    let rendered = err.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = paragraph.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (see zkmw --help)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +436,13 @@ mod tests {
         for bad in ["", "a", "a:", ":1", "a:0", "a:99999", "a:1,,b:2", "a:1/x"] {
             assert!(parse_hosts(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_chroot_in_the_host_list_points_to_root() {
+        let why = parse_hosts("a:1,b:2/app").unwrap_err();
+        assert!(why.contains("does not support chroots"), "{why}");
+        assert!(why.contains("--root /app/zkmw"), "{why}");
     }
 
     #[test]
@@ -576,6 +618,17 @@ mod tests {
         for args in accepted {
             let parsed = Cli::try_parse_from(std::iter::once("zkmw").chain(args.clone()));
             assert!(parsed.is_ok(), "{args:?}: {:?}", parsed.err());
+        }
+    }
+
+    #[test]
+    fn a_missing_command_says_which_there_are() {
+        for args in [&["zkmw"][..], &["zkmw", "--zk", "a:1"]] {
+            let err = Cli::try_parse_from(args).expect_err("no command");
+            assert_eq!(
+                usage_error(&err),
+                "missing command: one of master, worker, submit, status, purge (see zkmw --help)"
+            );
         }
     }
 }

@@ -266,6 +266,32 @@ fn durations_out_of_bounds_are_refused_at_once() {
     assert_no_workers(&ns);
 }
 
+/// Bare `zkmw` printed its description as if it were an error.
+#[test]
+fn a_missing_command_is_named() {
+    let ns = Namespace::new("bad-no-command");
+    let out = run_at_once(ns.raw_cmd());
+    assert_refused(
+        &out,
+        &["zkmw: missing command: one of master, worker, submit, status, purge"],
+    );
+    assert_one_line(&out);
+}
+
+/// `--zk host:port/chroot` said "no valid port": it names the chroot and
+/// points to --root.
+#[test]
+fn a_chroot_in_the_host_list_is_refused_with_the_way_out() {
+    let ns = Namespace::new("bad-chroot");
+    let mut cmd = ns.raw_cmd();
+    let hosts = format!("{}/app", common::zk());
+    cmd.args(["--zk", &hosts, "--root", &ns.root, "submit", "true"]);
+    let out = run_at_once(cmd);
+    assert_refused(&out, &["does not support chroots", "--root /app/zkmw"]);
+    assert_one_line(&out);
+    assert_no_tasks(&ns);
+}
+
 #[test]
 fn relative_root_is_refused() {
     let ns = Namespace::new("bad-root");
@@ -376,6 +402,8 @@ fn every_error_is_one_line_starting_with_zkmw() {
             "submit",
             "true",
         ],
+        vec![],
+        vec!["--zk", "a:1/app", "status"],
         vec!["--zk", zk, "--root", "/a\u{1}", "status"],
         vec!["--zk", zk, "--root", &ns.root, "worker", "--id", "a\nb"],
         vec!["--zk", zk, "--root", &ns.root, "master", "--tick", "0"],
