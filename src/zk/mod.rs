@@ -13,6 +13,7 @@
 //! expired client never opens a new session by itself.
 
 mod block;
+mod diagnose;
 mod error;
 mod events;
 mod txn;
@@ -185,9 +186,9 @@ impl Zk {
                     ""
                 };
                 return Err(ZkError::Unreachable(format!(
-                    "no ZooKeeper server answered at {} within {:.1} s (last error: {err}){hint}",
-                    opts.hosts,
-                    limit.as_secs_f64()
+                    "no ZooKeeper server answered within {:.1} s: {}{hint}",
+                    limit.as_secs_f64(),
+                    diagnose::unreachable(&opts.hosts, limit)
                 )));
             }
             // Commands have a deadline and report once; services log here.
