@@ -48,11 +48,9 @@ fn max_arg_len() -> usize {
     usize::try_from(page).unwrap_or(4096) * 32 - 1
 }
 
-/// The largest job a command line can carry on Linux with 4 KiB pages (with
-/// bigger pages, the same size is used: more would pass the 1 MB limit).
-fn largest_cli_job_len() -> usize {
-    max_arg_len().min(128 * 1024 - 1)
-}
+/// The longest job zkmw accepts (README): what one argument of `sh -c JOB`
+/// can hold on Linux, 131072 bytes with its terminating NUL.
+const MAX_JOB_LEN: usize = 131_071;
 
 /// A command that must be refused before any connection: run it, check it
 /// took less than [`AT_ONCE`].
@@ -88,15 +86,16 @@ fn empty_job_is_refused() {
     assert_no_tasks(&ns);
 }
 
-/// A job over zkmw's 1 MB limit cannot even reach zkmw from a command line
+/// A job one byte over the limit cannot even reach zkmw from a command line
 /// on Linux with 4 KiB pages: the kernel refuses any single argument longer
-/// than MAX_ARG_STRLEN (32 pages: 128 KiB) with E2BIG ("Argument list too
-/// long") before the program starts. Where pages are bigger and the job
-/// does reach zkmw, zkmw must refuse it.
+/// than MAX_ARG_STRLEN (32 pages: 128 KiB, with its NUL) with E2BIG
+/// ("Argument list too long") before the program starts. Where pages are
+/// bigger and the job does reach zkmw, zkmw must refuse it: no worker could
+/// start it.
 #[test]
-fn job_over_one_megabyte_is_refused() {
+fn job_over_the_argument_limit_is_refused() {
     let ns = Namespace::new("bad-huge-job");
-    let job = format!(": {}", "x".repeat(1_100_000));
+    let job = format!(": {}", "x".repeat(MAX_JOB_LEN + 1 - 2));
     let mut cmd = ns.cmd();
     cmd.args(["submit", &job]);
     match common::try_run_bounded(cmd, common::COMMAND_LIMIT) {
@@ -105,31 +104,61 @@ fn job_over_one_megabyte_is_refused() {
             Some(libc::E2BIG),
             "expected E2BIG (Argument list too long), got {err}"
         ),
-        Ok(out) => assert_refused(&out, &["too large"]),
+        Ok(out) => assert_refused(&out, &["131072 bytes", "at most 131071"]),
     }
     assert_no_tasks(&ns);
 }
 
-/// `submit --stdin` carries jobs of any size, so there the 1 MB check is
-/// what refuses a big one: the jobs before it are stored (their ids
-/// printed), the broken line is named by number, nothing after it is stored.
+/// `submit --stdin` carries jobs of any size, so there zkmw's own check
+/// refuses a job no worker could start: the jobs before it (the longest
+/// that can run among them) are stored and their ids printed, the broken
+/// line is named by number, nothing after it is stored.
 #[test]
-fn job_over_one_megabyte_on_stdin_is_refused_by_line() {
+fn job_over_the_argument_limit_on_stdin_is_refused_by_line() {
     let ns = Namespace::new("bad-huge-stdin");
-    let input = format!("echo a\n\n: {}\necho c\n", "x".repeat(1_100_000));
+    let longest = format!(": {}", "x".repeat(MAX_JOB_LEN - 2));
+    let input = format!("echo a\n\n{longest}\n{longest}x\necho c\n");
     let out = ns.run_with_stdin(&["submit", "--stdin"], input.as_bytes());
-    assert_refused(&out, &["line 3", "too large", "1000000"]);
+    assert_refused(
+        &out,
+        &[
+            "stdin line 4",
+            "the job is 131072 bytes",
+            "at most 131071 bytes",
+        ],
+    );
+    assert_one_line(&out);
+    let ids: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "only the jobs before the broken line: {ids:?}"
+    );
+    let zk = ns.connect();
+    let mut stored = ns.children(&zk, &ns.layout().tasks());
+    stored.sort();
+    assert_eq!(stored, ids, "only those jobs are stored");
+    assert_eq!(ns.task_json(&ids[0])["job"], "echo a");
+    assert_eq!(ns.task_json(&ids[1])["job"], longest.as_str());
+}
+
+/// A NUL byte cannot be passed in an argument: a `--stdin` line holding one
+/// is refused by number, after the lines before it are stored.
+#[test]
+fn nul_byte_on_stdin_is_refused_by_line() {
+    let ns = Namespace::new("bad-nul-stdin");
+    let out = ns.run_with_stdin(&["submit", "--stdin"], b"echo a\necho \0b\necho c\n");
+    assert_refused(&out, &["stdin line 2", "NUL byte at byte 5"]);
+    assert_one_line(&out);
     let ids: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     assert_eq!(ids.len(), 1, "only the job before the broken line: {ids:?}");
     let zk = ns.connect();
-    let stored = ns.children(&zk, &ns.layout().tasks());
-    assert_eq!(stored, ids, "only that job is stored");
-    assert_eq!(ns.task_json(&ids[0])["job"], "echo a");
+    assert_eq!(ns.children(&zk, &ns.layout().tasks()), ids);
 }
 
-/// The largest job a command line can carry is accepted and runs. It is
-/// made of control characters, each stored as a 6-byte JSON escape, so the
-/// record is about 6 x 128 KiB = 768 KiB, the biggest one argument can make.
+/// The largest job zkmw accepts is accepted and runs. It is made of
+/// control characters, each stored as a 6-byte JSON escape, so the record
+/// is about 6 x 128 KiB = 768 KiB, the biggest one job can make.
 #[test]
 fn largest_job_a_command_line_can_carry_runs() {
     let ns = Namespace::new("big-job");
@@ -137,7 +166,7 @@ fn largest_job_a_command_line_can_carry_runs() {
     let _worker = ns.spawn_worker("w1", 1);
     ns.wait_for_workers(&["w1"], secs(15));
     let (head, tail) = (": ", "; echo big");
-    let fill = "\u{1}".repeat(largest_cli_job_len() - head.len() - tail.len());
+    let fill = "\u{1}".repeat(MAX_JOB_LEN - head.len() - tail.len());
     let job = format!("{head}{fill}{tail}");
 
     // One byte more and the kernel refuses to start zkmw at all.
