@@ -1,12 +1,21 @@
 //! The command line: clap definitions and the validation of every value, so
 //! bad input is refused with a one-line message before any connection.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, Args, CommandFactory, Parser, Subcommand};
 
 /// Longest worker or master id accepted (it becomes a znode name).
 pub const MAX_ID_LEN: usize = 128;
+
+/// Shortest `--tick`: below it a role spends its time re-reading the namespace.
+const MIN_TICK: Duration = Duration::from_millis(100);
+
+/// The shortest session, connect, job and result timeouts.
+const SECOND: Duration = Duration::from_secs(1);
 
 /// zkmw runs shell jobs across machines, coordinated by ZooKeeper.
 #[derive(Debug, Parser)]
@@ -23,14 +32,15 @@ pub struct Cli {
 /// Options every role shares, each with an environment fallback.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// ZooKeeper servers, a comma list of host:port.
+    /// ZooKeeper servers, a comma list of host:port (no chroot: use --root).
     #[arg(long = "zk", env = "ZKMW_ZK", default_value = "127.0.0.1:2181", global = true, value_parser = parse_hosts)]
     pub zk: String,
     /// Namespace root: an absolute znode path holding all of zkmw's nodes.
     #[arg(long, env = "ZKMW_ROOT", default_value = "/zkmw", global = true, value_parser = parse_root)]
     pub root: String,
-    /// ZooKeeper session timeout: how soon a dead master or worker is noticed.
-    #[arg(long, env = "ZKMW_SESSION_TIMEOUT", default_value = "5s", global = true, value_parser = parse_duration)]
+    /// ZooKeeper session timeout: how soon a dead master or worker is noticed
+    /// (1s to 1h; the server clamps it to its own limits too).
+    #[arg(long, env = "ZKMW_SESSION_TIMEOUT", default_value = "5s", global = true, value_parser = DurationIn::between(SECOND, Duration::from_secs(3600)))]
     pub session_timeout: Duration,
     /// Digest credentials USER:PASSWORD: zkmw's nodes become readable and
     /// writable by this identity only.
@@ -54,8 +64,9 @@ pub struct GlobalArgs {
     /// Key of the client certificate (PEM file).
     #[arg(long, env = "ZKMW_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
-    /// How long submit and status keep trying to reach ZooKeeper before exiting 125.
-    #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = parse_duration)]
+    /// How long submit, status and purge keep trying to reach ZooKeeper before
+    /// exiting 125 (at least 1s).
+    #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = DurationIn::at_least(SECOND))]
     pub connect_timeout: Duration,
 }
 
@@ -80,11 +91,12 @@ pub struct MasterArgs {
     /// This master's id, shown in status [default: HOST-PID].
     #[arg(long, value_parser = parse_id)]
     pub id: Option<String>,
-    /// Re-read the whole namespace at least this often, whatever the watches say.
-    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
+    /// Re-read the whole namespace at least this often, whatever the watches
+    /// say (at least 100ms).
+    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = DurationIn::at_least(MIN_TICK))]
     pub tick: Duration,
-    /// Delete results older than this (checked every minute).
-    #[arg(long, env = "ZKMW_RESULT_TTL", default_value = "7d", value_parser = parse_duration)]
+    /// Delete results older than this (checked every minute; at least 1s).
+    #[arg(long, env = "ZKMW_RESULT_TTL", default_value = "7d", value_parser = DurationIn::at_least(SECOND))]
     pub result_ttl: Duration,
     /// Keep at most this many results (the newest).
     #[arg(long, env = "ZKMW_KEEP_RESULTS", default_value_t = 100_000)]
@@ -100,11 +112,13 @@ pub struct WorkerArgs {
     /// How many jobs run at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
-    /// Re-read the assignments at least this often, whatever the watches say.
-    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = parse_duration)]
+    /// Re-read the assignments at least this often, whatever the watches say
+    /// (at least 100ms).
+    #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = DurationIn::at_least(MIN_TICK))]
     pub tick: Duration,
-    /// On SIGTERM, how long running jobs may take to finish before they are killed.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// On SIGTERM, how long running jobs may take to finish before they are
+    /// killed (0 kills them at once).
+    #[arg(long, default_value = "30s", value_parser = DurationIn::at_least(Duration::ZERO))]
     pub drain_timeout: Duration,
     /// The shell that runs each job as `SHELL -c JOB`.
     #[arg(long, env = "ZKMW_SHELL", default_value = "sh")]
@@ -126,11 +140,13 @@ pub struct SubmitArgs {
     /// Wait for the result; print the job's output and exit with its code.
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: give up after this long, exit 124 (the task stays queued).
-    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    /// With --wait: give up after this long, exit 124 (the task stays queued;
+    /// at least 100ms).
+    #[arg(long, value_parser = DurationIn::at_least(Duration::from_millis(100)), requires = "wait")]
     pub wait_timeout: Option<Duration>,
-    /// Kill the job if it runs longer than this; it then fails "timed out".
-    #[arg(long, value_parser = parse_duration)]
+    /// Kill the job if it runs longer than this; it then fails "timed out"
+    /// (at least 1s).
+    #[arg(long, value_parser = DurationIn::at_least(SECOND))]
     pub timeout: Option<Duration>,
     /// Re-runs allowed when the worker running the job dies.
     #[arg(long, default_value_t = 2)]
@@ -154,8 +170,8 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("policy").required(true).multiple(true))]
 pub struct PurgeArgs {
-    /// Delete results stored longer ago than this.
-    #[arg(long, value_parser = parse_duration, group = "policy")]
+    /// Delete results stored longer ago than this (0 deletes them all).
+    #[arg(long, value_parser = DurationIn::at_least(Duration::ZERO), group = "policy")]
     pub older_than: Option<Duration>,
     /// Keep only this many results (the newest).
     #[arg(long, group = "policy")]
@@ -163,16 +179,24 @@ pub struct PurgeArgs {
 }
 
 /// A comma list of host:port, each with a non-empty host and a valid port.
+/// A chroot suffix (`host:port/path`) is refused: zkmw's namespace is `--root`.
 pub fn parse_hosts(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         return Err("empty ZooKeeper host list (expected host:port[,host:port...])".into());
     }
     for entry in s.split(',') {
+        if let Some(at) = entry.find('/') {
+            let chroot = &entry[at..];
+            return Err(format!(
+                "'{entry}' has a chroot path ('{chroot}'): zkmw does not support chroots; drop it from --zk and give the path with --root instead (e.g. --root {}/zkmw)",
+                chroot.trim_end_matches('/')
+            ));
+        }
         let (host, port) = entry
             .trim()
             .rsplit_once(':')
             .ok_or_else(|| format!("'{entry}' is not host:port"))?;
-        if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+        if host.is_empty() || host.contains(char::is_whitespace) {
             return Err(format!("'{entry}' has no valid host"));
         }
         match port.parse::<u16>() {
@@ -199,7 +223,8 @@ pub fn read_auth_file(path: &std::path::Path) -> Result<String, String> {
     parse_auth(line).map_err(|err| format!("--auth-file {}: {err}", path.display()))
 }
 
-/// An absolute znode path, not `/` itself, without empty, `.` or `..` parts.
+/// An absolute znode path, not `/` itself nor inside `/zookeeper`, each of
+/// whose segments passes [`check_znode_name`].
 pub fn parse_root(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
     if !s.starts_with('/') {
@@ -208,32 +233,61 @@ pub fn parse_root(s: &str) -> Result<String, String> {
     if trimmed.is_empty() {
         return Err("the root must not be '/' itself (example: /zkmw)".into());
     }
-    for part in trimmed[1..].split('/') {
-        if part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control) {
-            return Err(format!("'{s}' has an invalid path segment '{part}'"));
-        }
+    if trimmed == "/zookeeper" || trimmed.starts_with("/zookeeper/") {
+        return Err(format!(
+            "'{s}' is inside /zookeeper, the server's own tree (example: /zkmw)"
+        ));
     }
+    trimmed[1..]
+        .split('/')
+        .try_for_each(|part| check_znode_name("a segment", part))?;
     Ok(trimmed.to_string())
 }
 
-/// A worker or master id: a single znode name.
+/// A worker or master id: a single znode name, without whitespace.
 pub fn parse_id(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("the id is empty".into());
-    }
     if s.len() > MAX_ID_LEN {
         return Err(format!("the id is longer than {MAX_ID_LEN} bytes"));
     }
-    if s == "."
-        || s == ".."
-        || s.contains('/')
-        || s.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+    if s.contains(char::is_whitespace) {
+        return Err(format!("the id '{}' has whitespace", s.escape_debug()));
+    }
+    check_znode_name("the id", s)?;
+    Ok(s.to_string())
+}
+
+/// Checks one znode name (one segment of a path) by the rules of ZooKeeper's
+/// server (`PathUtils.validatePath`), so that a name it would refuse on
+/// every call is refused once, up front. `what` names the value in the
+/// message ("the id"); the message says which character is refused and at
+/// which byte of `name`.
+pub fn check_znode_name(what: &str, name: &str) -> Result<(), String> {
+    let shown = name.escape_debug();
+    if name.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if name == "." || name == ".." || name.contains('/') {
         return Err(format!(
-            "'{s}' is not a valid id: no '/', spaces or control characters, not '.' or '..'"
+            "{what} '{shown}' is not a znode name: no '/', not '.' or '..'"
         ));
     }
-    Ok(s.to_string())
+    match name.char_indices().find(|(_, c)| refused_by_zookeeper(*c)) {
+        Some((at, c)) => Err(format!(
+            "{what} '{shown}' has a character ZooKeeper refuses: U+{:04X} at byte {at}",
+            u32::from(c)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The characters ZooKeeper refuses in a path: U+0000-U+001F, U+007F-U+009F,
+/// U+D800-U+F8FF and U+FFF0-U+FFFF. Java strings are UTF-16, so every
+/// character beyond U+FFFF arrives as surrogates (U+D800-U+DFFF): refused.
+fn refused_by_zookeeper(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x0000..=0x001F | 0x007F..=0x009F | 0xD800..=0xF8FF | 0xFFF0..
+    )
 }
 
 /// A duration: a number with an optional unit ms, s, m, h or d (default s).
@@ -260,6 +314,118 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// The value parser of a duration flag: [`parse_duration`], then the flag's
+/// bounds. Its messages name the flag (and the env var, when the value came
+/// from there), e.g. "--tick must be at least 100ms, got 1ms".
+#[derive(Debug, Clone, Copy)]
+pub struct DurationIn {
+    min: Duration,
+    max: Duration,
+}
+
+impl DurationIn {
+    /// At least `min`, and no longer than [`parse_duration`] allows.
+    pub const fn at_least(min: Duration) -> Self {
+        DurationIn {
+            min,
+            max: Duration::MAX,
+        }
+    }
+
+    /// From `min` to `max`, both included.
+    pub const fn between(min: Duration, max: Duration) -> Self {
+        DurationIn { min, max }
+    }
+
+    /// The duration `text` says, if it lies within the bounds; `flag` names
+    /// the value in the message.
+    fn check(&self, flag: &str, text: &str) -> Result<Duration, String> {
+        let value = parse_duration(text).map_err(|err| format!("{flag}: {err}"))?;
+        let text = text.trim();
+        if value < self.min {
+            return Err(format!(
+                "{flag} must be at least {}, got {text}",
+                show_duration(self.min)
+            ));
+        }
+        if value > self.max {
+            return Err(format!(
+                "{flag} must be at most {}, got {text}",
+                show_duration(self.max)
+            ));
+        }
+        Ok(value)
+    }
+}
+
+impl TypedValueParser for DurationIn {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let text = value.to_string_lossy();
+        let mut flag = arg
+            .and_then(Arg::get_long)
+            .map_or_else(|| "the duration".to_string(), |long| format!("--{long}"));
+        if let Some(env) = arg.and_then(Arg::get_env)
+            && std::env::var_os(env).as_deref() == Some(value)
+        {
+            flag = format!("{flag} (from {})", env.to_string_lossy());
+        }
+        self.check(&flag, &text)
+            .map_err(|msg| clap::Error::raw(ErrorKind::ValueValidation, msg).with_cmd(cmd))
+    }
+}
+
+/// A bound for messages, in the largest unit that shows it whole: 100ms, 1s, 1h.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let units = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    units
+        .iter()
+        .find(|(_, size)| ms >= *size && ms.is_multiple_of(*size))
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(unit, size)| format!("{}{unit}", ms / size),
+        )
+}
+
+/// The one line zkmw prints for a command line clap refused (after `zkmw: `):
+/// clap's first paragraph, or, when no role was given, the roles there are.
+pub fn usage_error(err: &clap::Error) -> String {
+    if matches!(
+        err.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let roles: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|role| role.get_name().to_string())
+            .collect();
+        return format!(
+            "missing command: one of {} (see zkmw --help)",
+            roles.join(", ")
+        );
+    }
+    let rendered = err.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = paragraph.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (see zkmw --help)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +436,13 @@ mod tests {
         for bad in ["", "a", "a:", ":1", "a:0", "a:99999", "a:1,,b:2", "a:1/x"] {
             assert!(parse_hosts(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_chroot_in_the_host_list_points_to_root() {
+        let why = parse_hosts("a:1,b:2/app").unwrap_err();
+        assert!(why.contains("does not support chroots"), "{why}");
+        assert!(why.contains("--root /app/zkmw"), "{why}");
     }
 
     #[test]
@@ -284,18 +457,85 @@ mod tests {
     fn validates_roots() {
         assert_eq!(parse_root("/zkmw/").unwrap(), "/zkmw");
         assert_eq!(parse_root("/a/b").unwrap(), "/a/b");
-        for bad in ["zkmw", "/", "", "/a//b", "/a/../b", "/a/."] {
+        assert_eq!(parse_root("/zookeeperx").unwrap(), "/zookeeperx");
+        assert_eq!(parse_root("/a b/é").unwrap(), "/a b/é");
+        for bad in ["zkmw", "/", "", "/a//b", "/a/../b", "/a/.", "/a/\u{1}"] {
             assert!(parse_root(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_roots_zookeeper_refuses_or_owns() {
+        let why = parse_root("/zkmw/a😀").unwrap_err();
+        assert_eq!(
+            why,
+            "a segment 'a😀' has a character ZooKeeper refuses: U+1F600 at byte 1"
+        );
+        for owned in ["/zookeeper", "/zookeeper/", "/zookeeper/quota/x"] {
+            let why = parse_root(owned).unwrap_err();
+            assert!(why.contains("inside /zookeeper"), "{owned}: {why}");
         }
     }
 
     #[test]
     fn validates_ids() {
         assert!(parse_id("w-1.example").is_ok());
+        assert!(parse_id("wörker-ß").is_ok());
         let long = "x".repeat(MAX_ID_LEN + 1);
-        for bad in ["", ".", "..", "a/b", "a b", long.as_str()] {
+        for bad in ["", ".", "..", "a/b", "a b", "a\u{2028}b", long.as_str()] {
             assert!(parse_id(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_id("w\u{e000}").unwrap_err(),
+            "the id 'w\\u{e000}' has a character ZooKeeper refuses: U+E000 at byte 1"
+        );
+    }
+
+    /// The first character of each range ZooKeeper refuses, the last one,
+    /// and the characters just outside.
+    #[test]
+    fn znode_names_follow_zookeepers_character_ranges() {
+        let refused = [
+            '\u{0}',
+            '\u{1}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{9f}',
+            '\u{e000}',
+            '\u{f8ff}',
+            '\u{fff0}',
+            '\u{ffff}',
+            '\u{10000}',
+            '\u{1f600}',
+            '\u{10ffff}',
+        ];
+        for c in refused {
+            let why = check_znode_name("the name", &format!("ab{c}")).unwrap_err();
+            let code = format!("U+{:04X} at byte 2", u32::from(c));
+            assert!(why.ends_with(&code), "{c:?}: {why}");
+        }
+        let accepted = [' ', '~', '\u{a0}', '\u{d7ff}', '\u{f900}', '\u{ffef}'];
+        for c in accepted {
+            assert_eq!(
+                check_znode_name("the name", &format!("a{c}")),
+                Ok(()),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn znode_names_are_one_segment() {
+        for (name, why) in [
+            ("", "the name is empty"),
+            (".", "the name '.' is not a znode name"),
+            ("..", "the name '..' is not a znode name"),
+            ("a/b", "the name 'a/b' is not a znode name"),
+        ] {
+            let said = check_znode_name("the name", name).unwrap_err();
+            assert!(said.starts_with(why), "{name:?}: {said}");
+        }
+        assert_eq!(check_znode_name("the name", "..."), Ok(()));
     }
 
     #[test]
@@ -310,6 +550,85 @@ mod tests {
         );
         for bad in ["", "x", "5w", "-1", "1e999"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_keep_within_their_flags_bounds() {
+        let tick = DurationIn::at_least(MIN_TICK);
+        assert_eq!(tick.check("--tick", "100ms"), Ok(MIN_TICK));
+        assert_eq!(
+            tick.check("--tick", " 1ms"),
+            Err("--tick must be at least 100ms, got 1ms".into())
+        );
+        assert_eq!(
+            tick.check("--tick", "x"),
+            Err("--tick: 'x' is not a duration (examples: 500ms, 30s, 5m, 1h, 7d)".into())
+        );
+        let session = DurationIn::between(SECOND, Duration::from_secs(3600));
+        assert_eq!(session.check("--s", "1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            session.check("--s", "61m"),
+            Err("--s must be at most 1h, got 61m".into())
+        );
+        assert_eq!(
+            session.check("--s", "0.5"),
+            Err("--s must be at least 1s, got 0.5".into())
+        );
+        let drain = DurationIn::at_least(Duration::ZERO);
+        assert_eq!(drain.check("--drain-timeout", "0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn every_duration_flag_checks_its_bounds() {
+        let refused = [
+            vec!["master", "--tick", "99ms"],
+            vec!["worker", "--id", "w", "--tick", "0"],
+            vec!["master", "--result-ttl", "999ms"],
+            vec!["--session-timeout", "999ms", "status"],
+            vec!["--session-timeout", "3601s", "status"],
+            vec!["--connect-timeout", "0", "status"],
+            vec!["submit", "--timeout", "0", "true"],
+            vec!["submit", "--wait", "--wait-timeout", "99ms", "true"],
+        ];
+        for args in refused {
+            let err = Cli::try_parse_from(std::iter::once("zkmw").chain(args.clone()))
+                .expect_err("refused");
+            assert!(err.to_string().contains("must be at"), "{args:?}: {err}");
+        }
+        let accepted = [
+            vec![
+                "worker",
+                "--id",
+                "w",
+                "--drain-timeout",
+                "0",
+                "--tick",
+                "100ms",
+            ],
+            vec!["purge", "--older-than", "0"],
+            vec![
+                "--session-timeout",
+                "1h",
+                "--connect-timeout",
+                "1s",
+                "status",
+            ],
+        ];
+        for args in accepted {
+            let parsed = Cli::try_parse_from(std::iter::once("zkmw").chain(args.clone()));
+            assert!(parsed.is_ok(), "{args:?}: {:?}", parsed.err());
+        }
+    }
+
+    #[test]
+    fn a_missing_command_says_which_there_are() {
+        for args in [&["zkmw"][..], &["zkmw", "--zk", "a:1"]] {
+            let err = Cli::try_parse_from(args).expect_err("no command");
+            assert_eq!(
+                usage_error(&err),
+                "missing command: one of master, worker, submit, status, purge (see zkmw --help)"
+            );
         }
     }
 }

@@ -19,17 +19,7 @@ fn main() {
             std::process::exit(0);
         }
         Err(err) => {
-            // One line, like every other error: clap's first line, without
-            // its tips and usage block.
-            let rendered = err.render().to_string();
-            let paragraph: Vec<&str> = rendered
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let message = paragraph.join(" ");
-            let message = message.strip_prefix("error: ").unwrap_or(&message);
-            eprintln!("zkmw: {message} (see zkmw --help)");
+            eprintln!("zkmw: {}", zkmw::cli::usage_error(&err));
             std::process::exit(EXIT_ZKMW_FAILED);
         }
     };

@@ -44,6 +44,12 @@ pub struct SubmitConfig {
 /// How many tasks of a `--stdin` submission are in flight at once.
 const BATCH: usize = 512;
 
+/// The longest job, in bytes: the worker passes it as one argument of
+/// `sh -c JOB`, and Linux refuses an argument of more than 131072 bytes
+/// counting its terminating NUL (MAX_ARG_STRLEN, 32 pages of 4 KiB) with
+/// "Argument list too long".
+pub const MAX_JOB_BYTES: usize = 131_071;
+
 /// Submits the task(s); returns the process exit code.
 pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
     let started = Instant::now();
@@ -135,13 +141,10 @@ fn submit_lines(cfg: &SubmitConfig, input: impl BufRead) -> Result<i32, Error> {
     }
 }
 
-/// Refuses what cannot become a task, before anything is sent.
+/// Refuses what cannot become a task, or could not be started as one,
+/// before anything is sent; returns the task's record.
 pub fn check_task(task: &Task) -> Result<Vec<u8>, Error> {
-    if task.job.trim().is_empty() {
-        return Err(Error::BadInput(
-            "the job is empty: give a shell command, e.g. zkmw submit 'echo hi'".into(),
-        ));
-    }
+    check_job(&task.job).map_err(Error::BadInput)?;
     let data = model::encode(task);
     if data.len() > MAX_NODE_BYTES {
         return Err(Error::BadInput(format!(
@@ -150,6 +153,25 @@ pub fn check_task(task: &Task) -> Result<Vec<u8>, Error> {
         )));
     }
     Ok(data)
+}
+
+/// Why `job` cannot run as `sh -c JOB` on a worker, if it cannot.
+fn check_job(job: &str) -> Result<(), String> {
+    if job.trim().is_empty() {
+        return Err("the job is empty: give a shell command, e.g. zkmw submit 'echo hi'".into());
+    }
+    if let Some(at) = job.find('\0') {
+        return Err(format!(
+            "the job has a NUL byte at byte {at}: no program can be given one in an argument"
+        ));
+    }
+    if job.len() > MAX_JOB_BYTES {
+        return Err(format!(
+            "the job is {} bytes; a job can be at most {MAX_JOB_BYTES} bytes (Linux's limit on one argument): put the script in a file and submit a command that runs it",
+            job.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Stores each task exactly once; returns the session now in use (a new one
@@ -434,4 +456,50 @@ pub fn print_result(name: &str, result: &TaskResult) -> i32 {
 /// A random 128-bit token, in hex.
 fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(job: &str) -> Task {
+        Task {
+            job: job.to_string(),
+            submitted_ms: 1,
+            timeout_ms: None,
+            retries: 2,
+            attempts: 0,
+            token: new_token(),
+        }
+    }
+
+    fn refusal(job: &str) -> String {
+        match check_task(&task(job)) {
+            Err(Error::BadInput(why)) => why,
+            other => panic!("{} bytes: expected a refusal, got {other:?}", job.len()),
+        }
+    }
+
+    #[test]
+    fn a_job_is_at_most_one_argument_long() {
+        assert!(check_task(&task(&"x".repeat(MAX_JOB_BYTES))).is_ok());
+        // Each control character is a 6-byte JSON escape: still one record.
+        assert!(check_task(&task(&"\u{1}".repeat(MAX_JOB_BYTES))).is_ok());
+        let why = refusal(&"x".repeat(MAX_JOB_BYTES + 1));
+        assert!(
+            why.contains("the job is 131072 bytes") && why.contains("at most 131071 bytes"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_job_with_a_nul_byte_is_refused() {
+        let why = refusal("echo a\0b");
+        assert!(why.contains("NUL byte at byte 6"), "{why}");
+    }
+
+    #[test]
+    fn an_empty_job_is_refused() {
+        assert!(refusal(" \t").contains("the job is empty"));
+    }
 }

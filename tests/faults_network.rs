@@ -149,8 +149,9 @@ fn services_started_before_zookeeper_answers_wait_and_then_work() {
             proc.log()
         );
         assert!(
-            proc.log().contains(&nowhere),
-            "{}'s log should name {nowhere}:\n{}",
+            proc.log()
+                .contains(&format!("{nowhere}: connection refused")),
+            "{}'s log should say {nowhere} refuses connections:\n{}",
             proc.name,
             proc.log()
         );

@@ -17,6 +17,7 @@
 //! ([`ZkError::TooLarge`]): the server would drop the connection.
 
 mod block;
+mod diagnose;
 mod error;
 mod events;
 mod keeper;
@@ -173,7 +174,7 @@ impl Zk {
                 .connect_timeout
                 .map(|limit| limit.saturating_sub(started.elapsed()));
             if left.is_some_and(|left| left.is_zero()) {
-                return Err(unreachable(opts, &err));
+                return Err(unreachable(opts));
             }
             // Commands have a deadline and report once; services log here.
             let wait = backoff.next_wait();
@@ -552,8 +553,9 @@ fn connector(opts: &ConnectOptions) -> Result<Connector, ZkError> {
     Ok(connector)
 }
 
-/// The error a command reports when no server answered in its time.
-fn unreachable(opts: &ConnectOptions, err: &ZkError) -> ZkError {
+/// The error a command reports when no server answered in its time, with
+/// what happened at each host.
+fn unreachable(opts: &ConnectOptions) -> ZkError {
     let limit = opts.connect_timeout.unwrap_or_default();
     let hint = if opts.tls.is_some() {
         "; with TLS: is --tls-ca the CA that signed the server's certificate, and is that its secure port?"
@@ -561,9 +563,9 @@ fn unreachable(opts: &ConnectOptions, err: &ZkError) -> ZkError {
         ""
     };
     ZkError::Unreachable(format!(
-        "no ZooKeeper server answered at {} within {:.1} s (last error: {err}){hint}",
-        opts.hosts,
-        limit.as_secs_f64()
+        "no ZooKeeper server answered within {:.1} s: {}{hint}",
+        limit.as_secs_f64(),
+        diagnose::unreachable(&opts.hosts, limit)
     ))
 }
 
