@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 
 use crate::cli::{
-    self, Cli, Command, GlobalArgs, MasterArgs, PurgeArgs, StatusArgs, SubmitArgs, WorkerArgs,
+    self, Cli, Command, GlobalArgs, MasterArgs, PurgeArgs, StatusArgs, SubmitArgs, WaitArgs,
+    WorkerArgs,
 };
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
-use crate::{master, retention, session, shutdown, status, submit, worker};
+use crate::{master, output, retention, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Master(args) => run_master(global, args).map(|()| 0),
         Command::Worker(args) => run_worker(global, args).map(|()| 0),
         Command::Submit(args) => run_submit(global, args),
+        Command::Wait(args) => run_wait(global, args),
         Command::Status(args) => run_status(global, args).map(|()| 0),
         Command::Purge(args) => run_purge(global, args).map(|()| 0),
     };
@@ -119,6 +121,16 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
     submit::run(&cfg)
 }
 
+fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> Result<i32, Error> {
+    let connect = connect_options(global, false)?;
+    submit::wait_for(
+        &connect,
+        &Layout::new(&global.root),
+        &args.task,
+        args.wait_timeout,
+    )
+}
+
 fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
     let zk = session::connect(&connect_options(global, false)?)?;
@@ -126,14 +138,15 @@ fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
         Some(name) => status::task(&zk, &layout, name)?,
         None => status::cluster(&zk, &layout)?,
     };
-    if args.json {
-        println!("{view}");
+    zk.close(session::CLOSE_WAIT);
+    let text = if args.json {
+        format!("{view}\n")
     } else if args.task.is_some() {
-        print!("{}", status::render_task(&view));
+        status::render_task(&view)
     } else {
-        print!("{}", status::render_cluster(&view));
-    }
-    Ok(())
+        status::render_cluster(&view)
+    };
+    output::write(text.as_bytes(), None)
 }
 
 fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {
@@ -144,7 +157,11 @@ fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {
         keep: args.keep,
     };
     let deleted = retention::purge(&zk, &layout, policy, None)
-        .map_err(|err| Error::zk(format!("purging {}", layout.status()), err))?;
-    println!("{deleted}");
-    Ok(())
+        .map_err(|err| Error::zk(format!("purging {}", layout.status()), err));
+    zk.close(session::CLOSE_WAIT);
+    let deleted = deleted?;
+    output::line(
+        &deleted.to_string(),
+        Some(&format!("{deleted} results were deleted")),
+    )
 }

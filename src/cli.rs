@@ -79,6 +79,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Store a job as a task; print its id, or with --wait its result.
     Submit(SubmitArgs),
+    /// Wait for a stored task; print its output and exit with its code.
+    Wait(WaitArgs),
     /// Show the cluster, or one task.
     Status(StatusArgs),
     /// Delete old results from /status now.
@@ -154,6 +156,16 @@ pub struct SubmitArgs {
     /// Refuse (exit 75) when this many tasks are already pending.
     #[arg(long, env = "ZKMW_MAX_PENDING", default_value_t = 50_000)]
     pub max_pending: usize,
+}
+
+/// `zkmw wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The task id (task-NNNNNNNNNN), as `zkmw submit` printed it.
+    pub task: String,
+    /// Give up after this long, exit 124 (the task goes on; at least 100ms).
+    #[arg(long, value_parser = DurationIn::at_least(Duration::from_millis(100)))]
+    pub wait_timeout: Option<Duration>,
 }
 
 /// `zkmw status`.
@@ -627,7 +639,7 @@ mod tests {
             let err = Cli::try_parse_from(args).expect_err("no command");
             assert_eq!(
                 usage_error(&err),
-                "missing command: one of master, worker, submit, status, purge (see zkmw --help)"
+                "missing command: one of master, worker, submit, wait, status, purge (see zkmw --help)"
             );
         }
     }

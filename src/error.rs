@@ -15,6 +15,9 @@ pub const EXIT_ZKMW_FAILED: i32 = 125;
 pub const EXIT_QUEUE_FULL: i32 = 75;
 /// Exit code when the job could not be started on the worker.
 pub const EXIT_CANNOT_START: i32 = 126;
+/// Exit code when stdout could not be written (a full disk, a closed pipe):
+/// EX_IOERR of sysexits.h.
+pub const EXIT_OUTPUT: i32 = 74;
 
 /// Why a command stopped short.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,12 +46,12 @@ pub enum Error {
     WorkerIdTaken(String),
     /// No task with this id exists in the namespace.
     NoSuchTask(String),
-    /// `submit --wait` gave up waiting.
-    WaitTimedOut {
-        /// The task still in flight.
-        task: String,
-        /// How long we waited, in seconds.
-        secs: f64,
+    /// Writing the command's results to stdout failed.
+    Stdout {
+        /// Why.
+        err: String,
+        /// What still holds, for the user (e.g. the task was stored).
+        after: Option<String>,
     },
 }
 
@@ -64,7 +67,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::WaitTimedOut { .. } => EXIT_TIMED_OUT,
+            Error::Stdout { .. } => EXIT_OUTPUT,
             Error::QueueFull { .. } => EXIT_QUEUE_FULL,
             _ => EXIT_ZKMW_FAILED,
         }
@@ -99,10 +102,11 @@ impl fmt::Display for Error {
             Error::NoSuchTask(task) => {
                 write!(f, "no task '{task}' in this namespace (check --root)")
             }
-            Error::WaitTimedOut { task, secs } => write!(
-                f,
-                "gave up waiting for {task} after {secs:.1} s; it is still in flight: `zkmw status {task}`"
-            ),
+            Error::Stdout { err, after: None } => write!(f, "writing to stdout: {err}"),
+            Error::Stdout {
+                err,
+                after: Some(after),
+            } => write!(f, "writing to stdout: {err}; {after}"),
         }
     }
 }

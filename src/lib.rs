@@ -13,7 +13,7 @@
 //! - [`layout`]: every znode path; [`model`]: every record stored in a znode.
 //! - [`session`]: opening a role's session; [`shutdown`]: signals as messages.
 //! - [`retention`]: which results to delete, for the master and `zkmw purge`.
-//! - [`backoff`]: the pacing of every retry loop.
+//! - [`backoff`]: the pacing of every retry loop; [`output`]: checked writes to stdout.
 //! - [`zk`]: the only module that touches zookeeper-client.
 
 pub mod app;
@@ -24,6 +24,7 @@ pub mod exec;
 pub mod layout;
 pub mod master;
 pub mod model;
+pub mod output;
 pub mod retention;
 pub mod session;
 pub mod shutdown;

@@ -87,6 +87,12 @@ where
     }
 }
 
+/// How long a short command waits, when it ends, for ZooKeeper to confirm
+/// the end of its session (an unconfirmed close still ends it; a session
+/// left to expire instead would hold its nodes for the session timeout and
+/// write a warning into the server's log).
+pub const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
 /// Opens a short command's session (`submit`, `status`, `purge`), giving
 /// up after the user's `--connect-timeout`.
 pub fn connect(opts: &ConnectOptions) -> Result<Zk, Error> {

@@ -9,7 +9,18 @@ use signal_hook::iterator::Signals;
 
 /// A request to stop, sent once per signal received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shutdown;
+pub struct Shutdown {
+    /// The signal: SIGINT or SIGTERM.
+    pub signal: i32,
+}
+
+impl Shutdown {
+    /// The exit code a command stopped by this signal ends with: 128 + the
+    /// signal, as shells report (130 for Ctrl-C, 143 for SIGTERM).
+    pub fn exit_code(&self) -> i32 {
+        128 + self.signal
+    }
+}
 
 /// Forwards every SIGINT and SIGTERM into `tx` as [`Shutdown`].
 pub fn forward_signals<M>(tx: Sender<M>)
@@ -26,8 +37,8 @@ where
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                if tx.send(M::from(Shutdown)).is_err() {
+            for signal in signals.forever() {
+                if tx.send(M::from(Shutdown { signal })).is_err() {
                     return;
                 }
             }

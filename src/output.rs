@@ -1,0 +1,24 @@
+//! A command's results on stdout, written and flushed with every error
+//! checked: a full disk or a closed pipe becomes one `zkmw:` line and exit
+//! 74, never a panic (as `println!` would) and never a silent exit 0.
+
+use std::io::Write;
+
+use crate::error::Error;
+
+/// Writes `bytes` to stdout and flushes; `after` says what the user must
+/// know if that fails (e.g. that the task was stored anyway).
+pub fn write(bytes: &[u8], after: Option<&str>) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|err| Error::Stdout {
+            err: err.to_string(),
+            after: after.map(str::to_string),
+        })
+}
+
+/// Writes one line of text to stdout; see [`write`].
+pub fn line(text: &str, after: Option<&str>) -> Result<(), Error> {
+    write(format!("{text}\n").as_bytes(), after)
+}

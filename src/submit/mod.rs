@@ -1,0 +1,278 @@
+//! `zkmw submit`: store a task under /tasks (exactly once: `store.rs`),
+//! then optionally wait for its result and pass the job's output and exit
+//! code through (`wait.rs`); `--stdin` stores many (`lines.rs`). `zkmw
+//! wait TASK` is the second half alone.
+
+mod lines;
+mod store;
+mod wait;
+
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::layout::{Layout, is_task_name};
+use crate::model::{self, MAX_NODE_BYTES, Task};
+use crate::session;
+use crate::shutdown::{self, Shutdown};
+use crate::zk::{ConnectOptions, SessionEvent, WatchEvent, Zk, ZkError};
+use wait::{WaitEnd, Waiting};
+
+/// What to submit and how.
+#[derive(Debug, Clone)]
+pub struct SubmitConfig {
+    /// Where ZooKeeper is and how to talk to it.
+    pub connect: ConnectOptions,
+    /// The namespace.
+    pub layout: Layout,
+    /// The shell command; `None` reads one job per line from stdin.
+    pub job: Option<String>,
+    /// Wait for the result.
+    pub wait: bool,
+    /// Give up waiting after this long.
+    pub wait_timeout: Option<Duration>,
+    /// The job's own time limit.
+    pub timeout: Option<Duration>,
+    /// Re-runs allowed after lost workers.
+    pub retries: u32,
+    /// Refuse to queue beyond this many pending tasks.
+    pub max_pending: usize,
+}
+
+/// The longest job, in bytes: the worker passes it as one argument of
+/// `sh -c JOB`, and Linux refuses an argument of more than 131072 bytes
+/// counting its terminating NUL (MAX_ARG_STRLEN, 32 pages of 4 KiB) with
+/// "Argument list too long".
+pub const MAX_JOB_BYTES: usize = 131_071;
+
+/// A message to a waiting command: something may have changed, or stop.
+#[derive(Debug)]
+pub enum Wake {
+    /// The watched result node changed.
+    Watch,
+    /// The session changed.
+    Session,
+    /// SIGINT or SIGTERM.
+    Stop(Shutdown),
+}
+
+impl Wake {
+    /// The stop request, if this is one.
+    fn stop(self) -> Option<Shutdown> {
+        match self {
+            Wake::Stop(stop) => Some(stop),
+            _ => None,
+        }
+    }
+}
+
+impl From<WatchEvent> for Wake {
+    fn from(_: WatchEvent) -> Self {
+        Wake::Watch
+    }
+}
+
+impl From<SessionEvent> for Wake {
+    fn from(_: SessionEvent) -> Self {
+        Wake::Session
+    }
+}
+
+impl From<Shutdown> for Wake {
+    fn from(stop: Shutdown) -> Self {
+        Wake::Stop(stop)
+    }
+}
+
+/// Submits the task(s); returns the process exit code.
+pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
+    let started = Instant::now();
+    // Signals become messages from here on: once the task is stored, a
+    // Ctrl-C must still tell the user its id.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    shutdown::forward_signals(tx.clone());
+    let Some(job) = &cfg.job else {
+        return lines::submit_lines(cfg, std::io::stdin().lock(), &rx);
+    };
+    let task = new_task(cfg, job);
+    let data = check_task(&task)?;
+    let zk = session::connect(&cfg.connect)?;
+    let (zk, names) = store::store(zk, cfg, &[task], &[data])?;
+    let name = names.into_iter().next().unwrap_or_default();
+    if !cfg.wait {
+        let printed = crate::output::line(&name, Some(&format!("{name} was stored")));
+        zk.close(session::CLOSE_WAIT);
+        printed?;
+        return Ok(rx
+            .try_iter()
+            .find_map(Wake::stop)
+            .map_or(0, |s| s.exit_code()));
+    }
+    zk.forward_session_events(tx.clone());
+    let waiting = Waiting {
+        connect: &cfg.connect,
+        layout: &cfg.layout,
+        task: &name,
+        deadline: cfg.wait_timeout.map(|d| started + d),
+        rx: &rx,
+        tx: &tx,
+    };
+    finish(waiting.wait(Some(zk), started), &name)
+}
+
+/// `zkmw wait TASK`: waits for a stored task as `submit --wait` does.
+///
+/// Notable errors: [`Error::NoSuchTask`] when the namespace holds no task
+/// of that id.
+pub fn wait_for(
+    connect: &ConnectOptions,
+    layout: &Layout,
+    task: &str,
+    wait_timeout: Option<Duration>,
+) -> Result<i32, Error> {
+    let started = Instant::now();
+    if !is_task_name(task) {
+        return Err(Error::BadInput(format!(
+            "'{task}' is not a task id (expected task-NNNNNNNNNN)"
+        )));
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    shutdown::forward_signals(tx.clone());
+    let zk = session::connect(connect)?;
+    let known = exists_anywhere(&zk, layout, task);
+    if !known.map_err(|err| Error::zk(format!("looking for {task}"), err))? {
+        zk.close(session::CLOSE_WAIT);
+        return Err(Error::NoSuchTask(task.to_string()));
+    }
+    zk.forward_session_events(tx.clone());
+    let waiting = Waiting {
+        connect,
+        layout,
+        task,
+        deadline: wait_timeout.map(|d| started + d),
+        rx: &rx,
+        tx: &tx,
+    };
+    finish(waiting.wait(Some(zk), started), task)
+}
+
+/// Closes the session and tells the user how the wait ended.
+fn finish((zk, end): (Option<Zk>, WaitEnd), task: &str) -> Result<i32, Error> {
+    if let Some(zk) = zk {
+        zk.close(session::CLOSE_WAIT);
+    }
+    wait::report(task, end)
+}
+
+/// Whether `task` is anywhere in the namespace: pending, assigned (to any
+/// worker) or finished.
+fn exists_anywhere(zk: &Zk, layout: &Layout, task: &str) -> Result<bool, ZkError> {
+    let mut paths = vec![layout.task(task), layout.status_task(task)];
+    let workers = match zk.children(&layout.assign()) {
+        Err(ZkError::NoNode) => Vec::new(),
+        listed => listed?,
+    };
+    for worker in workers {
+        paths.push(layout.assignment(&worker, task));
+    }
+    for found in zk.exists_many(&paths) {
+        if found?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn new_task(cfg: &SubmitConfig, job: &str) -> Task {
+    Task {
+        job: job.to_string(),
+        submitted_ms: model::now_ms(),
+        timeout_ms: cfg.timeout.map(|d| d.as_millis().max(1) as u64),
+        retries: cfg.retries,
+        attempts: 0,
+        token: new_token(),
+    }
+}
+
+/// Refuses what cannot become a task, or could not be started as one,
+/// before anything is sent; returns the task's record.
+pub fn check_task(task: &Task) -> Result<Vec<u8>, Error> {
+    check_job(&task.job).map_err(Error::BadInput)?;
+    let data = model::encode(task);
+    if data.len() > MAX_NODE_BYTES {
+        return Err(Error::BadInput(format!(
+            "the job is too large: {} bytes stored, the limit is {MAX_NODE_BYTES} (ZooKeeper's znode limit is 1 MiB); put the script in a file and submit a command that runs it",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// Why `job` cannot run as `sh -c JOB` on a worker, if it cannot.
+fn check_job(job: &str) -> Result<(), String> {
+    if job.trim().is_empty() {
+        return Err("the job is empty: give a shell command, e.g. zkmw submit 'echo hi'".into());
+    }
+    if let Some(at) = job.find('\0') {
+        return Err(format!(
+            "the job has a NUL byte at byte {at}: no program can be given one in an argument"
+        ));
+    }
+    if job.len() > MAX_JOB_BYTES {
+        return Err(format!(
+            "the job is {} bytes; a job can be at most {MAX_JOB_BYTES} bytes (Linux's limit on one argument): put the script in a file and submit a command that runs it",
+            job.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A random 128-bit token, in hex.
+fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(job: &str) -> Task {
+        Task {
+            job: job.to_string(),
+            submitted_ms: 1,
+            timeout_ms: None,
+            retries: 2,
+            attempts: 0,
+            token: new_token(),
+        }
+    }
+
+    fn refusal(job: &str) -> String {
+        match check_task(&task(job)) {
+            Err(Error::BadInput(why)) => why,
+            other => panic!("{} bytes: expected a refusal, got {other:?}", job.len()),
+        }
+    }
+
+    #[test]
+    fn a_job_is_at_most_one_argument_long() {
+        assert!(check_task(&task(&"x".repeat(MAX_JOB_BYTES))).is_ok());
+        // Each control character is a 6-byte JSON escape: still one record.
+        assert!(check_task(&task(&"\u{1}".repeat(MAX_JOB_BYTES))).is_ok());
+        let why = refusal(&"x".repeat(MAX_JOB_BYTES + 1));
+        assert!(
+            why.contains("the job is 131072 bytes") && why.contains("at most 131071 bytes"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_job_with_a_nul_byte_is_refused() {
+        let why = refusal("echo a\0b");
+        assert!(why.contains("NUL byte at byte 6"), "{why}");
+    }
+
+    #[test]
+    fn an_empty_job_is_refused() {
+        assert!(refusal(" \t").contains("the job is empty"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Storing tasks exactly once: the "protected" create. Each task carries a
+//! random token; when a create's outcome is unknown (connection lost,
+//! deadline hit), submit looks for the token among the tasks created since
+//! (their sequence numbers are bounded below by /tasks' child version read
+//! in the same round trip) before it tries again. So a task is neither
+//! lost nor stored twice.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use super::SubmitConfig;
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::layout::{Layout, task_sequence};
+use crate::model::{self, Task, TaskResult};
+use crate::session;
+use crate::zk::{Zk, ZkError};
+
+/// Stores each task exactly once; returns the session now in use (a new one
+/// if the first expired) and the tasks' names, in order.
+pub fn store(
+    zk: Zk,
+    cfg: &SubmitConfig,
+    tasks: &[Task],
+    datas: &[Vec<u8>],
+) -> Result<(Zk, Vec<String>), Error> {
+    let give_up = Instant::now()
+        + cfg
+            .connect
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(10));
+    let mut storer = Storer {
+        zk,
+        cfg,
+        give_up,
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
+    };
+    let mut names: Vec<Option<String>> = vec![None; tasks.len()];
+    loop {
+        let todo: Vec<usize> = (0..tasks.len()).filter(|i| names[*i].is_none()).collect();
+        if todo.is_empty() {
+            return Ok((storer.zk, names.into_iter().flatten().collect()));
+        }
+        let Some(queue) = storer.queue()? else {
+            continue;
+        };
+        let pending = usize::try_from(queue.num_children).unwrap_or(0);
+        if pending + todo.len() > cfg.max_pending {
+            return Err(Error::QueueFull {
+                pending,
+                adding: todo.len(),
+                limit: cfg.max_pending,
+            });
+        }
+        let unknown = storer.create(&todo, datas, &mut names)?;
+        if !unknown.is_empty() {
+            storer.find(&unknown, tasks, queue.cversion, &mut names)?;
+        }
+    }
+}
+
+/// One `store` call's session, deadline and pacing.
+struct Storer<'a> {
+    zk: Zk,
+    cfg: &'a SubmitConfig,
+    give_up: Instant,
+    backoff: Backoff,
+}
+
+impl Storer<'_> {
+    /// The stat of /tasks: the queue's size and its child version (every
+    /// task created after this read has a sequence number at least that
+    /// version, which bounds the search for a create whose outcome is
+    /// unknown). `None` when it must be read again.
+    fn queue(&mut self) -> Result<Option<crate::zk::NodeStat>, Error> {
+        let layout = &self.cfg.layout;
+        match self.zk.exists(&layout.tasks()) {
+            Ok(Some(stat)) => Ok(Some(stat)),
+            Ok(None) => {
+                self.ensure_namespace()?;
+                Ok(None)
+            }
+            Err(err)
+                if Instant::now() < self.give_up
+                    && (err.is_unknown_outcome() || err.is_session_lost()) =>
+            {
+                debug!("reading {}: {err}; retrying", layout.tasks());
+                self.renew()?;
+                self.backoff.sleep();
+                Ok(None)
+            }
+            Err(err) => Err(Error::zk(format!("reading {}", layout.tasks()), err)),
+        }
+    }
+
+    /// Creates the tasks `todo` (indices into `datas`), all in flight at
+    /// once, filling in `names`; returns those whose outcome is unknown.
+    fn create(
+        &mut self,
+        todo: &[usize],
+        datas: &[Vec<u8>],
+        names: &mut [Option<String>],
+    ) -> Result<Vec<usize>, Error> {
+        let layout = &self.cfg.layout;
+        let batch: Vec<Vec<u8>> = todo.iter().map(|i| datas[*i].clone()).collect();
+        let created = self
+            .zk
+            .create_sequential_many(&layout.task_prefix(), &batch);
+        let mut unknown = Vec::new();
+        let mut missing_namespace = false;
+        let mut last_err = None;
+        for (i, result) in todo.iter().zip(created) {
+            match result {
+                Ok(name) => names[*i] = Some(name),
+                // Nothing was created: simply try again.
+                Err(ZkError::NoNode) => missing_namespace = true,
+                Err(err) if err.is_unknown_outcome() || err.is_session_lost() => {
+                    unknown.push(*i);
+                    last_err = Some(err);
+                }
+                Err(err) => {
+                    return Err(Error::zk(
+                        format!("storing the task in {}", layout.tasks()),
+                        err,
+                    ));
+                }
+            }
+        }
+        if missing_namespace {
+            self.ensure_namespace()?;
+        }
+        if let Some(err) = last_err {
+            warn!(
+                "storing {} tasks: {err}; checking whether they were stored",
+                unknown.len()
+            );
+            if Instant::now() > self.give_up {
+                return Err(Error::zk(
+                    "storing the task (it may or may not be stored)",
+                    err,
+                ));
+            }
+        }
+        Ok(unknown)
+    }
+
+    /// Finds out which of the creates `unknown` happened (by their tasks'
+    /// tokens, among the tasks numbered from `floor` on), filling in
+    /// `names`; the others are created again by the next round.
+    fn find(
+        &mut self,
+        unknown: &[usize],
+        tasks: &[Task],
+        floor: i32,
+        names: &mut [Option<String>],
+    ) -> Result<(), Error> {
+        let tokens: HashMap<&str, usize> = unknown
+            .iter()
+            .map(|i| (tasks[*i].token.as_str(), *i))
+            .collect();
+        loop {
+            self.renew()?;
+            match find_by_tokens(&self.zk, &self.cfg.layout, &tokens, floor) {
+                Ok(found) => {
+                    for (i, name) in found {
+                        names[i] = Some(name);
+                    }
+                    return Ok(());
+                }
+                Err(err) if Instant::now() > self.give_up => {
+                    return Err(Error::zk(
+                        "checking whether the task was stored (it may or may not be)",
+                        err,
+                    ));
+                }
+                Err(err) => {
+                    debug!("search not possible yet: {err}");
+                    self.backoff.sleep();
+                }
+            }
+        }
+    }
+
+    /// A new session if this one is over.
+    fn renew(&mut self) -> Result<(), Error> {
+        if self.zk.is_lost() {
+            self.zk = session::connect(&self.cfg.connect)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_namespace(&self) -> Result<(), Error> {
+        let layout = &self.cfg.layout;
+        session::ensure_namespace(&self.zk, layout)
+            .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))
+    }
+}
+
+/// Which of `tokens` were stored, among the tasks whose sequence is at
+/// least `floor`, wherever they are now (pending, assigned or finished).
+/// Starts with a sync: the session may now be on a server that has not yet
+/// applied the create in question.
+fn find_by_tokens(
+    zk: &Zk,
+    layout: &Layout,
+    tokens: &HashMap<&str, usize>,
+    floor: i32,
+) -> Result<HashMap<usize, String>, ZkError> {
+    zk.sync(layout.root())?;
+    let recent = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| task_sequence(n).is_some_and(|s| s >= i64::from(floor)))
+            .collect()
+    };
+    let mut paths: Vec<(String, String)> = Vec::new();
+    for name in recent(zk.children(&layout.tasks())?) {
+        paths.push((layout.task(&name), name));
+    }
+    for worker in zk.children(&layout.assign())? {
+        let names = match zk.children(&layout.assign_dir(&worker)) {
+            Ok(names) => names,
+            Err(ZkError::NoNode) => continue,
+            Err(err) => return Err(err),
+        };
+        for name in recent(names) {
+            paths.push((layout.assignment(&worker, &name), name));
+        }
+    }
+    for name in recent(zk.children(&layout.status())?) {
+        paths.push((layout.status_task(&name), name));
+    }
+    let reads: Vec<String> = paths.iter().map(|(path, _)| path.clone()).collect();
+    let mut found = HashMap::new();
+    for ((_, name), got) in paths.into_iter().zip(zk.get_many(&reads)) {
+        if let Some((data, _)) = got? {
+            let token = model::decode::<Task>(&data)
+                .map(|t| t.token)
+                .or_else(|_| model::decode::<TaskResult>(&data).map(|r| r.token));
+            if let Some(i) = token.ok().and_then(|t| tokens.get(t.as_str()).copied()) {
+                found.insert(i, name);
+            }
+        }
+    }
+    Ok(found)
+}
