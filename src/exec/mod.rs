@@ -3,8 +3,10 @@
 //! A job is `sh -c COMMAND`, started in its own process group so that a
 //! timeout or a kill reaches everything it spawned, not just the shell. It
 //! gets a clean environment (only [`PASSED_ENV`] plus `ZKMW_TASK_ID` and
-//! `ZKMW_ATTEMPT`), stdin from `/dev/null`, and its stdout and stderr are
-//! captured up to a cap so memory stays bounded whatever the job prints.
+//! `ZKMW_ATTEMPT`), stdin from `/dev/null`, no other open descriptor than
+//! 0, 1, 2 (and [`KEPT_FD`] when it is given one to keep), and its stdout
+//! and stderr are captured up to a cap so memory stays bounded whatever the
+//! job prints.
 //!
 //! [`run`] blocks the calling thread until the job is over. A [`KillSwitch`]
 //! lets another thread stop the job at any time (worker shutdown past the
@@ -27,9 +29,11 @@
 
 mod spawn;
 
+pub use spawn::KEPT_FD;
+
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,7 +68,7 @@ const READER_GIVE_UP: Duration = Duration::from_secs(1);
 const CHUNK: usize = 8 * 1024;
 
 /// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct JobSpec {
     /// Shell command, passed to `sh -c`.
     pub command: String,
@@ -79,6 +83,9 @@ pub struct JobSpec {
     /// Shell to run the command with, normally `"sh"` (looked up in the
     /// job's `PATH` unless it contains a `/`).
     pub shell: String,
+    /// A descriptor the job gets open at [`KEPT_FD`] (e.g. a channel for
+    /// its progress); every other one above 2 is closed for it.
+    pub keep_fd: Option<OwnedFd>,
 }
 
 /// How a job ended.
@@ -210,8 +217,9 @@ fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
         Ok(fd) => fd,
         Err(e) => return not_started(format!("could not make an eventfd: {e}")),
     };
+    let keep = spec.keep_fd.as_ref().map(AsFd::as_fd);
     let started =
-        command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp));
+        command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp, keep));
     let child = match started {
         Ok(child) => child,
         Err(e) => return not_started(format!("{}: {e}", spec.shell)),
@@ -507,6 +515,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::path::{Path, PathBuf};
     use std::thread;
     use std::time::Instant;
@@ -520,6 +529,7 @@ mod tests {
             timeout: Some(Duration::from_secs(20)),
             output_cap: 1 << 20,
             shell: "sh".to_string(),
+            keep_fd: None,
         }
     }
 
@@ -825,6 +835,101 @@ mod tests {
                 assert_eq!(text(&r.stdout), format!("task-{n}\n"), "job {n}");
             }
         }
+    }
+
+    /// Opens a descriptor without close-on-exec, as a shell leaves them
+    /// (the lowest free number from 77 on, so no other test's fd is
+    /// replaced), and checks that jobs see only 0, 1 and 2.
+    fn assert_jobs_get_only_stdio() {
+        let leaky = rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), 77).expect("dup");
+        rustix::io::fcntl_setfd(&leaky, rustix::io::FdFlags::empty()).expect("no cloexec");
+        let fd = leaky.as_raw_fd();
+        let r = run_job(&format!(
+            "[ -e /proc/$$/fd/{fd} ] && echo leaked || echo closed"
+        ));
+        assert_eq!(text(&r.stdout), "closed\n");
+        // `ls` lists the shell's descriptors from a process of its own, so
+        // its directory's fd is not among them; `:` keeps sh from exec'ing it.
+        let r = run_job("ls /proc/$$/fd; :");
+        assert_eq!(text(&r.stdout), "0\n1\n2\n");
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed() {
+        assert_jobs_get_only_stdio();
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed_without_close_range() {
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                refuse_close_range_on_this_thread();
+                assert_jobs_get_only_stdio();
+            });
+        });
+    }
+
+    /// Makes `close_range` fail with ENOSYS, as before Linux 5.9, for this
+    /// thread and the processes it starts: a seccomp filter, which applies
+    /// to the thread that installs it only.
+    fn refuse_close_range_on_this_thread() {
+        let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        };
+        let filter = [
+            // Load the system call's number (the first field of seccomp_data).
+            op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+            op(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                0,
+                1,
+                libc::SYS_close_range as u32,
+            ),
+            op(
+                libc::BPF_RET | libc::BPF_K,
+                0,
+                0,
+                libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+            ),
+            op(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ];
+        let program = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl with these options reads only `program`, which is
+        // valid; the filter makes one system call fail, nothing else.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            let mode = libc::SECCOMP_MODE_FILTER;
+            assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, mode, &program), 0);
+        }
+        // SAFETY: closes nothing (no descriptor is that high); only checks
+        // the filter is in force.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, 1 << 30, 1 << 30, 0) };
+        assert_eq!(
+            (rc, io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::ENOSYS))
+        );
+    }
+
+    #[test]
+    fn kept_descriptor_is_the_only_one_above_stdio() {
+        let (read, write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        let mut s = spec(&format!("ls /proc/$$/fd; echo progress >&{KEPT_FD}"));
+        s.keep_fd = Some(write);
+        let r = run(&s, &KillSwitch::new());
+        assert_eq!(text(&r.stdout), "0\n1\n2\n3\n", "{}", text(&r.stderr));
+        drop(s);
+        let mut progress = String::new();
+        std::fs::File::from(read)
+            .read_to_string(&mut progress)
+            .expect("read");
+        assert_eq!(progress, "progress\n");
     }
 
     #[test]

@@ -13,14 +13,16 @@
 //! In the child, in order: every signal goes back to its default action
 //! (handled and ignored ones alike); the signal mask is emptied; the child leads
 //! a new process group; `PR_SET_PDEATHSIG` is armed (then the child checks
-//! the worker is still its parent); stdin, stdout and stderr are set; then
-//! `execve`. The child runs only system calls, never allocates or locks
+//! the worker is still its parent); stdin, stdout and stderr are set; the
+//! kept descriptor, if any, is put at [`KEPT_FD`]; every other descriptor
+//! is closed (the worker's own, and any it inherited without close-on-exec,
+//! such as a shell's fds 10 and 251); then `execve`. The child runs only system calls, never allocates or locks
 //! (the memory is the worker's), and reports a failure through a slot the
 //! parent reads once it runs again.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// A started shell: its pid (also its process group id), a pidfd that turns
@@ -43,6 +45,13 @@ const CHILD_STACK: usize = 64 * 1024;
 /// Signals are numbered 1 to NSIG - 1 on Linux.
 const NSIG: libc::c_int = 65;
 
+/// The number a job finds the descriptor it was given to keep at.
+pub const KEPT_FD: RawFd = 3;
+
+/// Highest descriptor count the child closes one by one when the kernel
+/// has no `close_range` (before Linux 5.9), whatever `RLIMIT_NOFILE` says.
+const MAX_CLOSE: u64 = 1 << 20;
+
 /// What the child needs, prepared by the parent before the clone.
 struct ChildArgs {
     program: *const libc::c_char,
@@ -50,6 +59,14 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     /// (source, target) pairs for stdin, stdout, stderr; sources are >= 3.
     stdio: [(RawFd, RawFd); 3],
+    /// -1, or the (close-on-exec) source of the descriptor to put at
+    /// [`KEPT_FD`]; it is above `KEPT_FD`.
+    keep: RawFd,
+    /// The lowest descriptor the child closes.
+    close_from: libc::c_uint,
+    /// The end of what the child closes one by one without `close_range`:
+    /// the soft `RLIMIT_NOFILE`, at most [`MAX_CLOSE`].
+    fd_limit: libc::c_uint,
     /// The worker's pid: the child must still be its child once the death
     /// signal is armed.
     parent: libc::pid_t,
@@ -58,13 +75,24 @@ struct ChildArgs {
 }
 
 /// Starts `program` with `argv` and `envp` (each `NAME=value`) in a new
-/// process group, stdin from /dev/null, stdout and stderr into new pipes;
+/// process group, stdin from /dev/null, stdout and stderr into new pipes,
+/// `keep` (if given) at [`KEPT_FD`] and no other descriptor open;
 /// the process gets SIGKILL if the calling thread's process dies.
 ///
 /// Notable errors: `ENOENT`/`EACCES` when `program` cannot be executed
 /// (the child is reaped before returning).
-pub fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> io::Result<Spawned> {
+pub fn spawn(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    keep: Option<BorrowedFd>,
+) -> io::Result<Spawned> {
     let null = above_stdio(open_dev_null()?)?;
+    // A copy above KEPT_FD, so that the child's dup2 onto KEPT_FD always
+    // makes a new descriptor, without close-on-exec.
+    let keep = keep
+        .map(|fd| dup_above(fd.as_raw_fd(), KEPT_FD + 1))
+        .transpose()?;
     let (stdout, stdout_w) = pipe()?;
     let (stderr, stderr_w) = pipe()?;
     let argv_ptrs = null_terminated(argv);
@@ -78,12 +106,15 @@ pub fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> io::Resul
             (stdout_w.as_raw_fd(), 1),
             (stderr_w.as_raw_fd(), 2),
         ],
+        keep: keep.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        close_from: if keep.is_some() { 4 } else { 3 },
+        fd_limit: fd_limit(),
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         error: AtomicI32::new(0),
     };
     let pid = clone_vfork(&args)?;
-    drop((null, stdout_w, stderr_w));
+    drop((null, stdout_w, stderr_w, keep));
     let failed = args.error.load(Ordering::SeqCst);
     if failed != 0 {
         let _ = reap(pid);
@@ -201,6 +232,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(errno());
             }
         }
+        // After the stdio: a stdio source may have been KEPT_FD's number.
+        if args.keep >= 0 && libc::dup2(args.keep, KEPT_FD) < 0 {
+            fail(errno());
+        }
+        // Any failure (ENOSYS before Linux 5.9, or a seccomp filter's
+        // refusal): close them one by one.
+        let all = libc::c_uint::MAX;
+        if libc::syscall(libc::SYS_close_range, args.close_from, all, 0) != 0 {
+            for fd in args.close_from..args.fd_limit {
+                libc::close(fd as libc::c_int);
+            }
+        }
         libc::execve(args.program, args.argv, args.envp);
         fail(errno())
     }
@@ -235,13 +278,26 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd >= 3 or -1.
-    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    dup_above(fd.as_raw_fd(), 3)
+}
+
+/// A close-on-exec copy of `fd` at `min` or above.
+fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd >= `min` or -1.
+    let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
     if moved < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fcntl returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+}
+
+/// The soft `RLIMIT_NOFILE`, at most [`MAX_CLOSE`]: where the child stops
+/// closing descriptors one by one. Only a descriptor opened before the
+/// limit was lowered can lie beyond it.
+fn fd_limit() -> libc::c_uint {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    soft.map_or(MAX_CLOSE, |n| n.min(MAX_CLOSE)) as libc::c_uint
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {

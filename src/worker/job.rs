@@ -178,6 +178,7 @@ fn execute(ctx: &JobContext, name: &str, task: &Task, kill: &KillSwitch) -> JobR
         timeout: task.timeout_ms.map(Duration::from_millis),
         output_cap: ctx.output_cap,
         shell: ctx.shell.to_string_lossy().into_owned(),
+        keep_fd: None,
     };
     exec::run(&spec, kill)
 }
