@@ -70,7 +70,8 @@ const CHUNK: usize = 8 * 1024;
 /// What to run.
 #[derive(Debug)]
 pub struct JobSpec {
-    /// Shell command, passed to `sh -c`.
+    /// Shell command, passed to `sh -c` (after `--` when it begins with `-`
+    /// or `+`, so that the shell does not take it for its options).
     pub command: String,
     /// Task id, exported to the job as `ZKMW_TASK_ID`.
     pub task_id: String,
@@ -248,7 +249,9 @@ fn not_started(reason: String) -> (Outcome, Captured, Captured) {
     (Outcome::CouldNotStart(reason), empty.clone(), empty)
 }
 
-/// The program, argv and environment of `sh -c COMMAND`.
+/// The program, argv and environment of `sh -c COMMAND` (`sh -c -- COMMAND`
+/// when it begins with `-` or `+`: only then, for shells that are not POSIX
+/// shells do not expect a `--`).
 fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
     let mut env: Vec<(&str, OsString)> = PASSED_ENV
         .iter()
@@ -273,11 +276,14 @@ fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> 
             c_string(entry.into_vec())
         })
         .collect::<io::Result<_>>()?;
-    let argv = vec![
+    let mut argv = vec![
         c_string(spec.shell.clone().into_bytes())?,
         c_string(b"-c".to_vec())?,
-        c_string(spec.command.clone().into_bytes())?,
     ];
+    if spec.command.starts_with(['-', '+']) {
+        argv.push(c_string(b"--".to_vec())?);
+    }
+    argv.push(c_string(spec.command.clone().into_bytes())?);
     Ok((c_string(program.into_os_string().into_vec())?, argv, envp))
 }
 
@@ -930,6 +936,28 @@ mod tests {
             .read_to_string(&mut progress)
             .expect("read");
         assert_eq!(progress, "progress\n");
+    }
+
+    #[test]
+    fn job_starting_with_a_dash_or_plus_is_not_an_option() {
+        for job in ["-v; echo ok", "+v; echo ok"] {
+            let r = run_job(job);
+            assert_eq!(text(&r.stdout), "ok\n", "{job}: {}", text(&r.stderr));
+            assert_eq!(r.outcome, Outcome::Exited(0), "{job}");
+        }
+    }
+
+    #[test]
+    fn only_jobs_that_look_like_options_get_a_double_dash() {
+        let argv = |job: &str| {
+            let (_, argv, _) = command(&spec(job)).expect("command");
+            argv.into_iter()
+                .map(|a| a.into_string().expect("utf-8"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(argv("echo -v"), ["sh", "-c", "echo -v"]);
+        assert_eq!(argv("-v"), ["sh", "-c", "--", "-v"]);
+        assert_eq!(argv("+v"), ["sh", "-c", "--", "+v"]);
     }
 
     #[test]
