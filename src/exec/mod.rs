@@ -15,8 +15,10 @@
 //! How a run goes (all on the calling thread, which waits in one `poll` on
 //! the two pipes, a pidfd of the shell and the kill switch's eventfd):
 //! - the shell is started by `spawn.rs`, which also makes it die with the
-//!   worker (`PR_SET_PDEATHSIG`), so a worker killed with SIGKILL does not
-//!   leave its jobs running beside their re-runs;
+//!   thread that started it (`PR_SET_PDEATHSIG` fires when that *thread*
+//!   exits), so a worker killed with SIGKILL does not leave its jobs running
+//!   beside their re-runs; that thread is the one that runs [`run`], which
+//!   returns only once the shell is reaped, so it outlives the job;
 //! - the shell's exit is seen through its pidfd *without reaping it*, so
 //!   the group id (the shell's pid) can never be reused while we may still
 //!   signal it;
@@ -27,18 +29,34 @@
 //!   `sleep 100 &` would otherwise hold the pipes open), and the shell is
 //!   reaped.
 
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod spawn;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!(
+    "zkmw's job runner supports Linux on x86_64 and aarch64 only (see src/exec/spawn.rs)"
+);
 
 pub use spawn::KEPT_FD;
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::fs::Access;
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitStatus};
 
 /// Names of the worker's environment variables passed on to a job, when set.
 ///
@@ -149,8 +167,8 @@ struct KillInner {
     killed: AtomicBool,
     /// The eventfd of the run waiting on this switch, if one is: `kill`
     /// writes to it to wake the run's `poll`. Registered and removed under
-    /// the lock, so `kill` never writes to a closed (or reused) fd.
-    waker: Mutex<Option<RawFd>>,
+    /// the lock, so a run never misses a `kill` made while it registers.
+    waker: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 impl KillSwitch {
@@ -163,11 +181,9 @@ impl KillSwitch {
     pub fn kill(&self) {
         let waker = lock(&self.inner.waker);
         self.inner.killed.store(true, Ordering::SeqCst);
-        if let Some(fd) = *waker {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: `fd` is the registered eventfd, open while we hold the
-            // lock; an eventfd takes 8-byte writes.
-            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        if let Some(fd) = &*waker {
+            // An eventfd takes 8-byte writes; this one cannot overflow.
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
     }
 
@@ -177,7 +193,7 @@ impl KillSwitch {
     }
 
     /// Registers the run's eventfd; false if the switch was already killed.
-    fn register(&self, fd: RawFd) -> bool {
+    fn register(&self, fd: Arc<OwnedFd>) -> bool {
         let mut waker = lock(&self.inner.waker);
         *waker = Some(fd);
         !self.is_killed()
@@ -214,11 +230,14 @@ enum Stop {
 }
 
 fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
-    let waker = match eventfd() {
-        Ok(fd) => fd,
+    let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
+    let waker = match rustix::event::eventfd(0, flags) {
+        Ok(fd) => Arc::new(fd),
         Err(e) => return not_started(format!("could not make an eventfd: {e}")),
     };
     let keep = spec.keep_fd.as_ref().map(AsFd::as_fd);
+    // This thread spawns, supervises and reaps the shell, so it outlives
+    // it: the shell's death signal fires when this thread exits.
     let started =
         command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp, keep));
     let child = match started {
@@ -231,7 +250,7 @@ fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
         captured: [Captured::default(), Captured::default()],
         cap: spec.output_cap,
     };
-    let stopped = if kill.register(waker.as_raw_fd()) {
+    let stopped = if kill.register(Arc::clone(&waker)) {
         watch.supervise(&child.pidfd, &waker, spec.timeout)
     } else {
         watch.stop(&child.pidfd, Stop::Kill)
@@ -300,12 +319,7 @@ fn find_program(name: &str, path: &OsStr) -> PathBuf {
 }
 
 fn is_executable(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid C string.
-    let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
-    executable && path.is_file()
+    rustix::fs::access(path, Access::EXEC_OK).is_ok() && path.is_file()
 }
 
 fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
@@ -315,7 +329,7 @@ fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
 
 /// A running job's group, pipes and captured output.
 struct Watch {
-    pgid: libc::pid_t,
+    pgid: Pid,
     /// stdout and stderr; `None` once at end of file.
     pipes: [Option<OwnedFd>; 2],
     captured: [Captured; 2],
@@ -352,7 +366,7 @@ impl Watch {
     /// SIGTERM to the group, SIGKILL after the grace; returns once the
     /// shell has exited.
     fn stop(&mut self, pidfd: &OwnedFd, why: Stop) -> Option<Stop> {
-        kill_group(self.pgid, libc::SIGTERM);
+        kill_group(self.pgid, Signal::TERM);
         let grace = Instant::now() + KILL_GRACE;
         while !self.poll(
             &[pidfd],
@@ -360,7 +374,7 @@ impl Watch {
         )[0]
         {
             if Instant::now() >= grace {
-                kill_group(self.pgid, libc::SIGKILL);
+                kill_group(self.pgid, Signal::KILL);
                 while !self.poll(&[pidfd], None)[0] {}
             }
         }
@@ -378,7 +392,7 @@ impl Watch {
                 self.pgid
             );
         }
-        kill_group(self.pgid, libc::SIGKILL);
+        kill_group(self.pgid, Signal::KILL);
         self.read_until(Instant::now() + READER_GIVE_UP);
         if self.pipes.iter().any(Option::is_some) {
             log::warn!(
@@ -402,36 +416,29 @@ impl Watch {
     /// `extra` to be readable; reads what output is ready and returns which
     /// of `extra` are readable.
     fn poll(&mut self, extra: &[&OwnedFd], wait: Option<Duration>) -> Vec<bool> {
-        let mut fds: Vec<libc::pollfd> = self
+        let (live, mut fds): (Vec<usize>, Vec<PollFd>) = self
             .pipes
             .iter()
-            .map(|p| p.as_ref().map_or(-1, AsRawFd::as_raw_fd))
-            .chain(extra.iter().map(|fd| fd.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // Round up, so a wait never ends just short of its deadline.
-        let ms = wait.map_or(-1, |w| {
-            w.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-        });
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
+            .enumerate()
+            .filter_map(|(i, pipe)| Some((i, PollFd::new(pipe.as_ref()?, PollFlags::IN))))
+            .unzip();
+        fds.extend(extra.iter().map(|fd| PollFd::new(*fd, PollFlags::IN)));
+        // A wait too long for a timespec is no limit.
+        let timeout = wait.and_then(|w| Timespec::try_from(w).ok());
+        if let Err(err) = rustix::event::poll(&mut fds, timeout.as_ref()) {
+            if err != Errno::INTR {
                 log::warn!("waiting for job {}: {err}", self.pgid);
             }
             return vec![false; extra.len()];
         }
-        for (i, fd) in fds[..2].iter().enumerate() {
-            if fd.fd >= 0 && fd.revents != 0 {
+        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        let (pipes_ready, extra_ready) = ready.split_at(live.len());
+        for (&i, &ready) in live.iter().zip(pipes_ready) {
+            if ready {
                 self.read_pipe(i);
             }
         }
-        fds[2..].iter().map(|fd| fd.revents != 0).collect()
+        extra_ready.to_vec()
     }
 
     /// One read from pipe `i`, which poll said is ready; closes it at end of
@@ -439,20 +446,18 @@ impl Watch {
     fn read_pipe(&mut self, i: usize) {
         let Some(pipe) = &self.pipes[i] else { return };
         let mut buf = [0u8; CHUNK];
-        // SAFETY: `buf` is valid for `CHUNK` bytes of writing.
-        let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), CHUNK) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                return;
+        let n = match rustix::io::read(pipe, &mut buf) {
+            Ok(n) => n,
+            Err(Errno::INTR) => return,
+            Err(err) => {
+                log::warn!("reading job output: {err}");
+                0
             }
-            log::warn!("reading job output: {err}");
-        }
-        if n <= 0 {
+        };
+        if n == 0 {
             self.pipes[i] = None;
             return;
         }
-        let n = n as usize;
         let captured = &mut self.captured[i];
         let room = self.cap.saturating_sub(captured.bytes.len());
         captured.bytes.extend_from_slice(&buf[..n.min(room)]);
@@ -461,46 +466,33 @@ impl Watch {
     }
 }
 
-/// A non-blocking, close-on-exec eventfd.
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes an initial value and flags.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: eventfd returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Sends `sig` to process group `pgid`.
-fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
-    // 0 and 1 would mean our own group or init's: never signal those.
-    if pgid <= 1 {
+fn kill_group(pgid: Pid, sig: Signal) {
+    // That would be init's group: never signal it.
+    if pgid.is_init() {
         return;
     }
-    // SAFETY: killpg only sends a signal. `pgid` is our unreaped child's pid,
-    // so it still names the job's group and nothing else.
-    if unsafe { libc::killpg(pgid, sig) } != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            log::warn!("could not signal job process group {pgid}: {err}");
-        }
+    // `pgid` is our unreaped child's pid, so it still names the job's group
+    // and nothing else.
+    match rustix::process::kill_process_group(pgid, sig) {
+        Ok(()) | Err(Errno::SRCH) => {}
+        Err(err) => log::warn!("could not signal job process group {pgid}: {err}"),
     }
 }
 
 /// How the job ended, from why we stopped it (if we did) and its status.
-fn outcome(stopped: Option<Stop>, status: io::Result<libc::c_int>, pid: libc::pid_t) -> Outcome {
+fn outcome(stopped: Option<Stop>, status: io::Result<WaitStatus>, pid: Pid) -> Outcome {
     match (stopped, status) {
         (Some(Stop::Timeout), _) => Outcome::TimedOut,
         (Some(Stop::Kill), _) => Outcome::Killed,
-        (None, Ok(status)) if libc::WIFEXITED(status) => Outcome::Exited(libc::WEXITSTATUS(status)),
-        (None, Ok(status)) if libc::WIFSIGNALED(status) => {
-            Outcome::Signaled(libc::WTERMSIG(status))
-        }
-        (None, Ok(status)) => {
-            log::error!("job process {pid}: unexpected status {status:#x}");
-            Outcome::Exited(-1)
-        }
+        (None, Ok(status)) => match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => Outcome::Exited(code),
+            (None, Some(sig)) => Outcome::Signaled(sig),
+            (None, None) => {
+                log::error!("job process {pid}: unexpected status {status:?}");
+                Outcome::Exited(-1)
+            }
+        },
         (None, Err(e)) => {
             log::error!("could not reap job process {pid}: {e}");
             Outcome::Exited(-1)
@@ -522,6 +514,7 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
     use std::thread;
     use std::time::Instant;
@@ -552,8 +545,8 @@ mod tests {
     fn gone(pid: libc::pid_t) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            // SAFETY: signal 0 only checks that the process exists.
-            let exists = unsafe { libc::kill(pid, 0) } == 0;
+            let exists = Pid::from_raw(pid)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
             let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|s| {
