@@ -9,8 +9,8 @@
 //! job prints.
 //!
 //! [`run`] blocks the calling thread until the job is over. A [`KillSwitch`]
-//! lets another thread stop the job at any time (worker shutdown past the
-//! drain timeout, ZooKeeper session lost).
+//! lets another thread stop the job at any time: kill it (worker shutdown
+//! past the drain timeout, ZooKeeper session lost) or cancel it.
 //!
 //! How a run goes (all on the calling thread, which waits in one `poll` on
 //! the two pipes, a pidfd of the shell and the kill switch's eventfd):
@@ -23,7 +23,7 @@
 //!   the group id (the shell's pid) can never be reused while we may still
 //!   signal it;
 //! - on timeout or kill the group gets SIGTERM, then SIGKILL after a grace
-//!   of 2 s;
+//!   of 2 s (on cancel, after the grace the cancel gives);
 //! - once the shell has exited, the pipes get 200 ms to reach end of file,
 //!   then the whole group gets SIGKILL (a background grandchild such as
 //!   `sleep 100 &` would otherwise hold the pipes open), and the shell is
@@ -49,7 +49,6 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,8 +70,12 @@ pub const PASSED_ENV: &[&str] = &[
 /// `PATH` given to a job when the worker has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Time between SIGTERM and SIGKILL when we stop a job.
+/// Time between SIGTERM and SIGKILL when we stop a job, unless a cancel
+/// asks for another.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest grace a cancel gets (a longer one is cut to this).
+const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Time the pipes get to reach end of file once the shell has exited,
 /// before the rest of its process group is killed.
@@ -116,8 +119,12 @@ pub enum Outcome {
     Signaled(i32),
     /// We stopped the job because it ran past its timeout.
     TimedOut,
-    /// We stopped the job (or did not start it) because of the [`KillSwitch`].
+    /// We stopped the job (or did not start it) because of
+    /// [`KillSwitch::kill`].
     Killed,
+    /// We stopped the job (or did not start it) because of
+    /// [`KillSwitch::cancel`]; the report keeps what it wrote until then.
+    Cancelled,
     /// The shell could not be started; the reason, e.g.
     /// `"sh: No such file or directory (os error 2)"`.
     CouldNotStart(String),
@@ -149,58 +156,94 @@ pub struct JobReport {
     pub finished_ms: u64,
 }
 
-/// A handle another thread can use to kill a running job's whole process
-/// group (worker shutdown past the drain timeout, session lost).
+/// A handle another thread can use to stop a running job's whole process
+/// group: kill it (worker shutdown past the drain timeout, session lost) or
+/// cancel it.
 ///
-/// Clones share the same switch; it is `Send + Sync` and [`KillSwitch::kill`]
-/// works from any thread at any time. Killing before the job started makes
-/// [`run`] not start it ([`Outcome::Killed`]); killing while it is being
-/// started still kills it; killing after it ended does nothing. A killed
-/// switch stays killed.
+/// Clones share the same switch; it is `Send + Sync` and its methods work
+/// from any thread at any time. Stopping before the job started makes
+/// [`run`] not start it; stopping while it is being started still stops
+/// it; stopping after it ended does nothing. The first of
+/// [`KillSwitch::kill`] and [`KillSwitch::cancel`] decides the outcome;
+/// SIGKILL follows SIGTERM at the earliest time any of them asked for (the
+/// time of each call plus its grace). A stopped switch stays stopped.
 #[derive(Debug, Clone, Default)]
 pub struct KillSwitch {
-    inner: Arc<KillInner>,
+    inner: Arc<Mutex<SwitchState>>,
 }
 
 #[derive(Debug, Default)]
-struct KillInner {
-    killed: AtomicBool,
-    /// The eventfd of the run waiting on this switch, if one is: `kill`
+struct SwitchState {
+    /// What was asked, once kill or cancel was called.
+    asked: Option<StopRequest>,
+    /// The eventfd of the run waiting on this switch, if one is: a stop
     /// writes to it to wake the run's `poll`. Registered and removed under
-    /// the lock, so a run never misses a `kill` made while it registers.
-    waker: Mutex<Option<Arc<OwnedFd>>>,
+    /// the lock, so a run never misses a stop asked while it registers.
+    waker: Option<Arc<OwnedFd>>,
+}
+
+/// Why a job is to be stopped, and when SIGKILL follows the SIGTERM.
+#[derive(Debug, Clone, Copy)]
+struct StopRequest {
+    why: Stop,
+    kill_at: Instant,
 }
 
 impl KillSwitch {
-    /// A switch that has not been killed.
+    /// A switch that has not been used.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Kills the job run with this switch, now or when it starts.
+    /// Kills the job run with this switch, now or when it starts: SIGTERM
+    /// to its group, SIGKILL 2 s later; [`Outcome::Killed`].
     pub fn kill(&self) {
-        let waker = lock(&self.inner.waker);
-        self.inner.killed.store(true, Ordering::SeqCst);
-        if let Some(fd) = &*waker {
+        self.ask(Stop::Kill, KILL_GRACE);
+    }
+
+    /// Cancels the job run with this switch, now or when it starts: SIGTERM
+    /// to its group, SIGKILL `grace` later (at most a day);
+    /// [`Outcome::Cancelled`], with the output written until then.
+    pub fn cancel(&self, grace: Duration) {
+        self.ask(Stop::Cancel, grace.min(MAX_GRACE));
+    }
+
+    /// Whether [`KillSwitch::kill`] or [`KillSwitch::cancel`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.asked().is_some()
+    }
+
+    fn ask(&self, why: Stop, grace: Duration) {
+        let mut state = lock(&self.inner);
+        let mut asked = StopRequest {
+            why,
+            kill_at: Instant::now() + grace,
+        };
+        if let Some(earlier) = state.asked {
+            asked.why = earlier.why;
+            asked.kill_at = asked.kill_at.min(earlier.kill_at);
+        }
+        state.asked = Some(asked);
+        if let Some(fd) = &state.waker {
             // An eventfd takes 8-byte writes; this one cannot overflow.
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
     }
 
-    /// Whether [`KillSwitch::kill`] was called.
-    pub fn is_killed(&self) -> bool {
-        self.inner.killed.load(Ordering::SeqCst)
+    /// What was asked of the switch so far.
+    fn asked(&self) -> Option<StopRequest> {
+        lock(&self.inner).asked
     }
 
-    /// Registers the run's eventfd; false if the switch was already killed.
-    fn register(&self, fd: Arc<OwnedFd>) -> bool {
-        let mut waker = lock(&self.inner.waker);
-        *waker = Some(fd);
-        !self.is_killed()
+    /// Registers the run's eventfd; returns what was already asked.
+    fn register(&self, fd: Arc<OwnedFd>) -> Option<StopRequest> {
+        let mut state = lock(&self.inner);
+        state.waker = Some(fd);
+        state.asked
     }
 
     fn unregister(&self) {
-        lock(&self.inner.waker).take();
+        lock(&self.inner).waker.take();
     }
 }
 
@@ -208,10 +251,13 @@ impl KillSwitch {
 /// it ended.
 pub fn run(spec: &JobSpec, kill: &KillSwitch) -> JobReport {
     let started_ms = now_ms();
-    let (outcome, stdout, stderr) = if kill.is_killed() {
-        (Outcome::Killed, Captured::default(), Captured::default())
-    } else {
-        execute(spec, kill)
+    let (outcome, stdout, stderr) = match kill.asked() {
+        Some(asked) => (
+            asked.why.outcome(),
+            Captured::default(),
+            Captured::default(),
+        ),
+        None => execute(spec, kill),
     };
     JobReport {
         outcome,
@@ -227,6 +273,26 @@ pub fn run(spec: &JobSpec, kill: &KillSwitch) -> JobReport {
 enum Stop {
     Timeout,
     Kill,
+    Cancel,
+}
+
+impl Stop {
+    fn outcome(self) -> Outcome {
+        match self {
+            Stop::Timeout => Outcome::TimedOut,
+            Stop::Kill => Outcome::Killed,
+            Stop::Cancel => Outcome::Cancelled,
+        }
+    }
+}
+
+/// What a run waits on besides the output: the shell's exit and its switch.
+struct Waits<'a> {
+    /// Readable once the shell has exited.
+    pidfd: &'a OwnedFd,
+    /// Readable once a stop was asked of `switch` (and until it is read).
+    waker: &'a OwnedFd,
+    switch: &'a KillSwitch,
 }
 
 fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
@@ -250,10 +316,14 @@ fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
         captured: [Captured::default(), Captured::default()],
         cap: spec.output_cap,
     };
-    let stopped = if kill.register(Arc::clone(&waker)) {
-        watch.supervise(&child.pidfd, &waker, spec.timeout)
-    } else {
-        watch.stop(&child.pidfd, Stop::Kill)
+    let waits = Waits {
+        pidfd: &child.pidfd,
+        waker: &waker,
+        switch: kill,
+    };
+    let stopped = match kill.register(Arc::clone(&waker)) {
+        None => watch.supervise(&waits, spec.timeout),
+        Some(asked) => Some(watch.stop(&waits, asked)),
     };
     kill.unregister();
     watch.drain();
@@ -338,47 +408,51 @@ struct Watch {
 
 impl Watch {
     /// Reads output until the shell exits; stops the job on timeout or when
-    /// the kill switch wakes `waker`. Returns why we stopped it, if we did.
-    fn supervise(
-        &mut self,
-        pidfd: &OwnedFd,
-        waker: &OwnedFd,
-        timeout: Option<Duration>,
-    ) -> Option<Stop> {
+    /// a stop is asked of the switch. Returns why we stopped it, if we did.
+    fn supervise(&mut self, waits: &Waits, timeout: Option<Duration>) -> Option<Stop> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
-                return self.stop(pidfd, Stop::Timeout);
+                let kill_at = Instant::now() + KILL_GRACE;
+                let why = Stop::Timeout;
+                return Some(self.stop(waits, StopRequest { why, kill_at }));
             }
-            let ready = self.poll(&[pidfd, waker], wait);
+            let ready = self.poll(&[waits.pidfd, waits.waker], wait);
             // Biased towards the exit: a job that has ended is not reported
             // stopped.
             if ready[0] {
                 return None;
             }
-            if ready[1] {
-                return self.stop(pidfd, Stop::Kill);
+            if let Some(asked) = waits.switch.asked() {
+                return Some(self.stop(waits, asked));
             }
         }
     }
 
-    /// SIGTERM to the group, SIGKILL after the grace; returns once the
-    /// shell has exited.
-    fn stop(&mut self, pidfd: &OwnedFd, why: Stop) -> Option<Stop> {
+    /// SIGTERM to the group, SIGKILL once `first.kill_at` or an earlier
+    /// time asked of the switch meanwhile has come; returns, once the shell
+    /// has exited, why it was stopped (the first reason).
+    fn stop(&mut self, waits: &Waits, first: StopRequest) -> Stop {
         kill_group(self.pgid, Signal::TERM);
-        let grace = Instant::now() + KILL_GRACE;
-        while !self.poll(
-            &[pidfd],
-            Some(grace.saturating_duration_since(Instant::now())),
-        )[0]
-        {
-            if Instant::now() >= grace {
-                kill_group(self.pgid, Signal::KILL);
-                while !self.poll(&[pidfd], None)[0] {}
+        let mut kill_at = first.kill_at;
+        loop {
+            let wait = kill_at.saturating_duration_since(Instant::now());
+            if wait == Duration::ZERO {
+                break;
+            }
+            if self.poll(&[waits.pidfd, waits.waker], Some(wait))[0] {
+                return first.why;
+            }
+            // Woken by the switch (or not): take its request into account.
+            let _ = rustix::io::read(waits.waker, &mut [0u8; 8]);
+            if let Some(asked) = waits.switch.asked() {
+                kill_at = kill_at.min(asked.kill_at);
             }
         }
-        Some(why)
+        kill_group(self.pgid, Signal::KILL);
+        while !self.poll(&[waits.pidfd], None)[0] {}
+        first.why
     }
 
     /// Once the shell has exited: reads the pipes to their end for a short
@@ -483,8 +557,7 @@ fn kill_group(pgid: Pid, sig: Signal) {
 /// How the job ended, from why we stopped it (if we did) and its status.
 fn outcome(stopped: Option<Stop>, status: io::Result<WaitStatus>, pid: Pid) -> Outcome {
     match (stopped, status) {
-        (Some(Stop::Timeout), _) => Outcome::TimedOut,
-        (Some(Stop::Kill), _) => Outcome::Killed,
+        (Some(why), _) => why.outcome(),
         (None, Ok(status)) => match (status.exit_status(), status.terminating_signal()) {
             (Some(code), _) => Outcome::Exited(code),
             (None, Some(sig)) => Outcome::Signaled(sig),
@@ -540,21 +613,11 @@ mod tests {
         std::str::from_utf8(&c.bytes).expect("utf-8 output")
     }
 
-    /// Whether process `pid` is gone (or a zombie nobody reaped yet),
-    /// polling for at most 5 s.
-    fn gone(pid: libc::pid_t) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
+    /// Whether `done()` holds within `limit`, polling every 10 ms.
+    fn within(limit: Duration, done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
         loop {
-            let exists = Pid::from_raw(pid)
-                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false);
-            if !exists || zombie {
+            if done() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -564,19 +627,41 @@ mod tests {
         }
     }
 
+    /// The state letter and the process group of process `pid`, from
+    /// /proc; `None` once it is gone.
+    fn proc_stat(pid: &str) -> Option<(char, String)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        Some((state, fields.nth(1)?.to_string()))
+    }
+
+    /// Whether process `pid` is gone (or a zombie nobody reaped yet),
+    /// polling for at most 5 s.
+    fn gone(pid: libc::pid_t) -> bool {
+        within(Duration::from_secs(5), || {
+            proc_stat(&pid.to_string()).is_none_or(|(state, _)| state == 'Z')
+        })
+    }
+
+    /// Whether every process of group `pgid` is gone (or a zombie),
+    /// polling for at most 5 s.
+    fn group_gone(pgid: &str) -> bool {
+        within(Duration::from_secs(5), || {
+            let procs = std::fs::read_dir("/proc").expect("/proc");
+            procs
+                .filter_map(|entry| proc_stat(entry.ok()?.file_name().to_str()?))
+                .all(|(state, pgrp)| state == 'Z' || pgrp != pgid)
+        })
+    }
+
     fn temp_path(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("zkmw-exec-{name}-{}", std::process::id()))
     }
 
     fn wait_for_file(path: &Path) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if path.exists() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
+        within(Duration::from_secs(10), || path.exists())
     }
 
     #[test]
@@ -951,6 +1036,96 @@ mod tests {
         assert_eq!(argv("echo -v"), ["sh", "-c", "echo -v"]);
         assert_eq!(argv("-v"), ["sh", "-c", "--", "-v"]);
         assert_eq!(argv("+v"), ["sh", "-c", "--", "+v"]);
+    }
+
+    /// Runs a job that traps SIGTERM (and goes on), and once it runs calls
+    /// `stop` from another thread with its switch and a file that exists
+    /// once the job got SIGTERM. Returns the report, the job's process
+    /// group and how long the run went on from the call.
+    fn stop_job_trapping_term(
+        name: &str,
+        stop: impl FnOnce(&KillSwitch, &Path) + Send,
+    ) -> (JobReport, String, Duration) {
+        let (started, termed) = (temp_path(name), temp_path(&format!("{name}-term")));
+        for file in [&started, &termed] {
+            let _ = std::fs::remove_file(file);
+        }
+        let job = format!(
+            "trap \"touch '{}'\" TERM; echo \"before $$\"; touch '{}'; while :; do sleep 30; done",
+            termed.display(),
+            started.display()
+        );
+        let kill = KillSwitch::new();
+        let (report, took) = thread::scope(|scope| {
+            let stopper = scope.spawn(|| {
+                assert!(wait_for_file(&started), "job never started");
+                let at = Instant::now();
+                stop(&kill, &termed);
+                at
+            });
+            let report = run(&spec(&job), &kill);
+            let ended = Instant::now();
+            (report, ended - stopper.join().expect("stopper thread"))
+        });
+        for file in [&started, &termed] {
+            let _ = std::fs::remove_file(file);
+        }
+        let out = text(&report.stdout);
+        let pgid = out.strip_prefix("before ").expect(out).trim().to_string();
+        (report, pgid, took)
+    }
+
+    #[test]
+    fn cancel_kills_after_its_grace_and_keeps_the_output() {
+        let grace = Duration::from_millis(300);
+        let (r, pgid, took) = stop_job_trapping_term("cancel", |kill, _| kill.cancel(grace));
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_eq!(text(&r.stdout), format!("before {pgid}\n"));
+        // Well before the 2 s of a kill.
+        assert!(took >= grace, "took {took:?}");
+        assert!(took < grace + Duration::from_millis(1200), "took {took:?}");
+        assert!(group_gone(&pgid), "process group {pgid} survived");
+    }
+
+    #[test]
+    fn cancel_before_run_does_not_start() {
+        let kill = KillSwitch::new();
+        kill.cancel(Duration::MAX);
+        assert!(kill.is_killed());
+        // A shell that cannot start: trying to would end in CouldNotStart.
+        let mut s = spec("echo hi");
+        s.shell = "/nonexistent/sh".to_string();
+        let r = run(&s, &kill);
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_eq!(r.stdout, Captured::default());
+    }
+
+    #[test]
+    fn kill_during_a_cancel_keeps_cancelled_and_shortens_the_grace() {
+        let (r, _, took) = stop_job_trapping_term("cancel-kill", |kill, termed| {
+            kill.cancel(Duration::from_secs(30));
+            assert!(wait_for_file(termed), "no SIGTERM");
+            kill.kill();
+        });
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert!(took >= KILL_GRACE, "took {took:?}");
+        assert!(
+            took < KILL_GRACE + Duration::from_millis(1500),
+            "took {took:?}"
+        );
+    }
+
+    #[test]
+    fn cancel_during_a_kill_keeps_killed_and_shortens_the_grace() {
+        let grace = Duration::from_millis(300);
+        let (r, _, took) = stop_job_trapping_term("kill-cancel", |kill, termed| {
+            kill.kill();
+            assert!(wait_for_file(termed), "no SIGTERM");
+            kill.cancel(grace);
+        });
+        assert_eq!(r.outcome, Outcome::Killed);
+        assert!(took >= grace, "took {took:?}");
+        assert!(took < KILL_GRACE, "took {took:?}");
     }
 
     #[test]

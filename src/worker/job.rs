@@ -196,6 +196,12 @@ pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult
             Some(format!("{COULD_NOT_START}: {why}")),
         ),
         Outcome::Killed => (FinalState::Failed, None, None, Some("killed".to_string())),
+        Outcome::Cancelled => (
+            FinalState::Failed,
+            None,
+            None,
+            Some("cancelled".to_string()),
+        ),
     };
     TaskResult {
         state,
