@@ -1088,16 +1088,25 @@ mod tests {
     }
 
     #[test]
-    fn cancel_before_run_does_not_start() {
-        let kill = KillSwitch::new();
-        kill.cancel(Duration::MAX);
-        assert!(kill.is_killed());
+    fn stopped_before_run_does_not_start_and_the_first_reason_wins() {
+        let cancel_then_kill = KillSwitch::new();
+        cancel_then_kill.cancel(Duration::MAX);
+        cancel_then_kill.kill();
+        let kill_then_cancel = KillSwitch::new();
+        kill_then_cancel.kill();
+        kill_then_cancel.cancel(Duration::ZERO);
         // A shell that cannot start: trying to would end in CouldNotStart.
         let mut s = spec("echo hi");
         s.shell = "/nonexistent/sh".to_string();
-        let r = run(&s, &kill);
-        assert_eq!(r.outcome, Outcome::Cancelled);
-        assert_eq!(r.stdout, Captured::default());
+        for (kill, first) in [
+            (cancel_then_kill, Outcome::Cancelled),
+            (kill_then_cancel, Outcome::Killed),
+        ] {
+            assert!(kill.is_killed());
+            let r = run(&s, &kill);
+            assert_eq!(r.outcome, first);
+            assert_eq!(r.stdout, Captured::default());
+        }
     }
 
     #[test]
