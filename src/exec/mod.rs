@@ -656,8 +656,30 @@ mod tests {
         })
     }
 
-    fn temp_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("zkmw-exec-{name}-{}", std::process::id()))
+    /// Paths for files that a test's jobs make: none exists at first, and
+    /// they are removed on drop.
+    struct TempFiles<const N: usize>([PathBuf; N]);
+
+    impl<const N: usize> TempFiles<N> {
+        fn new(names: [&str; N]) -> Self {
+            let files = Self(names.map(|name| {
+                std::env::temp_dir().join(format!("zkmw-exec-{name}-{}", std::process::id()))
+            }));
+            files.remove();
+            files
+        }
+
+        fn remove(&self) {
+            for path in &self.0 {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    impl<const N: usize> Drop for TempFiles<N> {
+        fn drop(&mut self) {
+            self.remove();
+        }
     }
 
     fn wait_for_file(path: &Path) -> bool {
@@ -727,6 +749,31 @@ mod tests {
     }
 
     #[test]
+    fn background_process_without_our_pipes_is_killed_too() {
+        // It holds no pipe, so nothing waits for it, and it is still killed
+        // with the group.
+        let r = run_job("sleep 30 >/dev/null 2>&1 & echo $!");
+        let pid: libc::pid_t = text(&r.stdout).trim().parse().expect("pid");
+        assert!(gone(pid), "background process {pid} survived");
+    }
+
+    #[test]
+    fn daemon_detached_with_setsid_outlives_the_job() {
+        // The daemon answers a file the test makes once the job is over.
+        let files = TempFiles::new(["daemon-go", "daemon-done"]);
+        let [go, done] = &files.0;
+        let daemon = format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; touch '{}'",
+            go.display(),
+            done.display()
+        );
+        let r = run_job(&format!("setsid sh -c \"{daemon}\" >/dev/null 2>&1 &"));
+        assert_eq!(r.outcome, Outcome::Exited(0));
+        std::fs::write(go, "").expect("go");
+        assert!(wait_for_file(done), "the daemon was killed with the job");
+    }
+
+    #[test]
     fn output_is_capped() {
         let mut s = spec("head -c 1000000 /dev/zero; echo done >&2");
         s.output_cap = 1000;
@@ -785,8 +832,8 @@ mod tests {
 
     #[test]
     fn kill_switch_from_another_thread() {
-        let marker = temp_path("kill-marker");
-        let _ = std::fs::remove_file(&marker);
+        let files = TempFiles::new(["kill-marker"]);
+        let [marker] = &files.0;
         let kill = KillSwitch::new();
         let killer = {
             let (kill, marker) = (kill.clone(), marker.clone());
@@ -802,7 +849,6 @@ mod tests {
             &kill,
         );
         let started = killer.join().expect("killer thread");
-        let _ = std::fs::remove_file(&marker);
         assert!(started, "job never started");
         assert_eq!(r.outcome, Outcome::Killed);
         assert!(
@@ -1046,10 +1092,9 @@ mod tests {
         name: &str,
         stop: impl FnOnce(&KillSwitch, &Path) + Send,
     ) -> (JobReport, String, Duration) {
-        let (started, termed) = (temp_path(name), temp_path(&format!("{name}-term")));
-        for file in [&started, &termed] {
-            let _ = std::fs::remove_file(file);
-        }
+        let term = format!("{name}-term");
+        let files = TempFiles::new([name, &term]);
+        let [started, termed] = &files.0;
         let job = format!(
             "trap \"touch '{}'\" TERM; echo \"before $$\"; touch '{}'; while :; do sleep 30; done",
             termed.display(),
@@ -1058,18 +1103,15 @@ mod tests {
         let kill = KillSwitch::new();
         let (report, took) = thread::scope(|scope| {
             let stopper = scope.spawn(|| {
-                assert!(wait_for_file(&started), "job never started");
+                assert!(wait_for_file(started), "job never started");
                 let at = Instant::now();
-                stop(&kill, &termed);
+                stop(&kill, termed);
                 at
             });
             let report = run(&spec(&job), &kill);
             let ended = Instant::now();
             (report, ended - stopper.join().expect("stopper thread"))
         });
-        for file in [&started, &termed] {
-            let _ = std::fs::remove_file(file);
-        }
         let out = text(&report.stdout);
         let pgid = out.strip_prefix("before ").expect(out).trim().to_string();
         (report, pgid, took)
