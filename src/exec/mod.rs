@@ -759,16 +759,22 @@ mod tests {
 
     #[test]
     fn daemon_detached_with_setsid_outlives_the_job() {
-        // The daemon answers a file the test makes once the job is over.
+        // The daemon answers a file the test makes once the job is over (it
+        // waits 10 s at most; `\$` keeps its variables from the job's
+        // shell). `setsid -w` returns once the daemon has been started in a
+        // session of its own: one still leaving the group when the shell
+        // exits (`setsid CMD &`) may be killed with it.
         let files = TempFiles::new(["daemon-go", "daemon-done"]);
         let [go, done] = &files.0;
         let daemon = format!(
-            "while [ ! -e '{}' ]; do sleep 0.05; done; touch '{}'",
-            go.display(),
-            done.display()
+            "i=0; while [ ! -e '{go}' ] && [ \\$i -lt 200 ]; do sleep 0.05; i=\\$((i+1)); done; \
+             [ -e '{go}' ] && touch '{done}'",
+            go = go.display(),
+            done = done.display()
         );
-        let r = run_job(&format!("setsid sh -c \"{daemon}\" >/dev/null 2>&1 &"));
-        assert_eq!(r.outcome, Outcome::Exited(0));
+        let job = format!("setsid -w sh -c \"({daemon}) >/dev/null 2>&1 &\"");
+        let r = run_job(&job);
+        assert_eq!(r.outcome, Outcome::Exited(0), "{}", text(&r.stderr));
         std::fs::write(go, "").expect("go");
         assert!(wait_for_file(done), "the daemon was killed with the job");
     }
