@@ -116,20 +116,20 @@ pub fn ensure_namespace(zk: &Zk, layout: &Layout) -> Result<(), ZkError> {
 
 /// This machine's host name, for the records people read in status.
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length, and gethostname
-    // writes at most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    // On Linux, the host name is the UTS name's nodename.
+    let uname = rustix::system::uname();
+    uname.nodename().to_string_lossy().into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_name_is_the_kernels() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("host name");
+        assert_eq!(host_name(), kernel.trim_end());
+    }
 
     /// A worker cut off from ZooKeeper has killed its job before the
     /// master may run it again, for any session timeout.

@@ -3,38 +3,59 @@
 //! A job is `sh -c COMMAND`, started in its own process group so that a
 //! timeout or a kill reaches everything it spawned, not just the shell. It
 //! gets a clean environment (only [`PASSED_ENV`] plus `ZKMW_TASK_ID` and
-//! `ZKMW_ATTEMPT`), stdin from `/dev/null`, and its stdout and stderr are
-//! captured up to a cap so memory stays bounded whatever the job prints.
+//! `ZKMW_ATTEMPT`), stdin from `/dev/null`, no other open descriptor than
+//! 0, 1, 2 (and [`KEPT_FD`] when it is given one to keep), and its stdout
+//! and stderr are captured up to a cap so memory stays bounded whatever the
+//! job prints.
 //!
 //! [`run`] blocks the calling thread until the job is over. A [`KillSwitch`]
-//! lets another thread stop the job at any time (worker shutdown past the
-//! drain timeout, ZooKeeper session lost).
+//! lets another thread stop the job at any time: kill it (worker shutdown
+//! past the drain timeout, ZooKeeper session lost) or cancel it.
 //!
 //! How a run goes (all on the calling thread, which waits in one `poll` on
 //! the two pipes, a pidfd of the shell and the kill switch's eventfd):
 //! - the shell is started by `spawn.rs`, which also makes it die with the
-//!   worker (`PR_SET_PDEATHSIG`), so a worker killed with SIGKILL does not
-//!   leave its jobs running beside their re-runs;
+//!   thread that started it (`PR_SET_PDEATHSIG` fires when that *thread*
+//!   exits), so a worker killed with SIGKILL does not leave its jobs running
+//!   beside their re-runs; that thread is the one that runs [`run`], which
+//!   returns only once the shell is reaped, so it outlives the job;
 //! - the shell's exit is seen through its pidfd *without reaping it*, so
 //!   the group id (the shell's pid) can never be reused while we may still
 //!   signal it;
 //! - on timeout or kill the group gets SIGTERM, then SIGKILL after a grace
-//!   of 2 s;
+//!   of 2 s (on cancel, after the grace the cancel gives);
 //! - once the shell has exited, the pipes get 200 ms to reach end of file,
 //!   then the whole group gets SIGKILL (a background grandchild such as
 //!   `sleep 100 &` would otherwise hold the pipes open), and the shell is
 //!   reaped.
 
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod spawn;
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!(
+    "zkmw's job runner supports Linux on x86_64 and aarch64 only (see src/exec/spawn.rs)"
+);
+
+pub use spawn::KEPT_FD;
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
+use rustix::fs::Access;
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitStatus};
 
 /// Names of the worker's environment variables passed on to a job, when set.
 ///
@@ -49,8 +70,12 @@ pub const PASSED_ENV: &[&str] = &[
 /// `PATH` given to a job when the worker has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Time between SIGTERM and SIGKILL when we stop a job.
+/// Time between SIGTERM and SIGKILL when we stop a job, unless a cancel
+/// asks for another.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest grace a cancel gets (a longer one is cut to this).
+const MAX_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Time the pipes get to reach end of file once the shell has exited,
 /// before the rest of its process group is killed.
@@ -64,9 +89,10 @@ const READER_GIVE_UP: Duration = Duration::from_secs(1);
 const CHUNK: usize = 8 * 1024;
 
 /// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct JobSpec {
-    /// Shell command, passed to `sh -c`.
+    /// Shell command, passed to `sh -c` (after `--` when it begins with `-`
+    /// or `+`, so that the shell does not take it for its options).
     pub command: String,
     /// Task id, exported to the job as `ZKMW_TASK_ID`.
     pub task_id: String,
@@ -79,6 +105,9 @@ pub struct JobSpec {
     /// Shell to run the command with, normally `"sh"` (looked up in the
     /// job's `PATH` unless it contains a `/`).
     pub shell: String,
+    /// A descriptor the job gets open at [`KEPT_FD`] (e.g. a channel for
+    /// its progress); every other one above 2 is closed for it.
+    pub keep_fd: Option<OwnedFd>,
 }
 
 /// How a job ended.
@@ -90,8 +119,12 @@ pub enum Outcome {
     Signaled(i32),
     /// We stopped the job because it ran past its timeout.
     TimedOut,
-    /// We stopped the job (or did not start it) because of the [`KillSwitch`].
+    /// We stopped the job (or did not start it) because of
+    /// [`KillSwitch::kill`].
     Killed,
+    /// We stopped the job (or did not start it) because of
+    /// [`KillSwitch::cancel`]; the report keeps what it wrote until then.
+    Cancelled,
     /// The shell could not be started; the reason, e.g.
     /// `"sh: No such file or directory (os error 2)"`.
     CouldNotStart(String),
@@ -123,60 +156,94 @@ pub struct JobReport {
     pub finished_ms: u64,
 }
 
-/// A handle another thread can use to kill a running job's whole process
-/// group (worker shutdown past the drain timeout, session lost).
+/// A handle another thread can use to stop a running job's whole process
+/// group: kill it (worker shutdown past the drain timeout, session lost) or
+/// cancel it.
 ///
-/// Clones share the same switch; it is `Send + Sync` and [`KillSwitch::kill`]
-/// works from any thread at any time. Killing before the job started makes
-/// [`run`] not start it ([`Outcome::Killed`]); killing while it is being
-/// started still kills it; killing after it ended does nothing. A killed
-/// switch stays killed.
+/// Clones share the same switch; it is `Send + Sync` and its methods work
+/// from any thread at any time. Stopping before the job started makes
+/// [`run`] not start it; stopping while it is being started still stops
+/// it; stopping after it ended does nothing. The first of
+/// [`KillSwitch::kill`] and [`KillSwitch::cancel`] decides the outcome;
+/// SIGKILL follows SIGTERM at the earliest time any of them asked for (the
+/// time of each call plus its grace). A stopped switch stays stopped.
 #[derive(Debug, Clone, Default)]
 pub struct KillSwitch {
-    inner: Arc<KillInner>,
+    inner: Arc<Mutex<SwitchState>>,
 }
 
 #[derive(Debug, Default)]
-struct KillInner {
-    killed: AtomicBool,
-    /// The eventfd of the run waiting on this switch, if one is: `kill`
+struct SwitchState {
+    /// What was asked, once kill or cancel was called.
+    asked: Option<StopRequest>,
+    /// The eventfd of the run waiting on this switch, if one is: a stop
     /// writes to it to wake the run's `poll`. Registered and removed under
-    /// the lock, so `kill` never writes to a closed (or reused) fd.
-    waker: Mutex<Option<RawFd>>,
+    /// the lock, so a run never misses a stop asked while it registers.
+    waker: Option<Arc<OwnedFd>>,
+}
+
+/// Why a job is to be stopped, and when SIGKILL follows the SIGTERM.
+#[derive(Debug, Clone, Copy)]
+struct StopRequest {
+    why: Stop,
+    kill_at: Instant,
 }
 
 impl KillSwitch {
-    /// A switch that has not been killed.
+    /// A switch that has not been used.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Kills the job run with this switch, now or when it starts.
+    /// Kills the job run with this switch, now or when it starts: SIGTERM
+    /// to its group, SIGKILL 2 s later; [`Outcome::Killed`].
     pub fn kill(&self) {
-        let waker = lock(&self.inner.waker);
-        self.inner.killed.store(true, Ordering::SeqCst);
-        if let Some(fd) = *waker {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: `fd` is the registered eventfd, open while we hold the
-            // lock; an eventfd takes 8-byte writes.
-            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        self.ask(Stop::Kill, KILL_GRACE);
+    }
+
+    /// Cancels the job run with this switch, now or when it starts: SIGTERM
+    /// to its group, SIGKILL `grace` later (at most a day);
+    /// [`Outcome::Cancelled`], with the output written until then.
+    pub fn cancel(&self, grace: Duration) {
+        self.ask(Stop::Cancel, grace.min(MAX_GRACE));
+    }
+
+    /// Whether [`KillSwitch::kill`] or [`KillSwitch::cancel`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.asked().is_some()
+    }
+
+    fn ask(&self, why: Stop, grace: Duration) {
+        let mut state = lock(&self.inner);
+        let mut asked = StopRequest {
+            why,
+            kill_at: Instant::now() + grace,
+        };
+        if let Some(earlier) = state.asked {
+            asked.why = earlier.why;
+            asked.kill_at = asked.kill_at.min(earlier.kill_at);
+        }
+        state.asked = Some(asked);
+        if let Some(fd) = &state.waker {
+            // An eventfd takes 8-byte writes; this one cannot overflow.
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
     }
 
-    /// Whether [`KillSwitch::kill`] was called.
-    pub fn is_killed(&self) -> bool {
-        self.inner.killed.load(Ordering::SeqCst)
+    /// What was asked of the switch so far.
+    fn asked(&self) -> Option<StopRequest> {
+        lock(&self.inner).asked
     }
 
-    /// Registers the run's eventfd; false if the switch was already killed.
-    fn register(&self, fd: RawFd) -> bool {
-        let mut waker = lock(&self.inner.waker);
-        *waker = Some(fd);
-        !self.is_killed()
+    /// Registers the run's eventfd; returns what was already asked.
+    fn register(&self, fd: Arc<OwnedFd>) -> Option<StopRequest> {
+        let mut state = lock(&self.inner);
+        state.waker = Some(fd);
+        state.asked
     }
 
     fn unregister(&self) {
-        lock(&self.inner.waker).take();
+        lock(&self.inner).waker.take();
     }
 }
 
@@ -184,10 +251,13 @@ impl KillSwitch {
 /// it ended.
 pub fn run(spec: &JobSpec, kill: &KillSwitch) -> JobReport {
     let started_ms = now_ms();
-    let (outcome, stdout, stderr) = if kill.is_killed() {
-        (Outcome::Killed, Captured::default(), Captured::default())
-    } else {
-        execute(spec, kill)
+    let (outcome, stdout, stderr) = match kill.asked() {
+        Some(asked) => (
+            asked.why.outcome(),
+            Captured::default(),
+            Captured::default(),
+        ),
+        None => execute(spec, kill),
     };
     JobReport {
         outcome,
@@ -203,15 +273,39 @@ pub fn run(spec: &JobSpec, kill: &KillSwitch) -> JobReport {
 enum Stop {
     Timeout,
     Kill,
+    Cancel,
+}
+
+impl Stop {
+    fn outcome(self) -> Outcome {
+        match self {
+            Stop::Timeout => Outcome::TimedOut,
+            Stop::Kill => Outcome::Killed,
+            Stop::Cancel => Outcome::Cancelled,
+        }
+    }
+}
+
+/// What a run waits on besides the output: the shell's exit and its switch.
+struct Waits<'a> {
+    /// Readable once the shell has exited.
+    pidfd: &'a OwnedFd,
+    /// Readable once a stop was asked of `switch` (and until it is read).
+    waker: &'a OwnedFd,
+    switch: &'a KillSwitch,
 }
 
 fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
-    let waker = match eventfd() {
-        Ok(fd) => fd,
+    let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
+    let waker = match rustix::event::eventfd(0, flags) {
+        Ok(fd) => Arc::new(fd),
         Err(e) => return not_started(format!("could not make an eventfd: {e}")),
     };
+    let keep = spec.keep_fd.as_ref().map(AsFd::as_fd);
+    // This thread spawns, supervises and reaps the shell, so it outlives
+    // it: the shell's death signal fires when this thread exits.
     let started =
-        command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp));
+        command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp, keep));
     let child = match started {
         Ok(child) => child,
         Err(e) => return not_started(format!("{}: {e}", spec.shell)),
@@ -222,10 +316,14 @@ fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
         captured: [Captured::default(), Captured::default()],
         cap: spec.output_cap,
     };
-    let stopped = if kill.register(waker.as_raw_fd()) {
-        watch.supervise(&child.pidfd, &waker, spec.timeout)
-    } else {
-        watch.stop(&child.pidfd, Stop::Kill)
+    let waits = Waits {
+        pidfd: &child.pidfd,
+        waker: &waker,
+        switch: kill,
+    };
+    let stopped = match kill.register(Arc::clone(&waker)) {
+        None => watch.supervise(&waits, spec.timeout),
+        Some(asked) => Some(watch.stop(&waits, asked)),
     };
     kill.unregister();
     watch.drain();
@@ -240,7 +338,9 @@ fn not_started(reason: String) -> (Outcome, Captured, Captured) {
     (Outcome::CouldNotStart(reason), empty.clone(), empty)
 }
 
-/// The program, argv and environment of `sh -c COMMAND`.
+/// The program, argv and environment of `sh -c COMMAND` (`sh -c -- COMMAND`
+/// when it begins with `-` or `+`: only then, for shells that are not POSIX
+/// shells do not expect a `--`).
 fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
     let mut env: Vec<(&str, OsString)> = PASSED_ENV
         .iter()
@@ -265,11 +365,14 @@ fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> 
             c_string(entry.into_vec())
         })
         .collect::<io::Result<_>>()?;
-    let argv = vec![
+    let mut argv = vec![
         c_string(spec.shell.clone().into_bytes())?,
         c_string(b"-c".to_vec())?,
-        c_string(spec.command.clone().into_bytes())?,
     ];
+    if spec.command.starts_with(['-', '+']) {
+        argv.push(c_string(b"--".to_vec())?);
+    }
+    argv.push(c_string(spec.command.clone().into_bytes())?);
     Ok((c_string(program.into_os_string().into_vec())?, argv, envp))
 }
 
@@ -303,12 +406,7 @@ fn find_program(name: &str, path: &OsStr) -> PathBuf {
 }
 
 fn is_executable(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid C string.
-    let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
-    executable && path.is_file()
+    rustix::fs::access(path, Access::EXEC_OK).is_ok() && path.is_file()
 }
 
 fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
@@ -318,7 +416,7 @@ fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
 
 /// A running job's group, pipes and captured output.
 struct Watch {
-    pgid: libc::pid_t,
+    pgid: Pid,
     /// stdout and stderr; `None` once at end of file.
     pipes: [Option<OwnedFd>; 2],
     captured: [Captured; 2],
@@ -327,47 +425,51 @@ struct Watch {
 
 impl Watch {
     /// Reads output until the shell exits; stops the job on timeout or when
-    /// the kill switch wakes `waker`. Returns why we stopped it, if we did.
-    fn supervise(
-        &mut self,
-        pidfd: &OwnedFd,
-        waker: &OwnedFd,
-        timeout: Option<Duration>,
-    ) -> Option<Stop> {
+    /// a stop is asked of the switch. Returns why we stopped it, if we did.
+    fn supervise(&mut self, waits: &Waits, timeout: Option<Duration>) -> Option<Stop> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
-                return self.stop(pidfd, Stop::Timeout);
+                let kill_at = Instant::now() + KILL_GRACE;
+                let why = Stop::Timeout;
+                return Some(self.stop(waits, StopRequest { why, kill_at }));
             }
-            let ready = self.poll(&[pidfd, waker], wait);
+            let ready = self.poll(&[waits.pidfd, waits.waker], wait);
             // Biased towards the exit: a job that has ended is not reported
             // stopped.
             if ready[0] {
                 return None;
             }
-            if ready[1] {
-                return self.stop(pidfd, Stop::Kill);
+            if let Some(asked) = waits.switch.asked() {
+                return Some(self.stop(waits, asked));
             }
         }
     }
 
-    /// SIGTERM to the group, SIGKILL after the grace; returns once the
-    /// shell has exited.
-    fn stop(&mut self, pidfd: &OwnedFd, why: Stop) -> Option<Stop> {
-        kill_group(self.pgid, libc::SIGTERM);
-        let grace = Instant::now() + KILL_GRACE;
-        while !self.poll(
-            &[pidfd],
-            Some(grace.saturating_duration_since(Instant::now())),
-        )[0]
-        {
-            if Instant::now() >= grace {
-                kill_group(self.pgid, libc::SIGKILL);
-                while !self.poll(&[pidfd], None)[0] {}
+    /// SIGTERM to the group, SIGKILL once `first.kill_at` or an earlier
+    /// time asked of the switch meanwhile has come; returns, once the shell
+    /// has exited, why it was stopped (the first reason).
+    fn stop(&mut self, waits: &Waits, first: StopRequest) -> Stop {
+        kill_group(self.pgid, Signal::TERM);
+        let mut kill_at = first.kill_at;
+        loop {
+            let wait = kill_at.saturating_duration_since(Instant::now());
+            if wait == Duration::ZERO {
+                break;
+            }
+            if self.poll(&[waits.pidfd, waits.waker], Some(wait))[0] {
+                return first.why;
+            }
+            // Woken by the switch (or not): take its request into account.
+            let _ = rustix::io::read(waits.waker, &mut [0u8; 8]);
+            if let Some(asked) = waits.switch.asked() {
+                kill_at = kill_at.min(asked.kill_at);
             }
         }
-        Some(why)
+        kill_group(self.pgid, Signal::KILL);
+        while !self.poll(&[waits.pidfd], None)[0] {}
+        first.why
     }
 
     /// Once the shell has exited: reads the pipes to their end for a short
@@ -381,7 +483,7 @@ impl Watch {
                 self.pgid
             );
         }
-        kill_group(self.pgid, libc::SIGKILL);
+        kill_group(self.pgid, Signal::KILL);
         self.read_until(Instant::now() + READER_GIVE_UP);
         if self.pipes.iter().any(Option::is_some) {
             log::warn!(
@@ -405,36 +507,29 @@ impl Watch {
     /// `extra` to be readable; reads what output is ready and returns which
     /// of `extra` are readable.
     fn poll(&mut self, extra: &[&OwnedFd], wait: Option<Duration>) -> Vec<bool> {
-        let mut fds: Vec<libc::pollfd> = self
+        let (live, mut fds): (Vec<usize>, Vec<PollFd>) = self
             .pipes
             .iter()
-            .map(|p| p.as_ref().map_or(-1, AsRawFd::as_raw_fd))
-            .chain(extra.iter().map(|fd| fd.as_raw_fd()))
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // Round up, so a wait never ends just short of its deadline.
-        let ms = wait.map_or(-1, |w| {
-            w.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-        });
-        // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
+            .enumerate()
+            .filter_map(|(i, pipe)| Some((i, PollFd::new(pipe.as_ref()?, PollFlags::IN))))
+            .unzip();
+        fds.extend(extra.iter().map(|fd| PollFd::new(*fd, PollFlags::IN)));
+        // A wait too long for a timespec is no limit.
+        let timeout = wait.and_then(|w| Timespec::try_from(w).ok());
+        if let Err(err) = rustix::event::poll(&mut fds, timeout.as_ref()) {
+            if err != Errno::INTR {
                 log::warn!("waiting for job {}: {err}", self.pgid);
             }
             return vec![false; extra.len()];
         }
-        for (i, fd) in fds[..2].iter().enumerate() {
-            if fd.fd >= 0 && fd.revents != 0 {
+        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        let (pipes_ready, extra_ready) = ready.split_at(live.len());
+        for (&i, &ready) in live.iter().zip(pipes_ready) {
+            if ready {
                 self.read_pipe(i);
             }
         }
-        fds[2..].iter().map(|fd| fd.revents != 0).collect()
+        extra_ready.to_vec()
     }
 
     /// One read from pipe `i`, which poll said is ready; closes it at end of
@@ -442,20 +537,18 @@ impl Watch {
     fn read_pipe(&mut self, i: usize) {
         let Some(pipe) = &self.pipes[i] else { return };
         let mut buf = [0u8; CHUNK];
-        // SAFETY: `buf` is valid for `CHUNK` bytes of writing.
-        let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), CHUNK) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                return;
+        let n = match rustix::io::read(pipe, &mut buf) {
+            Ok(n) => n,
+            Err(Errno::INTR) => return,
+            Err(err) => {
+                log::warn!("reading job output: {err}");
+                0
             }
-            log::warn!("reading job output: {err}");
-        }
-        if n <= 0 {
+        };
+        if n == 0 {
             self.pipes[i] = None;
             return;
         }
-        let n = n as usize;
         let captured = &mut self.captured[i];
         let room = self.cap.saturating_sub(captured.bytes.len());
         captured.bytes.extend_from_slice(&buf[..n.min(room)]);
@@ -464,46 +557,32 @@ impl Watch {
     }
 }
 
-/// A non-blocking, close-on-exec eventfd.
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes an initial value and flags.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: eventfd returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Sends `sig` to process group `pgid`.
-fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
-    // 0 and 1 would mean our own group or init's: never signal those.
-    if pgid <= 1 {
+fn kill_group(pgid: Pid, sig: Signal) {
+    // That would be init's group: never signal it.
+    if pgid.is_init() {
         return;
     }
-    // SAFETY: killpg only sends a signal. `pgid` is our unreaped child's pid,
-    // so it still names the job's group and nothing else.
-    if unsafe { libc::killpg(pgid, sig) } != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            log::warn!("could not signal job process group {pgid}: {err}");
-        }
+    // `pgid` is our unreaped child's pid, so it still names the job's group
+    // and nothing else.
+    match rustix::process::kill_process_group(pgid, sig) {
+        Ok(()) | Err(Errno::SRCH) => {}
+        Err(err) => log::warn!("could not signal job process group {pgid}: {err}"),
     }
 }
 
 /// How the job ended, from why we stopped it (if we did) and its status.
-fn outcome(stopped: Option<Stop>, status: io::Result<libc::c_int>, pid: libc::pid_t) -> Outcome {
+fn outcome(stopped: Option<Stop>, status: io::Result<WaitStatus>, pid: Pid) -> Outcome {
     match (stopped, status) {
-        (Some(Stop::Timeout), _) => Outcome::TimedOut,
-        (Some(Stop::Kill), _) => Outcome::Killed,
-        (None, Ok(status)) if libc::WIFEXITED(status) => Outcome::Exited(libc::WEXITSTATUS(status)),
-        (None, Ok(status)) if libc::WIFSIGNALED(status) => {
-            Outcome::Signaled(libc::WTERMSIG(status))
-        }
-        (None, Ok(status)) => {
-            log::error!("job process {pid}: unexpected status {status:#x}");
-            Outcome::Exited(-1)
-        }
+        (Some(why), _) => why.outcome(),
+        (None, Ok(status)) => match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => Outcome::Exited(code),
+            (None, Some(sig)) => Outcome::Signaled(sig),
+            (None, None) => {
+                log::error!("job process {pid}: unexpected status {status:?}");
+                Outcome::Exited(-1)
+            }
+        },
         (None, Err(e)) => {
             log::error!("could not reap job process {pid}: {e}");
             Outcome::Exited(-1)
@@ -524,6 +603,8 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
     use std::thread;
     use std::time::Instant;
@@ -537,6 +618,7 @@ mod tests {
             timeout: Some(Duration::from_secs(20)),
             output_cap: 1 << 20,
             shell: "sh".to_string(),
+            keep_fd: None,
         }
     }
 
@@ -548,21 +630,11 @@ mod tests {
         std::str::from_utf8(&c.bytes).expect("utf-8 output")
     }
 
-    /// Whether process `pid` is gone (or a zombie nobody reaped yet),
-    /// polling for at most 5 s.
-    fn gone(pid: libc::pid_t) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
+    /// Whether `done()` holds within `limit`, polling every 10 ms.
+    fn within(limit: Duration, done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
         loop {
-            // SAFETY: signal 0 only checks that the process exists.
-            let exists = unsafe { libc::kill(pid, 0) } == 0;
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false);
-            if !exists || zombie {
+            if done() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -572,19 +644,63 @@ mod tests {
         }
     }
 
-    fn temp_path(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("zkmw-exec-{name}-{}", std::process::id()))
+    /// The state letter and the process group of process `pid`, from
+    /// /proc; `None` once it is gone.
+    fn proc_stat(pid: &str) -> Option<(char, String)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        Some((state, fields.nth(1)?.to_string()))
+    }
+
+    /// Whether process `pid` is gone (or a zombie nobody reaped yet),
+    /// polling for at most 5 s.
+    fn gone(pid: libc::pid_t) -> bool {
+        within(Duration::from_secs(5), || {
+            proc_stat(&pid.to_string()).is_none_or(|(state, _)| state == 'Z')
+        })
+    }
+
+    /// Whether every process of group `pgid` is gone (or a zombie),
+    /// polling for at most 5 s.
+    fn group_gone(pgid: &str) -> bool {
+        within(Duration::from_secs(5), || {
+            let procs = std::fs::read_dir("/proc").expect("/proc");
+            procs
+                .filter_map(|entry| proc_stat(entry.ok()?.file_name().to_str()?))
+                .all(|(state, pgrp)| state == 'Z' || pgrp != pgid)
+        })
+    }
+
+    /// Paths for files that a test's jobs make: none exists at first, and
+    /// they are removed on drop.
+    struct TempFiles<const N: usize>([PathBuf; N]);
+
+    impl<const N: usize> TempFiles<N> {
+        fn new(names: [&str; N]) -> Self {
+            let files = Self(names.map(|name| {
+                std::env::temp_dir().join(format!("zkmw-exec-{name}-{}", std::process::id()))
+            }));
+            files.remove();
+            files
+        }
+
+        fn remove(&self) {
+            for path in &self.0 {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    impl<const N: usize> Drop for TempFiles<N> {
+        fn drop(&mut self) {
+            self.remove();
+        }
     }
 
     fn wait_for_file(path: &Path) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if path.exists() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
+        within(Duration::from_secs(10), || path.exists())
     }
 
     #[test]
@@ -650,6 +766,37 @@ mod tests {
     }
 
     #[test]
+    fn background_process_without_our_pipes_is_killed_too() {
+        // It holds no pipe, so nothing waits for it, and it is still killed
+        // with the group.
+        let r = run_job("sleep 30 >/dev/null 2>&1 & echo $!");
+        let pid: libc::pid_t = text(&r.stdout).trim().parse().expect("pid");
+        assert!(gone(pid), "background process {pid} survived");
+    }
+
+    #[test]
+    fn daemon_detached_with_setsid_outlives_the_job() {
+        // The daemon answers a file the test makes once the job is over (it
+        // waits 10 s at most; `\$` keeps its variables from the job's
+        // shell). `setsid -w` returns once the daemon has been started in a
+        // session of its own: one still leaving the group when the shell
+        // exits (`setsid CMD &`) may be killed with it.
+        let files = TempFiles::new(["daemon-go", "daemon-done"]);
+        let [go, done] = &files.0;
+        let daemon = format!(
+            "i=0; while [ ! -e '{go}' ] && [ \\$i -lt 200 ]; do sleep 0.05; i=\\$((i+1)); done; \
+             [ -e '{go}' ] && touch '{done}'",
+            go = go.display(),
+            done = done.display()
+        );
+        let job = format!("setsid -w sh -c \"({daemon}) >/dev/null 2>&1 &\"");
+        let r = run_job(&job);
+        assert_eq!(r.outcome, Outcome::Exited(0), "{}", text(&r.stderr));
+        std::fs::write(go, "").expect("go");
+        assert!(wait_for_file(done), "the daemon was killed with the job");
+    }
+
+    #[test]
     fn output_is_capped() {
         let mut s = spec("head -c 1000000 /dev/zero; echo done >&2");
         s.output_cap = 1000;
@@ -708,8 +855,8 @@ mod tests {
 
     #[test]
     fn kill_switch_from_another_thread() {
-        let marker = temp_path("kill-marker");
-        let _ = std::fs::remove_file(&marker);
+        let files = TempFiles::new(["kill-marker"]);
+        let [marker] = &files.0;
         let kill = KillSwitch::new();
         let killer = {
             let (kill, marker) = (kill.clone(), marker.clone());
@@ -725,7 +872,6 @@ mod tests {
             &kill,
         );
         let started = killer.join().expect("killer thread");
-        let _ = std::fs::remove_file(&marker);
         assert!(started, "job never started");
         assert_eq!(r.outcome, Outcome::Killed);
         assert!(
@@ -842,6 +988,218 @@ mod tests {
                 assert_eq!(text(&r.stdout), format!("task-{n}\n"), "job {n}");
             }
         }
+    }
+
+    /// Opens a descriptor without close-on-exec, as a shell leaves them
+    /// (the lowest free number from 77 on, so no other test's fd is
+    /// replaced), and checks that jobs see only 0, 1 and 2.
+    fn assert_jobs_get_only_stdio() {
+        let leaky = rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), 77).expect("dup");
+        rustix::io::fcntl_setfd(&leaky, rustix::io::FdFlags::empty()).expect("no cloexec");
+        let fd = leaky.as_raw_fd();
+        let r = run_job(&format!(
+            "[ -e /proc/$$/fd/{fd} ] && echo leaked || echo closed"
+        ));
+        assert_eq!(text(&r.stdout), "closed\n");
+        // `ls` lists the shell's descriptors from a process of its own, so
+        // its directory's fd is not among them; `:` keeps sh from exec'ing it.
+        let r = run_job("ls /proc/$$/fd; :");
+        assert_eq!(text(&r.stdout), "0\n1\n2\n");
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed() {
+        assert_jobs_get_only_stdio();
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed_without_close_range() {
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                refuse_close_range_on_this_thread();
+                assert_jobs_get_only_stdio();
+            });
+        });
+    }
+
+    /// Makes `close_range` fail with ENOSYS, as before Linux 5.9, for this
+    /// thread and the processes it starts: a seccomp filter, which applies
+    /// to the thread that installs it only.
+    fn refuse_close_range_on_this_thread() {
+        let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        };
+        let filter = [
+            // Load the system call's number (the first field of seccomp_data).
+            op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+            op(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                0,
+                1,
+                libc::SYS_close_range as u32,
+            ),
+            op(
+                libc::BPF_RET | libc::BPF_K,
+                0,
+                0,
+                libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+            ),
+            op(libc::BPF_RET | libc::BPF_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ];
+        let program = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl with these options reads only `program`, which is
+        // valid; the filter makes one system call fail, nothing else.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            let mode = libc::SECCOMP_MODE_FILTER;
+            assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, mode, &program), 0);
+        }
+        // SAFETY: closes nothing (no descriptor is that high); only checks
+        // the filter is in force.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, 1 << 30, 1 << 30, 0) };
+        assert_eq!(
+            (rc, io::Error::last_os_error().raw_os_error()),
+            (-1, Some(libc::ENOSYS))
+        );
+    }
+
+    #[test]
+    fn kept_descriptor_is_the_only_one_above_stdio() {
+        let (read, write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        let mut s = spec(&format!("ls /proc/$$/fd; echo progress >&{KEPT_FD}"));
+        s.keep_fd = Some(write);
+        let r = run(&s, &KillSwitch::new());
+        assert_eq!(text(&r.stdout), "0\n1\n2\n3\n", "{}", text(&r.stderr));
+        drop(s);
+        let mut progress = String::new();
+        std::fs::File::from(read)
+            .read_to_string(&mut progress)
+            .expect("read");
+        assert_eq!(progress, "progress\n");
+    }
+
+    #[test]
+    fn job_starting_with_a_dash_or_plus_is_not_an_option() {
+        for job in ["-v; echo ok", "+v; echo ok"] {
+            let r = run_job(job);
+            assert_eq!(text(&r.stdout), "ok\n", "{job}: {}", text(&r.stderr));
+            assert_eq!(r.outcome, Outcome::Exited(0), "{job}");
+        }
+    }
+
+    #[test]
+    fn only_jobs_that_look_like_options_get_a_double_dash() {
+        let argv = |job: &str| {
+            let (_, argv, _) = command(&spec(job)).expect("command");
+            argv.into_iter()
+                .map(|a| a.into_string().expect("utf-8"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(argv("echo -v"), ["sh", "-c", "echo -v"]);
+        assert_eq!(argv("-v"), ["sh", "-c", "--", "-v"]);
+        assert_eq!(argv("+v"), ["sh", "-c", "--", "+v"]);
+    }
+
+    /// Runs a job that traps SIGTERM (and goes on), and once it runs calls
+    /// `stop` from another thread with its switch and a file that exists
+    /// once the job got SIGTERM. Returns the report, the job's process
+    /// group and how long the run went on from the call.
+    fn stop_job_trapping_term(
+        name: &str,
+        stop: impl FnOnce(&KillSwitch, &Path) + Send,
+    ) -> (JobReport, String, Duration) {
+        let term = format!("{name}-term");
+        let files = TempFiles::new([name, &term]);
+        let [started, termed] = &files.0;
+        let job = format!(
+            "trap \"touch '{}'\" TERM; echo \"before $$\"; touch '{}'; while :; do sleep 30; done",
+            termed.display(),
+            started.display()
+        );
+        let kill = KillSwitch::new();
+        let (report, took) = thread::scope(|scope| {
+            let stopper = scope.spawn(|| {
+                assert!(wait_for_file(started), "job never started");
+                let at = Instant::now();
+                stop(&kill, termed);
+                at
+            });
+            let report = run(&spec(&job), &kill);
+            let ended = Instant::now();
+            (report, ended - stopper.join().expect("stopper thread"))
+        });
+        let out = text(&report.stdout);
+        let pgid = out.strip_prefix("before ").expect(out).trim().to_string();
+        (report, pgid, took)
+    }
+
+    #[test]
+    fn cancel_kills_after_its_grace_and_keeps_the_output() {
+        let grace = Duration::from_millis(300);
+        let (r, pgid, took) = stop_job_trapping_term("cancel", |kill, _| kill.cancel(grace));
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_eq!(text(&r.stdout), format!("before {pgid}\n"));
+        // Well before the 2 s of a kill.
+        assert!(took >= grace, "took {took:?}");
+        assert!(took < grace + Duration::from_millis(1200), "took {took:?}");
+        assert!(group_gone(&pgid), "process group {pgid} survived");
+    }
+
+    #[test]
+    fn stopped_before_run_does_not_start_and_the_first_reason_wins() {
+        let cancel_then_kill = KillSwitch::new();
+        cancel_then_kill.cancel(Duration::MAX);
+        cancel_then_kill.kill();
+        let kill_then_cancel = KillSwitch::new();
+        kill_then_cancel.kill();
+        kill_then_cancel.cancel(Duration::ZERO);
+        // A shell that cannot start: trying to would end in CouldNotStart.
+        let mut s = spec("echo hi");
+        s.shell = "/nonexistent/sh".to_string();
+        for (kill, first) in [
+            (cancel_then_kill, Outcome::Cancelled),
+            (kill_then_cancel, Outcome::Killed),
+        ] {
+            assert!(kill.is_killed());
+            let r = run(&s, &kill);
+            assert_eq!(r.outcome, first);
+            assert_eq!(r.stdout, Captured::default());
+        }
+    }
+
+    #[test]
+    fn kill_during_a_cancel_keeps_cancelled_and_shortens_the_grace() {
+        let (r, _, took) = stop_job_trapping_term("cancel-kill", |kill, termed| {
+            kill.cancel(Duration::from_secs(30));
+            assert!(wait_for_file(termed), "no SIGTERM");
+            kill.kill();
+        });
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert!(took >= KILL_GRACE, "took {took:?}");
+        assert!(
+            took < KILL_GRACE + Duration::from_millis(1500),
+            "took {took:?}"
+        );
+    }
+
+    #[test]
+    fn cancel_during_a_kill_keeps_killed_and_shortens_the_grace() {
+        let grace = Duration::from_millis(300);
+        let (r, _, took) = stop_job_trapping_term("kill-cancel", |kill, termed| {
+            kill.kill();
+            assert!(wait_for_file(termed), "no SIGTERM");
+            kill.cancel(grace);
+        });
+        assert_eq!(r.outcome, Outcome::Killed);
+        assert!(took >= grace, "took {took:?}");
+        assert!(took < KILL_GRACE, "took {took:?}");
     }
 
     #[test]

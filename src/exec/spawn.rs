@@ -1,5 +1,5 @@
 //! Starting a job's shell: cheaply, in its own process group, and bound to
-//! the worker's life.
+//! the life of the thread that starts it.
 //!
 //! `std::process::Command` forks as soon as it must run code in the child
 //! (here: arming the death signal), and a fork of a busy multi-threaded
@@ -11,24 +11,43 @@
 //! until its `execve`, and only the calling thread waits meanwhile.
 //!
 //! In the child, in order: every signal goes back to its default action
-//! (handled and ignored ones alike); the signal mask is emptied; the child leads
-//! a new process group; `PR_SET_PDEATHSIG` is armed (then the child checks
-//! the worker is still its parent); stdin, stdout and stderr are set; then
-//! `execve`. The child runs only system calls, never allocates or locks
-//! (the memory is the worker's), and reports a failure through a slot the
-//! parent reads once it runs again.
+//! (handled and ignored ones alike); the signal mask is emptied; the child
+//! leads a new process group; `PR_SET_PDEATHSIG` is armed (then the child
+//! checks the worker is still its parent); stdin, stdout and stderr are
+//! set; the kept descriptor, if any, is put at [`KEPT_FD`]; every other
+//! descriptor is closed (the worker's own, and any it inherited without
+//! close-on-exec, such as a shell's fds 10 and 251); then `execve`. The
+//! child runs only system calls, never allocates or locks (the memory is
+//! the worker's), and reports a failure through a slot the parent reads
+//! once it runs again.
+//!
+//! The death signal fires when the *thread* that started the child exits,
+//! not only when the worker's process does: the caller of [`spawn`] must
+//! outlive the job (in `exec::run` one thread spawns, supervises and reaps
+//! it).
+//!
+//! `unsafe` is kept to the clone (with the signal mask around it) and the
+//! child's code before `execve`, raw system calls that no crate wraps for
+//! this use; every other system call goes through `rustix`. That code is
+//! written for Linux on x86_64 and aarch64 (`mod.rs` refuses to build
+//! elsewhere): there the stack grows down and the kernel's `sigaction`
+//! layout is the one `child_main` hands to `rt_sigaction`.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::pipe::PipeFlags;
+use rustix::process::{Pid, PidfdFlags, Resource, Signal, WaitOptions, WaitStatus};
 
 /// A started shell: its pid (also its process group id), a pidfd that turns
 /// readable when it exits, and the read ends of its stdout and stderr.
 #[derive(Debug)]
 pub struct Spawned {
     /// The shell's pid, which is also the job's process group id.
-    pub pid: libc::pid_t,
+    pub pid: Pid,
     /// Readable once the shell has exited; it is not reaped by this.
     pub pidfd: OwnedFd,
     /// Read end of the job's stdout.
@@ -43,6 +62,13 @@ const CHILD_STACK: usize = 64 * 1024;
 /// Signals are numbered 1 to NSIG - 1 on Linux.
 const NSIG: libc::c_int = 65;
 
+/// The number a job finds the descriptor it was given to keep at.
+pub const KEPT_FD: RawFd = 3;
+
+/// Highest descriptor count the child closes one by one when the kernel
+/// has no `close_range` (before Linux 5.9), whatever `RLIMIT_NOFILE` says.
+const MAX_CLOSE: u64 = 1 << 20;
+
 /// What the child needs, prepared by the parent before the clone.
 struct ChildArgs {
     program: *const libc::c_char,
@@ -50,6 +76,14 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     /// (source, target) pairs for stdin, stdout, stderr; sources are >= 3.
     stdio: [(RawFd, RawFd); 3],
+    /// -1, or the (close-on-exec) source of the descriptor to put at
+    /// [`KEPT_FD`]; it is above `KEPT_FD`.
+    keep: RawFd,
+    /// The lowest descriptor the child closes.
+    close_from: libc::c_uint,
+    /// The end of what the child closes one by one without `close_range`:
+    /// the soft `RLIMIT_NOFILE`, at most [`MAX_CLOSE`].
+    fd_limit: libc::c_uint,
     /// The worker's pid: the child must still be its child once the death
     /// signal is armed.
     parent: libc::pid_t,
@@ -58,13 +92,26 @@ struct ChildArgs {
 }
 
 /// Starts `program` with `argv` and `envp` (each `NAME=value`) in a new
-/// process group, stdin from /dev/null, stdout and stderr into new pipes;
-/// the process gets SIGKILL if the calling thread's process dies.
+/// process group, stdin from /dev/null, stdout and stderr into new pipes,
+/// `keep` (if given) at [`KEPT_FD`] and no other descriptor open. The
+/// process gets SIGKILL when the calling thread exits, as it does when the
+/// worker dies (`PR_SET_PDEATHSIG`): that thread must outlive it.
 ///
 /// Notable errors: `ENOENT`/`EACCES` when `program` cannot be executed
 /// (the child is reaped before returning).
-pub fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> io::Result<Spawned> {
-    let null = above_stdio(open_dev_null()?)?;
+pub fn spawn(
+    program: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    keep: Option<BorrowedFd>,
+) -> io::Result<Spawned> {
+    let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let null = above_stdio(null)?;
+    // A copy above KEPT_FD, so that the child's dup2 onto KEPT_FD always
+    // makes a new descriptor, without close-on-exec.
+    let keep = keep
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, KEPT_FD + 1))
+        .transpose()?;
     let (stdout, stdout_w) = pipe()?;
     let (stderr, stderr_w) = pipe()?;
     let argv_ptrs = null_terminated(argv);
@@ -78,53 +125,52 @@ pub fn spawn(program: &CString, argv: &[CString], envp: &[CString]) -> io::Resul
             (stdout_w.as_raw_fd(), 1),
             (stderr_w.as_raw_fd(), 2),
         ],
-        // SAFETY: getpid has no preconditions.
-        parent: unsafe { libc::getpid() },
+        keep: keep.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+        // Above the stdio, and above KEPT_FD when one is kept.
+        close_from: if keep.is_some() { 4 } else { 3 },
+        fd_limit: fd_limit(),
+        parent: rustix::process::getpid().as_raw_pid(),
         error: AtomicI32::new(0),
     };
     let pid = clone_vfork(&args)?;
-    drop((null, stdout_w, stderr_w));
-    let failed = args.error.load(Ordering::SeqCst);
-    if failed != 0 {
-        let _ = reap(pid);
-        return Err(io::Error::from_raw_os_error(failed));
-    }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        let err = io::Error::last_os_error();
-        // SAFETY: `pid` is our unreaped child, so it names our job's group.
-        unsafe { libc::killpg(pid, libc::SIGKILL) };
-        let _ = reap(pid);
-        return Err(err);
-    }
+    drop((null, stdout_w, stderr_w, keep));
+    let pidfd = watch(pid, args.error.load(Ordering::SeqCst))?;
     Ok(Spawned {
         pid,
-        // SAFETY: pidfd_open returned a new fd that nothing else owns.
-        pidfd: unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) },
+        pidfd,
         stdout,
         stderr,
     })
 }
 
-/// Reaps `pid`, waiting for it to exit.
-pub fn reap(pid: libc::pid_t) -> io::Result<libc::c_int> {
-    let mut status = 0;
-    loop {
-        // SAFETY: `status` is a valid place for waitpid to write to.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
-            return Ok(status);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
+/// A pidfd of the child `pid`, which has exec'd unless `failed` (then its
+/// errno). A child that failed, or whose pidfd cannot be had, is reaped.
+fn watch(pid: Pid, failed: i32) -> io::Result<OwnedFd> {
+    if failed != 0 {
+        let _ = reap(pid);
+        return Err(io::Error::from_raw_os_error(failed));
     }
+    rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|err| {
+        // `pid` is our unreaped child, so it names our job's group.
+        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        let _ = reap(pid);
+        err.into()
+    })
+}
+
+/// Reaps `pid`, waiting for it to exit.
+pub fn reap(pid: Pid) -> io::Result<WaitStatus> {
+    let reaped =
+        rustix::io::retry_on_intr(|| rustix::process::waitpid(Some(pid), WaitOptions::empty()))?;
+    // Without WNOHANG, waitpid returns only with a status.
+    reaped
+        .map(|(_, status)| status)
+        .ok_or_else(|| io::Error::other("waitpid returned no status"))
 }
 
 /// Clones a child that shares our memory and runs [`child_main`]; returns
 /// once it has called `execve` or exited.
-fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
+fn clone_vfork(args: &ChildArgs) -> io::Result<Pid> {
     // Never read by us, so left uninitialised.
     let mut stack = Vec::<u8>::with_capacity(CHILD_STACK);
     // The stack grows down: hand over its top, 16-byte aligned.
@@ -132,14 +178,7 @@ fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
     // No signal handler of the worker may run in the child while it shares
     // the worker's memory: block every signal around the clone (the child
     // sets its own mask before execve).
-    // SAFETY: sigset_t is plain data; sigfillset initialises it.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: both sets are valid for reading and writing.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    let old = block_all_signals();
     // SAFETY: `child_main` only reads `args` and makes system calls; `top`
     // is the top of a live stack that outlives the child's use of it
     // (CLONE_VFORK: we resume only after its execve or exit).
@@ -155,7 +194,23 @@ fn clone_vfork(args: &ChildArgs) -> io::Result<libc::pid_t> {
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     drop(stack);
-    if pid < 0 { Err(err) } else { Ok(pid) }
+    if pid < 0 {
+        return Err(err);
+    }
+    Pid::from_raw(pid).ok_or(err)
+}
+
+/// Blocks every signal on this thread; returns the mask it had.
+fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: a zeroed sigset_t is a valid (empty) set; sigfillset and
+    // pthread_sigmask only write to the two sets, which are ours.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
 }
 
 /// The child, between clone and execve. Only system calls: it runs on the
@@ -201,6 +256,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(errno());
             }
         }
+        // After the stdio: a stdio source may have been KEPT_FD's number.
+        if args.keep >= 0 && libc::dup2(args.keep, KEPT_FD) < 0 {
+            fail(errno());
+        }
+        // Any failure (ENOSYS before Linux 5.9, or a seccomp filter's
+        // refusal): close them one by one.
+        let all = libc::c_uint::MAX;
+        if libc::syscall(libc::SYS_close_range, args.close_from, all, 0) != 0 {
+            for fd in args.close_from..args.fd_limit {
+                libc::close(fd as libc::c_int);
+            }
+        }
         libc::execve(args.program, args.argv, args.envp);
         fail(errno())
     }
@@ -208,24 +275,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// A pipe, as (read end, write end), both close-on-exec and above 2.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two new fds that nothing else owns.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
     Ok((above_stdio(read)?, above_stdio(write)?))
-}
-
-fn open_dev_null() -> io::Result<OwnedFd> {
-    // SAFETY: the path is a valid C string.
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `fd`, moved above 2 if it is a standard stream's number (a worker
@@ -235,13 +286,15 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd >= 3 or -1.
-    let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if moved < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fcntl returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(moved) })
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+}
+
+/// The soft `RLIMIT_NOFILE`, at most [`MAX_CLOSE`]: where the child stops
+/// closing descriptors one by one. Only a descriptor opened before the
+/// limit was lowered can lie beyond it.
+fn fd_limit() -> libc::c_uint {
+    let soft = rustix::process::getrlimit(Resource::Nofile).current;
+    soft.map_or(MAX_CLOSE, |n| n.min(MAX_CLOSE)) as libc::c_uint
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {

@@ -227,6 +227,7 @@ fn execute(ctx: &JobContext, name: &str, task: &Task, kill: &KillSwitch) -> JobR
         timeout: task.timeout_ms.map(Duration::from_millis),
         output_cap: ctx.output_cap,
         shell: ctx.shell.to_string_lossy().into_owned(),
+        keep_fd: None,
     };
     exec::run(&spec, kill)
 }
@@ -244,6 +245,7 @@ pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult
             Some(FailReason::CouldNotStart(why)),
         ),
         Outcome::Killed => (FinalState::Failed, None, None, Some(FailReason::Killed)),
+        Outcome::Cancelled => (FinalState::Failed, None, None, Some(FailReason::Cancelled)),
     };
     TaskResult {
         state,
