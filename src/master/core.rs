@@ -488,3 +488,262 @@ impl Core {
 pub fn fenced_out(err: &ZkError) -> bool {
     err.is_txn_failure(0, &ZkError::BadVersion) || err.is_txn_failure(0, &ZkError::NoNode)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Task, encode};
+    use crate::zk::NodeStat;
+
+    const TICK: Duration = Duration::from_secs(2);
+    const DEFAULT_GRACE: Duration = Duration::from_secs(13);
+
+    fn name(n: u32) -> String {
+        format!("task-{n:010}")
+    }
+
+    fn node(data: Vec<u8>, version: i32) -> Node {
+        let stat = NodeStat {
+            version,
+            ephemeral_owner: 0,
+            num_children: 0,
+            cversion: 0,
+            ctime_ms: 0,
+        };
+        Some((data, stat))
+    }
+
+    fn task(attempts: u32) -> Vec<u8> {
+        encode(&Task {
+            job: "true".into(),
+            submitted_ms: 0,
+            timeout_ms: None,
+            retries: 2,
+            attempts,
+            token: "t".into(),
+        })
+    }
+
+    fn worker(threads: usize, grace: Option<Duration>) -> Node {
+        let info = WorkerInfo {
+            host: "h".into(),
+            pid: 1,
+            threads,
+            started_ms: 0,
+            session_timeout_ms: None,
+            rerun_grace_ms: grace.map(|g| g.as_millis() as u64),
+        };
+        node(encode(&info), 0)
+    }
+
+    /// What one round of the test cluster reads.
+    struct World {
+        workers: Vec<(&'static str, Node)>,
+        /// Each folder's assignments: (task number, version).
+        dirs: Vec<(&'static str, Vec<(u32, i32)>)>,
+        running: Vec<u32>,
+        queue: Vec<u32>,
+    }
+
+    impl World {
+        fn listing(&self, worker: &str) -> Option<Vec<String>> {
+            self.dirs
+                .iter()
+                .find(|(w, _)| *w == worker)
+                .map(|(_, a)| a.iter().map(|(n, _)| name(*n)).collect())
+        }
+
+        fn assignment(&self, worker: &str, task: &str) -> Node {
+            let (_, assigned) = self.dirs.iter().find(|(w, _)| *w == worker)?;
+            let (_, version) = assigned.iter().find(|(n, _)| name(*n) == task)?;
+            node(self::task(*version as u32), *version)
+        }
+    }
+
+    fn first(_: usize) -> usize {
+        0
+    }
+
+    /// Runs one round of `core` against `world` at `now`; the listing it
+    /// asked for and the actions it decided.
+    fn round(core: &mut Core, world: &World, now: Instant) -> (Listing, Vec<Action>) {
+        if let Some(watch) = core.begin(now) {
+            let workers = world
+                .workers
+                .iter()
+                .map(|(w, n)| (w.to_string(), n.clone()))
+                .collect();
+            let dirs = world.dirs.iter().map(|(w, _)| w.to_string()).collect();
+            core.roots(true, workers, watch, dirs)
+                .expect("still master");
+        }
+        let listing = core.listing();
+        let dirs = listing.dirs.iter().map(|(w, _)| world.listing(w)).collect();
+        let tasks = listing
+            .tasks
+            .map(|_| world.queue.iter().map(|n| name(*n)).collect());
+        let details = core.listed(&listing, dirs, tasks);
+        let read = DetailsRead {
+            assignments: details
+                .assignments
+                .iter()
+                .map(|(w, t)| world.assignment(w, t))
+                .collect(),
+            running: details
+                .running
+                .then(|| world.running.iter().map(|n| name(*n)).collect()),
+            heads: details.heads.iter().map(|_| node(task(0), 0)).collect(),
+        };
+        let actions = core.decide(read, now, 1, &mut first);
+        (listing, actions)
+    }
+
+    fn core(now: Instant) -> Core {
+        Core::new(Layout::new("/r"), 4, TICK, DEFAULT_GRACE, now)
+    }
+
+    fn requeued(actions: &[Action]) -> bool {
+        actions.iter().any(|a| matches!(a, Action::Requeue { .. }))
+    }
+
+    /// A claim that vanished counts as live for its worker's published
+    /// grace, and not a moment longer.
+    #[test]
+    fn an_interrupted_run_is_requeued_only_after_its_workers_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(10);
+        let world = World {
+            workers: vec![("w1", worker(2, Some(grace)))],
+            dirs: vec![("w1", vec![(1, 1)])],
+            running: vec![1],
+            queue: vec![],
+        };
+        let mut core = core(t0);
+        assert!(round(&mut core, &world, t0).1.is_empty());
+        // The worker dies: its node and its claim vanish.
+        let gone = World {
+            workers: vec![],
+            running: vec![],
+            ..world
+        };
+        let lost_at = t0 + TICK;
+        for at in [lost_at, lost_at + grace - Duration::from_millis(1)] {
+            core.session_changed();
+            assert!(
+                !requeued(&round(&mut core, &gone, at).1),
+                "at {:?}",
+                at - lost_at
+            );
+        }
+        core.session_changed();
+        assert!(requeued(&round(&mut core, &gone, lost_at + grace).1));
+    }
+
+    /// A worker that never published a grace gets this master's default.
+    #[test]
+    fn a_worker_without_a_published_grace_gets_the_default() {
+        let t0 = Instant::now();
+        let world = World {
+            workers: vec![("w1", worker(2, None))],
+            dirs: vec![("w1", vec![(1, 1)])],
+            running: vec![],
+            queue: vec![],
+        };
+        let mut core = core(t0);
+        assert!(!requeued(&round(&mut core, &world, t0).1));
+        core.session_changed();
+        let almost = t0 + DEFAULT_GRACE - Duration::from_millis(1);
+        assert!(!requeued(&round(&mut core, &world, almost).1));
+        core.session_changed();
+        assert!(requeued(&round(&mut core, &world, t0 + DEFAULT_GRACE).1));
+    }
+
+    /// A light round lists only the folders that may have changed, and
+    /// /tasks only when the cached head of the queue is used up.
+    #[test]
+    fn light_rounds_list_only_what_may_have_changed() {
+        let t0 = Instant::now();
+        let world = World {
+            workers: vec![("w1", worker(1, None)), ("w2", worker(1, None))],
+            dirs: vec![("w1", vec![]), ("w2", vec![])],
+            running: vec![],
+            queue: vec![],
+        };
+        let mut core = core(t0);
+        let (full, _) = round(&mut core, &world, t0);
+        assert_eq!(full.dirs.len(), 2);
+        assert!(full.dirs.iter().all(|(_, watch)| *watch));
+        let (light, _) = round(&mut core, &world, t0);
+        assert_eq!(
+            light,
+            Listing {
+                dirs: vec![],
+                tasks: None
+            }
+        );
+        core.watch_fired("/r/assign/w1");
+        core.watch_fired("/r/tasks");
+        let (light, _) = round(&mut core, &world, t0);
+        assert_eq!(light.dirs, [("w1".to_string(), true)]);
+        assert_eq!(light.tasks, Some(true));
+        // A tick later the round is full again.
+        let (full, _) = round(&mut core, &world, t0 + TICK);
+        assert_eq!(full.dirs.len(), 2);
+    }
+
+    /// New tasks are assigned from the cached queue without listing /tasks
+    /// again, and the master's own writes make it list that folder again.
+    #[test]
+    fn assigns_from_the_cached_queue_and_relists_what_it_wrote() {
+        let t0 = Instant::now();
+        let world = World {
+            workers: vec![("w1", worker(1, None))],
+            dirs: vec![("w1", vec![])],
+            running: vec![],
+            queue: vec![1, 2, 3],
+        };
+        let mut core = core(t0);
+        let (_, actions) = round(&mut core, &world, t0);
+        assert_eq!(actions.len(), 2, "a window of two: {actions:?}");
+        let results = vec![Ok(()); actions.len()];
+        assert_eq!(core.applied(&actions, &results), Ok(vec![]));
+        let (light, _) = round(&mut core, &world, t0);
+        assert_eq!(light.dirs, [("w1".to_string(), false)]);
+        assert_eq!(light.tasks, None, "task 3 is still cached");
+    }
+
+    #[test]
+    fn a_stale_epoch_or_a_lost_master_node_deposes() {
+        let t0 = Instant::now();
+        let mut core = core(t0);
+        assert!(core.begin(t0).is_some());
+        assert_eq!(core.roots(false, vec![], false, vec![]), Err(Deposed));
+        let action = Action::RemoveAssignDir { worker: "w".into() };
+        let stale = ZkError::TxnFailed {
+            index: 0,
+            cause: Box::new(ZkError::BadVersion),
+        };
+        assert_eq!(core.applied(&[action], &[Err(stale)]), Err(Deposed));
+    }
+
+    /// An assignment seen unclaimed for a tick behind a busy worker moves
+    /// to an idle one.
+    #[test]
+    fn a_task_waiting_behind_a_busy_worker_moves_within_a_tick() {
+        let t0 = Instant::now();
+        let world = World {
+            workers: vec![("w1", worker(1, None)), ("w2", worker(1, None))],
+            dirs: vec![("w1", vec![(1, 1), (2, 0)]), ("w2", vec![])],
+            running: vec![1],
+            queue: vec![],
+        };
+        let mut core = core(t0);
+        assert!(round(&mut core, &world, t0).1.is_empty());
+        core.session_changed();
+        let (_, actions) = round(&mut core, &world, t0 + TICK);
+        assert!(
+            matches!(&actions[..], [Action::Move { task, from, to, .. }] if *task == name(2) && from == "w1" && to == "w2"),
+            "{actions:?}"
+        );
+    }
+}

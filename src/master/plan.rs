@@ -744,4 +744,92 @@ mod tests {
         assert_eq!(remove.len(), 4);
         assert!(cleanup_ops(&action, &layout, 7).is_none());
     }
+
+    fn moves(actions: &[Action]) -> Vec<(String, String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Move { task, from, to, .. } => {
+                    Some((task.clone(), from.clone(), to.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// w1's one thread runs task 1; task 2 waits behind it while w2 is idle.
+    fn one_waits_behind_a_busy_worker(waited: Duration) -> Snapshot {
+        let mut snap = snapshot(
+            &["w1", "w2"],
+            &[
+                ("w1", vec![assigned(1, 1, 1), assigned(2, 0, 0)]),
+                ("w2", vec![]),
+            ],
+            Some(&[1]),
+        );
+        snap.live_workers.insert("w1".into(), 1);
+        snap.waiting.insert(name(2), waited);
+        snap
+    }
+
+    #[test]
+    fn moves_a_task_waiting_behind_a_busy_worker_to_an_idle_one() {
+        let tick = Duration::from_secs(2);
+        let snap = one_waits_behind_a_busy_worker(tick);
+        assert_eq!(
+            moves(&plan(&snap, &mut first)),
+            [(name(2), "w1".into(), "w2".into())]
+        );
+        let txn = ops(&plan(&snap, &mut first)[0], &Layout::new("/r"), 3);
+        assert_eq!(txn[1].path(), "/r/assign/w2/task-0000000002");
+        assert_eq!(
+            txn[2],
+            Op::Delete {
+                path: "/r/assign/w1/task-0000000002".into(),
+                version: Some(0)
+            }
+        );
+        // Not yet a tick: it may be claimed any moment.
+        let snap = one_waits_behind_a_busy_worker(tick - Duration::from_millis(1));
+        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        // Only from full rounds, which read the versions.
+        let mut snap = one_waits_behind_a_busy_worker(tick);
+        snap.running = None;
+        assert!(moves(&plan(&snap, &mut first)).is_empty());
+    }
+
+    #[test]
+    fn moves_nothing_while_tasks_are_still_pending_or_no_worker_is_free() {
+        let tick = Duration::from_secs(2);
+        let mut snap = one_waits_behind_a_busy_worker(tick);
+        // w2 takes pending work instead (and task 4 stays queued).
+        snap.pending = (3..6).map(pending).collect();
+        snap.live_workers.insert("w2".into(), 1);
+        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        // w2 busy too: nowhere to go.
+        let mut snap = one_waits_behind_a_busy_worker(tick);
+        snap.live_workers.insert("w2".into(), 1);
+        snap.assign_dirs
+            .insert("w2".into(), vec![assigned(7, 1, 1)]);
+        snap.running = Some([name(1), name(7)].into_iter().collect());
+        assert!(moves(&plan(&snap, &mut first)).is_empty());
+    }
+
+    #[test]
+    fn moves_from_a_frozen_worker_after_two_ticks() {
+        let tick = Duration::from_secs(2);
+        // w1 has free threads but claims nothing (frozen): two ticks.
+        let mut snap = snapshot(
+            &["w1", "w2"],
+            &[("w1", vec![assigned(1, 0, 0)]), ("w2", vec![])],
+            Some(&[]),
+        );
+        snap.waiting.insert(name(1), tick);
+        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        snap.waiting.insert(name(1), tick * 2);
+        assert_eq!(
+            moves(&plan(&snap, &mut first)),
+            [(name(1), "w1".into(), "w2".into())]
+        );
+    }
 }
