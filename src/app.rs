@@ -67,6 +67,7 @@ fn connect_options(global: &GlobalArgs, service: bool) -> Result<ConnectOptions,
             .session_timeout
             .max(std::time::Duration::from_secs(2)),
         connect_timeout: (!service).then_some(global.connect_timeout),
+        service,
         auth,
         tls,
     })

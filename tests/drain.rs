@@ -173,8 +173,16 @@ fn drain_timeout_kills_the_job_and_the_task_runs_again_elsewhere() {
         "the job's process group {pid} should be gone"
     );
 
-    // The interrupted run is started again elsewhere.
+    // The interrupted run was handed back at once and runs again elsewhere:
+    // no session timeout, no grace (3 s and 10 s here).
+    let exited = Instant::now();
     let done = ns.wait_task_state(&id, "done", secs(20));
+    assert!(
+        exited.elapsed().as_secs_f64() < 3.0,
+        "the killed run was requeued only after {:?}",
+        exited.elapsed()
+    );
+    assert!(wa.log().contains("handed back"), "{}", wa.log());
     assert_eq!(done["worker"], "wb", "{done}");
     assert_eq!(done["attempts"], 2, "{done}");
     ledger.assert_each_exactly_once(&[id]);

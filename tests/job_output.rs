@@ -38,6 +38,26 @@ fn huge_output_is_capped_and_marked() {
     assert_eq!(t["stderr_truncated"], false, "{t}");
 }
 
+/// 400,000 control bytes grow sixfold in JSON, past ZooKeeper's 1 MiB:
+/// the result is cut to fit (marked truncated) instead of jamming the
+/// worker, which serves the next task.
+#[test]
+fn output_too_large_once_encoded_is_cut_to_fit_and_the_worker_goes_on() {
+    let ns = Namespace::new("job-output-encoded");
+    let _master = ns.spawn_master("m1");
+    let worker = ns.spawn("w1", &["worker", "--id", "w1", "--output-cap", "400000"]);
+    ns.wait_for_workers(&["w1"], secs(15));
+    let out = ns.submit_wait(&["head -c 400000 /dev/zero | tr '\\0' '\\001'"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let kept = out.stdout.len();
+    assert!(kept > 100_000 && kept < 400_000, "kept {kept} bytes");
+    assert!(out.stdout.iter().all(|b| *b == 1), "only the job's bytes");
+    assert!(stderr(&out).contains("cut"), "{}", describe(&out));
+    let out = ns.submit_wait(&["echo next"]);
+    assert_eq!(stdout(&out), "next\n", "{}", describe(&out));
+    assert!(worker.log().contains("cut to fit"), "{}", worker.log());
+}
+
 #[test]
 fn output_that_is_not_utf8_comes_back_replaced() {
     let ns = Namespace::new("job-output-bytes");

@@ -137,6 +137,7 @@ fn options(creds: Option<&str>) -> ConnectOptions {
         connect_timeout: Some(Duration::from_secs(10)),
         auth: creds.map(str::to_string),
         tls: None,
+        service: false,
     }
 }
 

@@ -252,6 +252,7 @@ impl TlsNs {
             connect_timeout: Some(Duration::from_secs(10)),
             auth: self.creds.clone(),
             tls: None,
+            service: false,
         })
         .expect("library session to the TLS server's plain port")
     }
@@ -552,6 +553,7 @@ fn auth_and_tls_together() {
         connect_timeout: Some(Duration::from_secs(10)),
         auth: None,
         tls: None,
+        service: false,
     };
     let zk = Zk::connect(&anonymous).expect("plain session");
     assert_eq!(

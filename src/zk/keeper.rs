@@ -11,9 +11,8 @@
 //! disconnected: calls wait for it, and writes stay unknown.
 //!
 //! The keeper runs on the events thread and is the one source of
-//! [`SessionEvent`]s for the roles. It logs only for services (whose
-//! options have no connect timeout): a short command's stderr is the
-//! user's.
+//! [`SessionEvent`]s for the roles. It logs only for services: a short
+//! command's stderr is the user's.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -270,7 +269,7 @@ async fn resume(shared: &Weak<Shared>) -> Option<StateWatcher> {
                 let watcher = client.state_watcher();
                 let strong = shared.upgrade()?;
                 strong.set(Standing::Serving, Some(client));
-                if opts.connect_timeout.is_none() {
+                if opts.service {
                     info!("ZooKeeper session {id:#x} resumed: the server still held it");
                 }
                 strong.publish(SessionEvent::Connected);
@@ -281,7 +280,7 @@ async fn resume(shared: &Weak<Shared>) -> Option<StateWatcher> {
                 return give_up(shared, id, &err);
             }
             Err(err) => {
-                if !warned && opts.connect_timeout.is_none() {
+                if !warned && opts.service {
                     warn!(
                         "ZooKeeper at {} unreachable past the session timeout ({err}); \
                          reconnecting to session {id:#x}, which the server may still hold",
@@ -298,7 +297,7 @@ async fn resume(shared: &Weak<Shared>) -> Option<StateWatcher> {
 /// Marks the session over for good and tells the subscribers.
 fn give_up(shared: &Weak<Shared>, id: i64, err: &ZkError) -> Option<StateWatcher> {
     let strong = shared.upgrade()?;
-    if strong.opts.connect_timeout.is_none() {
+    if strong.opts.service {
         warn!("ZooKeeper session {id:#x} is over: {err}");
     }
     strong.set(Standing::Over, None);

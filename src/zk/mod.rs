@@ -53,6 +53,9 @@ pub struct ConnectOptions {
     pub auth: Option<String>,
     /// Speak TLS to ZooKeeper's secure port with these PEM files.
     pub tls: Option<TlsFiles>,
+    /// A long-running role: it logs what it waits for and what it resumes.
+    /// A short command keeps stderr for the user.
+    pub service: bool,
 }
 
 impl ConnectOptions {
@@ -67,6 +70,7 @@ impl ConnectOptions {
             connect_timeout: Some(ten),
             auth: None,
             tls: None,
+            service: false,
         }
     }
 }
@@ -205,7 +209,7 @@ impl Zk {
             opts.hosts,
             session_timeout.as_millis()
         );
-        if opts.connect_timeout.is_none() && session_timeout != opts.session_timeout {
+        if opts.service && session_timeout != opts.session_timeout {
             warn!(
                 "ZooKeeper granted a session timeout of {} ms, not the {} ms asked for \
                  (the server bounds it by its minSessionTimeout and maxSessionTimeout)",

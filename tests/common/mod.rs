@@ -504,6 +504,7 @@ fn connect_options(hosts: &str) -> ConnectOptions {
         connect_timeout: Some(Duration::from_secs(10)),
         auth: None,
         tls: None,
+        service: false,
     }
 }
 
