@@ -27,6 +27,7 @@ TESTS_PGID=""   # the process group of `cargo test`, once started
 say() { echo "== test.sh: $*"; }
 
 # Stop what is left of process group PGID: TERM, then KILL after 10 s.
+# shellcheck disable=SC2317  # run by cleanup
 stop_group() { # pgid
   local deadline=$((SECONDS + 10))
   kill -0 -- "-$1" 2>/dev/null || return 0
