@@ -17,8 +17,8 @@
 #   --zk HOSTS         use this ZooKeeper instead of the ensemble; no ZooKeeper
 #                      chaos then                    (env CHAOS_ZK)
 #   --seed N           seed of the chaos choices     (env CHAOS_SEED; random)
-#   --zk-freeze        also SIGSTOP an ensemble node for 4-7 s at times (only when
-#                      this run started the ensemble)   (env CHAOS_ZK_FREEZE=1)
+#   --zk-freeze        also SIGSTOP an ensemble node for 4-7 s at times
+#                                                    (env CHAOS_ZK_FREEZE=1)
 #   --no-build         do not run cargo build; use target/release/zkmw as is
 #   --log LEVEL        RUST_LOG of masters/workers   (env CHAOS_LOG; info)
 #
@@ -27,11 +27,10 @@
 # per job start, one "end ..." line per job that was not killed), acked-*.txt,
 # submit-failures-*.txt, results.jsonl and report.txt (the details behind the
 # summary line).
-# The ensemble (ports, .zk/ensemble-N) is shared with anyone else on this
-# machine: the run holds .zk/ensemble.lock (as the ensemble tests do), so
-# they take turns; a whole running one is used and left running, a stopped one is
-# started and stopped at the end, a partly running one (someone's tests?) is
-# waited for (120 s at most).
+# The ensemble is this run's own: scripts/zk.sh starts it on free client, peer and
+# election ports with its files in zk/ of the run folder, and stops it at the end
+# (its data is removed when the run passes), so runs in other checkouts, and their
+# tests, neither meet it nor stop its nodes.
 # Exit 0 when lost = unexplained = phantom = 0 (and no unacceptable failure,
 # odd result, duplicate acknowledgement or anomaly: a role that exited by
 # itself, results still missing after --wait), else 1; 2 when the setup failed.
@@ -40,7 +39,6 @@ set -uo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$PROJECT" || exit 2
-ARGS=("$@")
 
 # ---------- parameters ----------
 SHORT=0
@@ -91,18 +89,6 @@ done
 SEED="${SEED:-$$}"
 RANDOM="$SEED"
 
-# The local ensemble is shared: hold the lock tests/common/ensemble.rs takes
-# (.zk/ensemble.lock) for the whole run, so a test that stops its nodes and
-# this run never overlap; the other waits. flock(1) holds it; -o keeps the
-# lock out of every process this run starts.
-if [ -z "$EXTERNAL_ZK" ] && [ -z "${CHAOS_HOLDS_ENSEMBLE_LOCK:-}" ]; then
-  mkdir -p "$PROJECT/.zk"
-  if ! flock -n "$PROJECT/.zk/ensemble.lock" true; then
-    echo "chaos: waiting for .zk/ensemble.lock (tests using the ensemble hold it)" >&2
-  fi
-  CHAOS_HOLDS_ENSEMBLE_LOCK=1 exec flock -o -w 1800 "$PROJECT/.zk/ensemble.lock" "$PROJECT/scripts/chaos.sh" "${ARGS[@]}"
-fi
-
 # ---------- run folder, time, logging ----------
 START_SECONDS=$SECONDS
 STAMP="$(date +%Y%m%d-%H%M%S)-$$"
@@ -126,10 +112,11 @@ alive() {
   [ "$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null)" != Z ]
 }
 
+# The ensemble's files (every zk.sh call of this run gets ZKMW_ZK_DIR; ports below).
+export ZKMW_ZK_DIR="$RUN/zk"
+
 # ---------- cleanup: only what this script started ----------
-ENSEMBLE_OURS=0   # 1 when this run started the ensemble
-declare -a OUR_NODE  # pid of each ensemble node this run started: stopped at the end
-ZK_DOWN_NODE=""   # ensemble node stopped by the chaos loop and not started again
+ENSEMBLE_OURS=0   # 1 once this run started the ensemble (stopped at the end)
 ZK_JOB_PID=""     # a running `zk.sh node-stop|node-start` of ours
 FROZEN_SLOT=""    # worker slot stopped with SIGSTOP
 ZK_FROZEN_PID=""  # ensemble node (java) stopped with SIGSTOP
@@ -166,16 +153,8 @@ cleanup() {
   deadline=$((SECONDS + 90))
   while [ -n "$ZK_JOB_PID" ] && alive "$ZK_JOB_PID" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
   if [ "$ENSEMBLE_OURS" = 1 ]; then
-    # Stop only the nodes we started (a node someone else started since is left alone).
-    if [ "$ZK_PHASE" = starting ] && [ -n "${OUR_NODE[ZK_NODE]:-}" ]; then OUR_NODE[ZK_NODE]="$(node_pid "$ZK_NODE")"; fi
-    for n in 1 2 3; do
-      if [ -n "${OUR_NODE[n]:-}" ] && [ "$(node_pid "$n")" = "${OUR_NODE[n]}" ]; then
-        scripts/zk.sh node-stop "$n" >>"$RUN/zk.log" 2>&1 || echo "chaos: zk.sh node-stop $n failed; see $RUN/zk.log" >&2
-      fi
-    done
-  elif [ -n "$ZK_DOWN_NODE" ]; then
-    n="$ZK_DOWN_NODE"
-    scripts/zk.sh node-start "$n" >>"$RUN/zk.log" 2>&1 || echo "chaos: could not start ensemble node $n again; see $RUN/zk.log" >&2
+    scripts/zk.sh stop-all >>"$RUN/zk.log" 2>&1 || echo "chaos: zk.sh stop-all failed; see $RUN/zk.log" >&2
+    [ "$rc" = 0 ] && rm -rf "$ZKMW_ZK_DIR"/ensemble-*/data
   fi
   exit "$rc"
 }
@@ -184,7 +163,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------- binary and ZooKeeper ----------
-node_pid() { cat "$PROJECT/.zk/ensemble-$1/zookeeper.pid" 2>/dev/null; }
+node_pid() { cat "$ZKMW_ZK_DIR/ensemble-$1/zookeeper.pid" 2>/dev/null; }
 # "SERVING UP": ensemble nodes in leader/follower mode, and nodes answering imok.
 ensemble_counts() {
   local out
@@ -211,41 +190,16 @@ if [ -n "$EXTERNAL_ZK" ]; then
   ZK="$EXTERNAL_ZK"
   ZK_CHAOS=0
 else
-  ZK="127.0.0.1:2281,127.0.0.1:2282,127.0.0.1:2283"
   ZK_CHAOS=1
-  # Whole: use it and leave it running. Down: start it, stop it at the end.
-  # Partly up: someone else is using it (tests stopping nodes?): wait, bounded.
-  zk_deadline=$((SECONDS + 120))
-  while :; do
-    read -r serving up < <(ensemble_counts)
-    if [ "$serving" = 3 ]; then
-      say "using the running ensemble (left running at the end)"
-      for n in 1 2 3; do
-        pid="$(node_pid "$n")"
-        if [ -z "$pid" ] || ! alive "$pid"; then
-          say "ensemble node $n was not started by zk.sh (no live pid file): no ZooKeeper chaos this run"
-          ZK_CHAOS=0
-          break
-        fi
-      done
-      break
-    fi
-    if [ "$up" = 0 ]; then
-      say "starting the ZooKeeper ensemble (stopped at the end)"
-      for n in 1 2 3; do before[n]="$(node_pid "$n")"; done
-      scripts/zk.sh ensemble-start >>"$RUN/zk.log" 2>&1; zk_rc=$?
-      ENSEMBLE_OURS=1
-      for n in 1 2 3; do
-        pid="$(node_pid "$n")"
-        if [ -n "$pid" ] && [ "$pid" != "${before[n]}" ] && alive "$pid"; then OUR_NODE[n]="$pid"; fi
-      done
-      [ "$zk_rc" = 0 ] || die "zk.sh ensemble-start failed; see $RUN/zk.log"
-      break
-    fi
-    [ "$SECONDS" -lt "$zk_deadline" ] || die "the ensemble stayed partly up for 120 s ($serving of 3 nodes serving, $up answering): someone else is probably using it; try later, or pass --zk"
-    say "the ensemble is partly up ($serving of 3 serving): in use by someone else? waiting"
-    sleep 5
-  done
+  ports="$(scripts/zk.sh free-ports 9)" || die "zk.sh free-ports failed"
+  read -r -a ports <<<"$ports"
+  export ZKMW_ENSEMBLE_PORTS="${ports[0]},${ports[1]},${ports[2]}"
+  export ZKMW_ENSEMBLE_PEER_PORTS="${ports[3]},${ports[4]},${ports[5]}"
+  export ZKMW_ENSEMBLE_ELECTION_PORTS="${ports[6]},${ports[7]},${ports[8]}"
+  ZK="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+  say "starting this run's ZooKeeper ensemble on $ZK (stopped at the end)"
+  ENSEMBLE_OURS=1
+  scripts/zk.sh ensemble-start >>"$RUN/zk.log" 2>&1 || die "zk.sh ensemble-start failed; see $RUN/zk.log"
 fi
 
 export ZKMW_ZK="$ZK"
@@ -419,7 +373,7 @@ ZK_NEXT_AT=0
 ZK_START_FAILS=0
 ZK_NODE=""
 # True when all 3 ensemble nodes serve: a node is taken down only then, so the
-# ensemble keeps its quorum even if someone else stops a node too.
+# ensemble keeps its quorum (a node still electing, a frozen one, does not serve).
 ensemble_whole() {
   local serving up
   read -r serving up < <(ensemble_counts)
@@ -427,10 +381,9 @@ ensemble_whole() {
 }
 
 zk_bounce_start() {
-  if ! ensemble_whole; then event "zk-stop: skipped (not all 3 nodes serving: someone else's node down?)"; return; fi
+  if ! ensemble_whole; then event "zk-stop: skipped (not all 3 nodes serving)"; return; fi
   ZK_NODE=$((RANDOM % 3 + 1))
   ZK_PHASE=stopping
-  ZK_DOWN_NODE=$ZK_NODE
   ACTIONS=$((ACTIONS + 1))
   event "CHAOS zk.sh node-stop $ZK_NODE (pid $(node_pid "$ZK_NODE"))"
   zk_sh node-stop "$ZK_NODE"
@@ -449,7 +402,7 @@ zk_freeze_start() {
   if ! ensemble_whole; then event "zk-freeze: skipped (not all 3 nodes serving)"; return; fi
   n=$((RANDOM % 3 + 1))
   pid="$(node_pid "$n")"
-  if [ "$pid" != "${OUR_NODE[n]:-}" ] || ! [[ "$pid" =~ ^[0-9]+$ ]] || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "QuorumPeerMain $PROJECT/.zk/ensemble-$n/zoo.cfg"; then
+  if ! [[ "$pid" =~ ^[0-9]+$ ]] || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "QuorumPeerMain $ZKMW_ZK_DIR/ensemble-$n/zoo.cfg"; then
     event "zk-freeze: skipped (no live node $n of ours)"; return
   fi
   kill -STOP "$pid"
@@ -471,18 +424,16 @@ zk_bounce_step() { # force
       ZK_JOB_PID=""
       cat "$RUN/zk-step.log" >>"$RUN/zk.log"
       if [ "$ZK_PHASE" = stopping ] && grep -q 'not running' "$RUN/zk-step.log"; then
-        # Not a node zk.sh started (someone else's harness?): leave ZooKeeper alone.
+        # Not a node zk.sh started (its pid file gone?): leave ZooKeeper alone.
         event "zk node $ZK_NODE was not stopped: not started by zk.sh; no more ZooKeeper chaos this run"
-        ZK_DOWN_NODE=""; ZK_PHASE=idle; ZK_CHAOS=0
+        ZK_PHASE=idle; ZK_CHAOS=0
       elif [ "$ZK_PHASE" = stopping ]; then
         event "zk node $ZK_NODE stopped (rc=$rc)"
         ZK_PHASE=down
         ZK_START_FAILS=0
         ZK_NEXT_AT=$(($(now_ms) + 3000 + RANDOM % 4000))
       elif [ "$rc" = 0 ]; then
-        [ -n "${OUR_NODE[ZK_NODE]:-}" ] && OUR_NODE[ZK_NODE]="$(node_pid "$ZK_NODE")"
         event "zk node $ZK_NODE serving again"
-        ZK_DOWN_NODE=""
         ZK_PHASE=idle
       elif [ "$ZK_START_FAILS" -lt 4 ]; then
         ZK_START_FAILS=$((ZK_START_FAILS + 1))
@@ -492,7 +443,7 @@ zk_bounce_step() { # force
       else
         event "ANOMALY zk.sh node-start $ZK_NODE failed 5 times (see zk.log); no more ZooKeeper chaos this run"
         ANOMALIES=$((ANOMALIES + 1))
-        ZK_DOWN_NODE=""; ZK_PHASE=idle; ZK_CHAOS=0
+        ZK_PHASE=idle; ZK_CHAOS=0
       fi
       ;;
     frozen)
@@ -522,7 +473,7 @@ chaos_action() {
     1) if [ "$DOWN_WORKERS" -lt 2 ]; then kill_worker; else kill_active_master; fi ;;
     2) if [ -z "$FROZEN_SLOT" ] && [ "$DOWN_WORKERS" -lt 2 ]; then freeze_worker; else kill_active_master; fi ;;
     3) if [ "$ZK_CHAOS" = 1 ] && [ "$ZK_PHASE" = idle ]; then
-         if [ "$ZK_FREEZE" = 1 ] && [ "$ENSEMBLE_OURS" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then
+         if [ "$ZK_FREEZE" = 1 ] && [ $((RANDOM % 2)) = 0 ]; then
            zk_freeze_start
          else
            zk_bounce_start
@@ -673,7 +624,7 @@ if [ "$ZK_CHAOS" = 1 ] && grep -q ' phantom=[1-9]' "$RUN/report.txt" 2>/dev/null
   say "phantoms: dumping ZooKeeper transaction logs to $RUN/txn-creates.txt"
   zk_cp="/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar"
   dump_deadline=$((SECONDS + 180))
-  find "$PROJECT"/.zk/ensemble-[123]/data/version-2 -name 'log.*' -newer "$RUN/build-info.txt" 2>/dev/null |
+  find "$ZKMW_ZK_DIR"/ensemble-[123]/data/version-2 -name 'log.*' -newer "$RUN/build-info.txt" 2>/dev/null |
     while read -r f; do
       [ "$SECONDS" -lt "$dump_deadline" ] || break
       timeout 60 java -cp "$zk_cp" org.apache.zookeeper.server.persistence.TxnLogToolkit -d "$f" 2>/dev/null |

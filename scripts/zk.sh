@@ -5,27 +5,39 @@
 #        scripts/zk.sh ensemble-start|ensemble-stop|ensemble-status
 #        scripts/zk.sh node-start N|node-stop N        (N = 1..3, one ensemble node)
 #        scripts/zk.sh tls-start|tls-stop|tls-status
+#        scripts/zk.sh stop-all       stop every server this script started in the files folder
+#        scripts/zk.sh procs          list the processes whose command line names the files folder
+#        scripts/zk.sh free-ports N   print N free ports (see cmd_free_ports)
 #
-# Standalone server: 127.0.0.1:${ZKMW_ZK_PORT:-2181}, files in .zk/standalone-<port>/.
+# Files folder: ${ZKMW_ZK_DIR:-the git-ignored .zk/ of this checkout}. Everything of every
+# server (config, data, log, pid file) lives under it; the tests and scripts/test.sh give
+# each of their servers a private folder (and free ports), so their runs do not meet.
+# Standalone server: 127.0.0.1:${ZKMW_ZK_PORT:-2181}, files in standalone-<port>/.
 # Ensemble: 3 nodes on 127.0.0.1, client ports ${ZKMW_ENSEMBLE_PORTS:-2281,2282,2283},
-# peer ports 2880+N and election ports 3880+N, files in .zk/ensemble-<N>/.
+# peer ports ${ZKMW_ENSEMBLE_PEER_PORTS:-2881,2882,2883} and election ports
+# ${ZKMW_ENSEMBLE_ELECTION_PORTS:-3881,3882,3883} (node N: the Nth of each), files in ensemble-<N>/.
 # TLS server: one standalone server with a plain client port 127.0.0.1:${ZKMW_TLS_PLAIN_PORT:-2191}
 # and a secure (TLS) client port 127.0.0.1:${ZKMW_TLS_PORT:-2192}, asking clients for a
-# certificate as ${ZKMW_TLS_CLIENT_AUTH:-want} says (none|want|need); files in .zk/tls/server-<port>/.
-# Its throwaway certificates are made once in .zk/tls/ (see tls_make_certs): clients use
+# certificate as ${ZKMW_TLS_CLIENT_AUTH:-want} says (none|want|need); files in tls/server-<port>/.
+# Its throwaway certificates are made once in tls/ (see tls_make_certs): clients use
 # ca.pem, client.pem + client-key.pem (PKCS#8; client-key-rsa.pem is the same key as PKCS#1),
 # and, for negative tests, other-ca.pem and other-client.pem + other-client-key.pem from an
 # unrelated CA. tls-stop stops every TLS server this script started, whatever its ports.
-# Everything (config, data, log, pid file) lives under the git-ignored .zk/ folder.
 # Installs the Debian package `zookeeper` when it is missing.
 set -euo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ZK_ROOT="$PROJECT/.zk"
+ZK_ROOT="${ZKMW_ZK_DIR:-$PROJECT/.zk}"
+[[ "$ZK_ROOT" == /* ]] || ZK_ROOT="$PWD/$ZK_ROOT"  # absolute: pid checks match command lines
+ZK_ROOT="${ZK_ROOT%/}"
 STANDALONE_PORT="${ZKMW_ZK_PORT:-2181}"
 ENSEMBLE_PORTS="${ZKMW_ENSEMBLE_PORTS:-2281,2282,2283}"
-PEER_BASE=2880       # node N: quorum port 2880+N
-ELECTION_BASE=3880   # node N: leader-election port 3880+N
+PEER_PORTS="${ZKMW_ENSEMBLE_PEER_PORTS:-2881,2882,2883}"          # node N: the Nth (quorum)
+ELECTION_PORTS="${ZKMW_ENSEMBLE_ELECTION_PORTS:-3881,3882,3883}"  # node N: the Nth (election)
+# Ports handed out by free-ports, and by the tests' free_port(): 20000-31999, below
+# the kernel's ephemeral range. A test process holds a flock on PORT_LOCKS/<port> for
+# each port it took, until it exits; free-ports skips those.
+PORT_LOCKS="${TMPDIR:-/tmp}/zkmw-ports"
 START_TIMEOUT="${ZKMW_ZK_START_TIMEOUT:-60}"  # seconds to wait for a server to serve
 STOP_TIMEOUT=15      # seconds between TERM and KILL
 
@@ -228,16 +240,18 @@ cmd_status() {
 # ---------- ensemble ----------
 
 IFS=',' read -r -a CLIENT_PORTS <<<"$ENSEMBLE_PORTS"
+IFS=',' read -r -a PEER <<<"$PEER_PORTS"
+IFS=',' read -r -a ELECTION <<<"$ELECTION_PORTS"
 
 check_ensemble_ports() {
-  [ "${#CLIENT_PORTS[@]}" -eq 3 ] || die "ZKMW_ENSEMBLE_PORTS must list 3 ports, got '$ENSEMBLE_PORTS'"
-  local all=() n
-  for n in 1 2 3; do
-    [[ "${CLIENT_PORTS[n-1]}" =~ ^[0-9]+$ ]] || die "bad port '${CLIENT_PORTS[n-1]}' in ZKMW_ENSEMBLE_PORTS"
-    all+=("${CLIENT_PORTS[n-1]}" $((PEER_BASE + n)) $((ELECTION_BASE + n)))
+  local setting list
+  for setting in "ENSEMBLE_PORTS=$ENSEMBLE_PORTS" "ENSEMBLE_PEER_PORTS=$PEER_PORTS" \
+                 "ENSEMBLE_ELECTION_PORTS=$ELECTION_PORTS"; do
+    list="${setting#*=}"
+    [[ "$list" =~ ^[0-9]+,[0-9]+,[0-9]+$ ]] || die "ZKMW_${setting%%=*} must list 3 ports, got '$list'"
   done
-  if [ "$(printf '%s\n' "${all[@]}" | sort -u | wc -l)" -ne 9 ]; then
-    die "ensemble ports clash: client ${CLIENT_PORTS[*]}, peer $((PEER_BASE + 1))-$((PEER_BASE + 3)), election $((ELECTION_BASE + 1))-$((ELECTION_BASE + 3))"
+  if [ "$(printf '%s\n' "${CLIENT_PORTS[@]}" "${PEER[@]}" "${ELECTION[@]}" | sort -u | wc -l)" -ne 9 ]; then
+    die "ensemble ports clash: client $ENSEMBLE_PORTS, peer $PEER_PORTS, election $ELECTION_PORTS"
   fi
 }
 
@@ -269,7 +283,7 @@ launch_node() { # n
     echo "initLimit=10"
     echo "syncLimit=5"
     for k in 1 2 3; do
-      echo "server.$k=127.0.0.1:$((PEER_BASE + k)):$((ELECTION_BASE + k))"
+      echo "server.$k=127.0.0.1:${PEER[k - 1]}:${ELECTION[k - 1]}"
     done
   } >>"$dir/zoo.cfg"
   launch "$dir"
@@ -606,6 +620,47 @@ cmd_tls_status() {
   return 1
 }
 
+# ---------- every server of the files folder ----------
+
+# Stop every server this script started under the files folder (standalone, ensemble
+# nodes, TLS), whatever its ports: the pid files say which.
+cmd_stop_all() {
+  local pidfile any=0
+  while IFS= read -r pidfile; do
+    any=1
+    stop_dir "$(dirname "$pidfile")" "server in $(dirname "$pidfile")"
+  done < <(find "$ZK_ROOT" -name zookeeper.pid 2>/dev/null | sort)
+  [ "$any" = 1 ] || say "no server started by this script in $ZK_ROOT"
+}
+
+# Print "PID COMMAND LINE" of each process whose command line names the files folder
+# (a server, a role or job with a path in it): what a cleanup must not leave behind.
+cmd_procs() {
+  local p cmdline
+  for p in /proc/[0-9]*; do
+    cmdline="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
+    if [[ "$cmdline" == *"$ZK_ROOT/"* ]]; then echo "${p#/proc/} $cmdline"; fi
+  done
+}
+
+# Print N distinct ports (one line, space-separated) of 127.0.0.1 in 20000-31999 where
+# nothing listens and that no test process has taken (PORT_LOCKS). Nothing is reserved
+# for the caller: it should start its servers on them at once.
+cmd_free_ports() {
+  local want="${1:-1}" got=() port tries=0
+  [[ "$want" =~ ^[1-9][0-9]?$ ]] || die "free-ports: N must be 1 to 99 (got '$want')"
+  while [ "${#got[@]}" -lt "$want" ]; do
+    tries=$((tries + 1))
+    [ "$tries" -le 1000 ] || die "free-ports: no $want free ports found in 20000-31999"
+    port=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
+    [[ " ${got[*]} " == *" $port "* ]] && continue
+    port_busy "$port" && continue
+    if [ -e "$PORT_LOCKS/$port" ] && ! flock -n "$PORT_LOCKS/$port" true 2>/dev/null; then continue; fi
+    got+=("$port")
+  done
+  echo "${got[*]}"
+}
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
@@ -618,8 +673,11 @@ case "${1:-}" in
   tls-start) cmd_tls_start ;;
   tls-stop) cmd_tls_stop ;;
   tls-status) cmd_tls_status ;;
+  stop-all) cmd_stop_all ;;
+  procs) cmd_procs ;;
+  free-ports) cmd_free_ports "${2:-1}" ;;
   *)
-    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status" >&2
+    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status|stop-all|procs|free-ports N" >&2
     exit 2
     ;;
 esac

@@ -3,10 +3,9 @@
 //! (no quorum: commands fail in bounded time, nothing is corrupted), then
 //! both come back (the same processes resume their roles).
 //!
-//! There is one ensemble per machine (`scripts/zk.sh ensemble-start`,
-//! client ports 2281-2283): each test holds it exclusively (a file lock, see
-//! `common::ensemble`), starts it if needed and leaves it running with all
-//! nodes up; `scripts/zk.sh ensemble-stop` stops it.
+//! Each test starts an ensemble of its own (`scripts/zk.sh ensemble-start`
+//! on free ports, in a private folder: see `common::ensemble`), which is
+//! stopped when the test ends, pass or fail.
 
 mod common;
 
@@ -35,7 +34,7 @@ fn ensemble_quorum_lost_past_the_session_timeout_roles_come_back_in_the_same_pro
 /// processes carry on, and every task ran exactly once. With
 /// `sessions_survive`, the services kept their sessions all along.
 fn lose_a_node_then_the_quorum(session_timeout: &str, sessions_survive: bool) {
-    let mut ensemble = Ensemble::acquire();
+    let mut ensemble = Ensemble::start();
     let hosts = ensemble.hosts();
     let ns = Namespace::on("ensemble", &hosts);
     let ledger = ns.ledger();

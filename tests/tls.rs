@@ -1,26 +1,25 @@
-//! TLS to ZooKeeper (`--tls-ca`, `--tls-cert`, `--tls-key`) against the
-//! servers of `scripts/zk.sh tls-start`, which makes throwaway certificates
-//! in `.zk/tls/` and leaves the servers running (`scripts/zk.sh tls-stop`
-//! stops them all):
+//! TLS to ZooKeeper (`--tls-ca`, `--tls-cert`, `--tls-key`) against servers
+//! of `scripts/zk.sh tls-start` that this test binary starts, on free ports,
+//! in a private folder that also holds their throwaway certificates (see
+//! [`Servers`]):
 //!
-//! - the main one: plain port 127.0.0.1:2191, TLS port 127.0.0.1:2192, a
-//!   client certificate is optional (`clientAuth=want`);
-//! - one that requires a client certificate (`clientAuth=need`): plain port
-//!   127.0.0.1:2193, TLS port 127.0.0.1:2194.
+//! - the main one: a client certificate is optional (`clientAuth=want`);
+//! - one that requires a client certificate (`clientAuth=need`).
 //!
-//! Ports come from `ZKMW_TLS_PLAIN_PORT`/`ZKMW_TLS_PORT` and
-//! `ZKMW_TLS_NEED_PLAIN_PORT`/`ZKMW_TLS_NEED_PORT` when set.
+//! They are shared by the tests running at the same time, and stopped when
+//! the last of those ends, pass or fail.
 
 mod common;
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use common::servers::ZkServers;
 use common::{COMMAND_LIMIT, Namespace, describe, parse_json, run_bounded, secs, stderr, stdout};
-use common::{SESSION_TIMEOUT, delete_tree, wait_until};
+use common::{SESSION_TIMEOUT, delete_tree, free_port, wait_until};
 use serde_json::Value;
 use zkmw::zk::{ConnectOptions, Zk, ZkError};
 
@@ -29,73 +28,89 @@ const CONNECT_TIMEOUT: &str = "3s";
 /// How long such a command may take in all: the connect timeout and a margin.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(8);
 
-/// A TLS server of `scripts/zk.sh tls-start`.
+/// The TLS servers of the tests running now and their certificates, in one
+/// folder. Each server starts when a test first asks for it; dropping the
+/// last reference (the last test holding a [`Server`] ends) stops them all
+/// and removes the folder. A test that starts later gets new ones.
+struct Servers {
+    files: ZkServers,
+    /// (plain, TLS) ports of the `want` and the `need` server, once started.
+    want: OnceLock<(u16, u16)>,
+    need: OnceLock<(u16, u16)>,
+}
+
+impl Servers {
+    /// The servers in use, or new (not yet started) ones.
+    fn current() -> Arc<Servers> {
+        static CURRENT: Mutex<Weak<Servers>> = Mutex::new(Weak::new());
+        let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+        current.upgrade().unwrap_or_else(|| {
+            let servers = Arc::new(Servers {
+                files: ZkServers::new("tls"),
+                want: OnceLock::new(),
+                need: OnceLock::new(),
+            });
+            *current = Arc::downgrade(&servers);
+            servers
+        })
+    }
+
+    /// Runs `scripts/zk.sh tls-start` on two free ports with this
+    /// `clientAuth`; (plain, TLS) ports.
+    fn start(&self, client_auth: &str) -> (u16, u16) {
+        let (plain, secure) = (free_port(), free_port());
+        self.files.zk_sh(
+            &[
+                ("ZKMW_TLS_PLAIN_PORT", plain.to_string()),
+                ("ZKMW_TLS_PORT", secure.to_string()),
+                ("ZKMW_TLS_CLIENT_AUTH", client_auth.to_string()),
+            ],
+            &["tls-start"],
+        );
+        (plain, secure)
+    }
+}
+
+/// A TLS server of `scripts/zk.sh tls-start`; the servers stay up while a
+/// value of it lives.
 struct Server {
     /// `127.0.0.1:PORT` of its TLS port.
     secure: String,
     /// `127.0.0.1:PORT` of its plain port (for cleanup and checks).
     plain: String,
+    _servers: Arc<Servers>,
 }
 
-fn port_from_env(name: &str, default: u16) -> u16 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a port")),
-        Err(_) => default,
-    }
-}
-
-/// Runs `scripts/zk.sh tls-start` (idempotent) for these ports and mode.
-fn start_server(plain: u16, secure: u16, client_auth: &str) -> Server {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/zk.sh");
-    let mut cmd = Command::new(&script);
-    cmd.arg("tls-start")
-        .env("ZKMW_TLS_PLAIN_PORT", plain.to_string())
-        .env("ZKMW_TLS_PORT", secure.to_string())
-        .env("ZKMW_TLS_CLIENT_AUTH", client_auth);
-    let out = run_bounded(cmd, Duration::from_secs(180));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "`ZKMW_TLS_CLIENT_AUTH={client_auth} scripts/zk.sh tls-start` (ports {plain}/{secure}) failed: {}",
-        describe(&out)
-    );
+/// The server with `clientAuth=need` when `need`, else the main one.
+fn tls_server(need: bool) -> Server {
+    let servers = Servers::current();
+    let (started, client_auth) = if need {
+        (&servers.need, "need")
+    } else {
+        (&servers.want, "want")
+    };
+    let (plain, secure) = *started.get_or_init(|| servers.start(client_auth));
     Server {
         secure: format!("127.0.0.1:{secure}"),
         plain: format!("127.0.0.1:{plain}"),
+        _servers: servers,
     }
 }
 
 /// The main TLS server (client certificate optional).
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        start_server(
-            port_from_env("ZKMW_TLS_PLAIN_PORT", 2191),
-            port_from_env("ZKMW_TLS_PORT", 2192),
-            "want",
-        )
-    })
+fn server() -> Server {
+    tls_server(false)
 }
 
 /// The TLS server that requires a client certificate.
-fn need_server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        start_server(
-            port_from_env("ZKMW_TLS_NEED_PLAIN_PORT", 2193),
-            port_from_env("ZKMW_TLS_NEED_PORT", 2194),
-            "need",
-        )
-    })
+fn need_server() -> Server {
+    tls_server(true)
 }
 
-/// A file of `.zk/tls/` (made by tls-start).
+/// A file of the servers' `tls/` folder (made by tls-start), while a test
+/// holds them.
 fn tls_file(name: &str) -> String {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".zk/tls")
-        .join(name);
+    let path: PathBuf = Servers::current().files.dir.join("tls").join(name);
     path.to_str().expect("utf-8 path").to_string()
 }
 
@@ -165,19 +180,20 @@ impl Drop for Service {
 /// cleanly and the namespace is deleted through the plain port.
 struct TlsNs {
     ns: Namespace,
-    server: &'static Server,
     /// Credentials the namespace was made with, for the cleanup.
     creds: Option<String>,
     services: Vec<Service>,
+    /// Last: the server may stop once the services are gone.
+    server: Server,
 }
 
 impl TlsNs {
-    fn new(name: &str, server: &'static Server) -> TlsNs {
+    fn new(name: &str, server: Server) -> TlsNs {
         TlsNs {
-            ns: Namespace::new(name),
-            server,
+            ns: Namespace::on(name, &server.plain),
             creds: None,
             services: Vec::new(),
+            server,
         }
     }
 

@@ -1,84 +1,52 @@
-//! The 3-node ensemble of `scripts/zk.sh` (client ports 2281-2283, or
-//! `ZKMW_ENSEMBLE_PORTS`), for tests that stop and start ZooKeeper nodes.
+//! A 3-node ensemble of `scripts/zk.sh` of one test's own, for tests that
+//! stop and start ZooKeeper nodes: free client, peer and election ports and
+//! a private files folder (see [`super::servers`]), so another run of the
+//! tests on this machine neither meets nor stops it. Dropping the value
+//! stops every node, pass or fail.
 //!
-//! There is one ensemble per machine, so one test at a time may use it:
-//! [`Ensemble::acquire`] takes an exclusive lock (`.zk/ensemble.lock`,
-//! flock) for as long as the value lives; anything else that stops or
-//! starts ensemble nodes while tests may run (`scripts/chaos.sh`, the
-//! cleanup of `.ci/run`) should take the same lock. It starts the ensemble
-//! when it is not running and leaves it running afterwards, with every node
-//! it stopped started again (even when the test fails), for the next test
-//! to reuse; `scripts/zk.sh ensemble-stop` (which `.ci/run` calls) stops it.
+//! One ensemble at a time per test process: the tests using one ran one
+//! after another when they shared the machine's only ensemble, and three
+//! more JVMs beside three would starve the timing of both on 2 cores.
 
-use std::collections::BTreeSet;
-use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use super::{describe, run_bounded};
+use super::free_port;
+use super::servers::ZkServers;
 
-/// Longest a `zk.sh` ensemble command may take (its own start timeout is 60 s).
-const SCRIPT_LIMIT: Duration = Duration::from_secs(100);
-
-/// How long to wait for another test's hold on the ensemble.
-const LOCK_WAIT: Duration = Duration::from_secs(300);
-
-/// The running ensemble, held exclusively.
+/// A running ensemble of this test's own.
 pub struct Ensemble {
+    /// Client ports of nodes 1..3.
     ports: [u16; 3],
-    /// Nodes this test stopped and has not started again.
-    down: BTreeSet<usize>,
-    _lock: File,
-}
-
-fn project() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn script() -> PathBuf {
-    project().join("scripts/zk.sh")
+    /// `zk.sh` settings naming its ports.
+    env: Vec<(&'static str, String)>,
+    /// Its files; dropped (every node stopped) before the turn is passed on.
+    files: ZkServers,
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Ensemble {
-    /// Takes the ensemble for this test: waits for the lock, then runs
-    /// `scripts/zk.sh ensemble-start` (idempotent: a running ensemble is
-    /// reused) and checks that every node serves.
-    pub fn acquire() -> Ensemble {
-        let dir = project().join(".zk");
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let path = dir.join("ensemble.lock");
-        let lock = File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            // SAFETY: flock on a file descriptor we own.
-            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "another test held {} for {LOCK_WAIT:?}",
-                path.display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let ports = ensemble_ports();
-        let mut ensemble = Ensemble {
-            ports,
-            down: BTreeSet::new(),
-            _lock: lock,
+    /// Starts a new ensemble (`scripts/zk.sh ensemble-start` on 9 free
+    /// ports) once no other test of this process holds one; every node
+    /// serves when this returns.
+    pub fn start() -> Ensemble {
+        static TURN: Mutex<()> = Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
+        let list = |of: &[u16]| of.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let ensemble = Ensemble {
+            ports: [ports[0], ports[1], ports[2]],
+            env: vec![
+                ("ZKMW_ENSEMBLE_PORTS", list(&ports[0..3])),
+                ("ZKMW_ENSEMBLE_PEER_PORTS", list(&ports[3..6])),
+                ("ZKMW_ENSEMBLE_ELECTION_PORTS", list(&ports[6..9])),
+            ],
+            files: ZkServers::new("ensemble"),
+            _turn: turn,
         };
         ensemble.zk_sh(&["ensemble-start"]);
-        for n in 1..=3 {
-            // A node left down by an aborted run: bring it back.
-            if ensemble.mode(n).is_none() {
-                ensemble.start_node(n);
-            }
-        }
         ensemble
     }
 
@@ -98,7 +66,6 @@ impl Ensemble {
 
     /// `scripts/zk.sh node-stop N`: the node is stopped when this returns.
     pub fn stop_node(&mut self, n: usize) {
-        self.down.insert(n);
         self.zk_sh(&["node-stop", &n.to_string()]);
     }
 
@@ -106,7 +73,6 @@ impl Ensemble {
     /// this returns.
     pub fn start_node(&mut self, n: usize) {
         self.zk_sh(&["node-start", &n.to_string()]);
-        self.down.remove(&n);
     }
 
     /// `leader` or `follower` when node `n` serves clients; `None` when it
@@ -133,44 +99,8 @@ impl Ensemble {
     }
 
     fn zk_sh(&self, args: &[&str]) {
-        let mut cmd = Command::new(script());
-        cmd.args(args);
-        let out = run_bounded(cmd, SCRIPT_LIMIT);
-        assert!(
-            out.status.success(),
-            "`scripts/zk.sh {}` failed: {}",
-            args.join(" "),
-            describe(&out)
-        );
+        self.files.zk_sh(&self.env, args);
     }
-}
-
-impl Drop for Ensemble {
-    fn drop(&mut self) {
-        // Leave it whole for the next test, even after a failure.
-        for n in std::mem::take(&mut self.down) {
-            let mut cmd = Command::new(script());
-            cmd.args(["node-start", &n.to_string()]);
-            let _ = super::try_run_bounded(cmd, SCRIPT_LIMIT);
-        }
-    }
-}
-
-/// The ensemble's client ports, as `scripts/zk.sh` reads them.
-fn ensemble_ports() -> [u16; 3] {
-    let text =
-        std::env::var("ZKMW_ENSEMBLE_PORTS").unwrap_or_else(|_| "2281,2282,2283".to_string());
-    let ports: Vec<u16> = text
-        .split(',')
-        .map(|p| {
-            p.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("bad ZKMW_ENSEMBLE_PORTS {text:?}"))
-        })
-        .collect();
-    ports
-        .try_into()
-        .unwrap_or_else(|_| panic!("ZKMW_ENSEMBLE_PORTS must list 3 ports, got {text:?}"))
 }
 
 /// Sends a four-letter word to 127.0.0.1:`port`; its reply, or "" when the

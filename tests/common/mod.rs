@@ -1,9 +1,10 @@
 //! The integration-test harness: a real ZooKeeper server, the real `zkmw`
 //! binary run as processes, one namespace (`--root`) per test.
 //!
-//! - [`zk`]: the server's connect string (env `ZKMW_TEST_ZK`, default
-//!   127.0.0.1:2181), checked once with `ruok`; started with
-//!   `scripts/zk.sh start` when it does not answer.
+//! - [`zk`]: the shared server's connect string: env `ZKMW_TEST_ZK` (which
+//!   `scripts/test.sh` sets to the standalone server it started), checked
+//!   once with `ruok`; without it, a standalone server of this test process
+//!   on a free port, stopped when the process exits.
 //! - [`Namespace`]: a unique root and a temp dir for logs and ledgers; builds
 //!   commands for the binary, starts masters and workers as [`Proc`]s, runs
 //!   `submit` and `status` with a bounded time. On a failing test it prints
@@ -14,22 +15,31 @@
 //! - [`wait_until`]: the bounded poll every "it eventually happens" uses.
 //! - [`proxy::Proxy`]: a TCP proxy between zkmw and ZooKeeper whose link can
 //!   be cut, black-holed or muted at run time (network faults).
-//! - [`ensemble::Ensemble`]: the 3-node ensemble of `scripts/zk.sh`, for one
-//!   test at a time, with nodes stopped and started by number.
+//! - [`ensemble::Ensemble`]: a 3-node ensemble of the test's own, with nodes
+//!   stopped and started by number.
+//! - [`servers::ZkServers`]: a private folder of `scripts/zk.sh` servers,
+//!   stopped and removed on drop.
+//! - [`scratch_dir`]: where all of these keep their files: under the run
+//!   folder of `scripts/test.sh` (env `ZKMW_TEST_RUN_DIR`), or else under
+//!   the system temp dir.
+//! - [`free_port`]: a port nothing listens on, that no other test process
+//!   on this machine takes meanwhile.
 
 #![allow(dead_code)]
 
 pub mod ensemble;
 pub mod proxy;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -66,32 +76,40 @@ const SCRUBBED_ENV: &[&str] = &[
     "RUST_LOG",
 ];
 
-/// The ZooKeeper connect string for tests. The first call checks that the
-/// server answers `ruok` with `imok`, and if not runs `scripts/zk.sh start`.
+/// The ZooKeeper connect string for tests: `ZKMW_TEST_ZK` when set (a
+/// server given by the user or by `scripts/test.sh`, reused and left alone;
+/// it must answer `ruok` with `imok`), else a standalone server this test
+/// process starts on a free port on first use and stops when it exits.
 pub fn zk() -> &'static str {
     static ZK: OnceLock<String> = OnceLock::new();
     ZK.get_or_init(|| {
-        let hosts = std::env::var("ZKMW_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
-        let first = hosts.split(',').next().unwrap_or_default().trim().to_string();
-        if !ruok(&first) {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/zk.sh");
-            let mut cmd = Command::new(&script);
-            cmd.arg("start");
-            if let Some((_, port)) = first.rsplit_once(':') {
-                cmd.env("ZKMW_ZK_PORT", port);
-            }
-            let out = cmd
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                out.status.success() && ruok(&first),
-                "ZooKeeper at {first} does not answer imok, and `scripts/zk.sh start` did not help:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let Ok(hosts) = std::env::var("ZKMW_TEST_ZK") else {
+            return own_standalone();
+        };
+        let first = hosts.split(',').next().unwrap_or_default().trim();
+        assert!(
+            ruok(first),
+            "ZKMW_TEST_ZK={hosts}: {first} does not answer `ruok` with `imok` (unset \
+             ZKMW_TEST_ZK, or run scripts/test.sh, to have the tests start their own server)"
+        );
         hosts
     })
+}
+
+/// Starts this process's standalone server (see [`zk`]); `atexit` stops it.
+fn own_standalone() -> String {
+    static SERVER: OnceLock<servers::ZkServers> = OnceLock::new();
+    extern "C" fn stop_at_exit() {
+        if let Some(server) = SERVER.get() {
+            server.stop_and_remove();
+        }
+    }
+    let port = free_port();
+    let server = SERVER.get_or_init(|| servers::ZkServers::new("standalone"));
+    // SAFETY: registers a function that takes no arguments and never unwinds.
+    unsafe { libc::atexit(stop_at_exit) };
+    server.zk_sh(&[("ZKMW_ZK_PORT", port.to_string())], &["start"]);
+    format!("127.0.0.1:{port}")
 }
 
 /// True when the server at `host:port` answers the four-letter word `ruok`.
@@ -134,6 +152,25 @@ pub fn secs(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
 
+/// A new, empty folder `zkmw-NAME-...` for a test's files: under
+/// `$ZKMW_TEST_RUN_DIR/tmp` when `scripts/test.sh` runs the tests (its
+/// cleanup then stops anything a killed test left running there), else
+/// under the system temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    scratch_folder(&format!("zkmw-{}", unique(name)))
+}
+
+/// Creates the folder `leaf` where [`scratch_dir`] puts its folders.
+fn scratch_folder(leaf: &str) -> PathBuf {
+    let base = match std::env::var_os("ZKMW_TEST_RUN_DIR") {
+        Some(run) => PathBuf::from(run).join("tmp"),
+        None => std::env::temp_dir(),
+    };
+    let dir = base.join(leaf);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
 /// A name no other test (nor another run of this one) uses.
 fn unique(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -164,8 +201,7 @@ impl Namespace {
     /// connect string), e.g. the ensemble's.
     pub fn on(name: &str, hosts: &str) -> Namespace {
         let id = unique(name);
-        let dir = std::env::temp_dir().join(format!("zkmw-test-{id}"));
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let dir = scratch_folder(&format!("zkmw-test-{id}"));
         Namespace {
             root: format!("/zkmw-test/{id}"),
             dir,
@@ -796,7 +832,9 @@ pub fn now_ms() -> u64 {
 
 /// A TCP port on 127.0.0.1 where nothing listens. It is taken below the
 /// kernel's ephemeral range (32768 and up), so no outgoing connection gets
-/// it as its own port meanwhile (nor connects to itself through it).
+/// it as its own port meanwhile (nor connects to itself through it), and it
+/// stays this process's (see [`reserve_port`]) even while the server given
+/// it is stopped.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let seed = u64::from(std::process::id()) * 7919
@@ -806,11 +844,39 @@ pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let n = seed + NEXT.fetch_add(1, Ordering::SeqCst) * 104_729;
         let port = 20_000 + (n % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve_port(port) {
             return port;
         }
     }
     panic!("no free port found in 20000..32000");
+}
+
+/// Takes `port` for this process until it exits: an exclusive flock on
+/// `<temp dir>/zkmw-ports/<port>`, which every test process (and
+/// `scripts/zk.sh free-ports`) checks, so that no other run on this machine
+/// starts a server on a port of a node this one has stopped for a while.
+/// False when another process holds it.
+fn reserve_port(port: u16) -> bool {
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("zkmw-ports");
+    let _ = fs::create_dir_all(&dir);
+    let path = dir.join(port.to_string());
+    let Ok(file) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .or_else(|_| File::open(&path))
+    else {
+        return false;
+    };
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    HELD.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(file);
+    true
 }
 
 /// The job process groups `pid` started: its children leading their own group.

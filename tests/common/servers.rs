@@ -1,0 +1,82 @@
+//! ZooKeeper servers of a test's own, run by `scripts/zk.sh` in a private
+//! files folder (its `ZKMW_ZK_DIR`) on free ports, so that two runs of the
+//! tests (two checkouts, or two at once of one) never share or stop each
+//! other's servers.
+//!
+//! The folder is under the run folder of `scripts/test.sh` (env
+//! `ZKMW_TEST_RUN_DIR`), whose cleanup stops whatever a killed test left
+//! there, or else under the system temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{describe, run_bounded, scratch_dir};
+
+/// Longest a `zk.sh` start may take (its own start timeout is 60 s).
+const SCRIPT_LIMIT: Duration = Duration::from_secs(100);
+
+/// A private files folder for `scripts/zk.sh`. Dropping it stops every
+/// server started in it (`zk.sh stop-all`) and removes the folder, kept
+/// (with the servers' logs) when the test is failing.
+pub struct ZkServers {
+    /// The folder (`ZKMW_ZK_DIR` of every `zk.sh` run through this value).
+    pub dir: PathBuf,
+}
+
+impl ZkServers {
+    /// A new, empty folder named after `name`.
+    pub fn new(name: &str) -> ZkServers {
+        ZkServers {
+            dir: scratch_dir(&format!("zk-{name}")),
+        }
+    }
+
+    /// `scripts/zk.sh ARGS` with these `env` settings (ports); it must
+    /// succeed within [`SCRIPT_LIMIT`].
+    pub fn zk_sh(&self, env: &[(&str, String)], args: &[&str]) {
+        let out = run_bounded(self.command(env, args), SCRIPT_LIMIT);
+        assert!(
+            out.status.success(),
+            "`scripts/zk.sh {}` ({}) failed: {}",
+            args.join(" "),
+            self.dir.display(),
+            describe(&out)
+        );
+    }
+
+    /// Stops every server of the folder and removes it (or, while the
+    /// thread panics, says where it is kept). Never panics: it runs in
+    /// drops and at exit.
+    pub fn stop_and_remove(&self) {
+        // zk.sh bounds each stop itself (TERM, then KILL).
+        let _ = self.command(&[], &["stop-all"]).output();
+        if std::thread::panicking() {
+            eprintln!(
+                "===== kept for inspection: ZooKeeper files in {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn command(&self, env: &[(&str, String)], args: &[&str]) -> Command {
+        let mut cmd = Command::new(script());
+        cmd.args(args).env("ZKMW_ZK_DIR", &self.dir);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd
+    }
+}
+
+impl Drop for ZkServers {
+    fn drop(&mut self) {
+        self.stop_and_remove();
+    }
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/zk.sh")
+}
