@@ -10,7 +10,7 @@ use crate::cli::{
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
-use crate::{master, retention, session, shutdown, status, submit, worker};
+use crate::{master, model, retention, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -122,18 +122,29 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
 fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
     let zk = session::connect(&connect_options(global, false)?)?;
-    let view = match &args.task {
-        Some(name) => status::task(&zk, &layout, name)?,
-        None => status::cluster(&zk, &layout)?,
+    let now = model::now_ms();
+    let shown = match &args.task {
+        Some(name) => {
+            let view = status::task(&zk, &layout, name)?;
+            shown(&view, args.json, || status::render_task(&view, now))
+        }
+        None => {
+            let view = status::cluster(&zk, &layout)?;
+            shown(&view, args.json, || status::render_cluster(&view, now))
+        }
     };
-    if args.json {
-        println!("{view}");
-    } else if args.task.is_some() {
-        print!("{}", status::render_task(&view));
-    } else {
-        print!("{}", status::render_cluster(&view));
-    }
+    print!("{shown}");
     Ok(())
+}
+
+/// A view as one line of JSON, or rendered for people.
+fn shown<T: serde::Serialize>(view: &T, json: bool, render: impl FnOnce() -> String) -> String {
+    if json {
+        // Serialising these plain structs cannot fail.
+        format!("{}\n", serde_json::to_string(view).unwrap_or_default())
+    } else {
+        render()
+    }
 }
 
 fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {

@@ -318,6 +318,15 @@ pub struct Claim {
     pub attempt: u32,
 }
 
+/// What `/status` itself holds: the highest task sequence number whose
+/// result retention ever deleted. `status TASK` tells by it a purged task
+/// (at or below it) from an id never handed out (above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeMark {
+    /// The highest sequence number purged so far.
+    pub purged_through: i64,
+}
+
 /// Encodes a record as JSON.
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Serializing these plain structs cannot fail: no maps with non-string
@@ -491,6 +500,7 @@ mod tests {
                 started_ms: 1,
                 attempt: 1,
             }),
+            encode(&PurgeMark { purged_through: 42 }),
         ];
         for bytes in &records {
             for cut in 0..bytes.len() {
@@ -503,6 +513,7 @@ mod tests {
                         let _ = decode::<WorkerInfo>(sample);
                         let _ = decode::<MasterInfo>(sample);
                         let _ = decode::<Claim>(sample);
+                        let _ = decode::<PurgeMark>(sample);
                     }
                 }
             }
