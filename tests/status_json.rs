@@ -6,6 +6,7 @@ mod common;
 
 use common::{Namespace, secs, stdout, wait_until};
 use serde_json::Value;
+use zkmw::zk::Op;
 
 fn worker<'a>(status: &'a Value, id: &str) -> &'a Value {
     status["workers"]
@@ -360,4 +361,45 @@ fn a_purged_task_and_one_never_submitted_say_which() {
     );
     let far = common::stderr(&ns.run(&["status", "task-9999999999"]));
     assert!(far.contains("the next id will be task-"), "{far}");
+}
+
+/// Garbled records under /masters and /away, and in /status's own data,
+/// never break status: it shows what it can.
+#[test]
+fn garbled_records_are_shown_as_far_as_they_can_be() {
+    let ns = Namespace::new("status-garbled");
+    let _master = ns.spawn_master("m1");
+    ns.wait_for_master("m1", secs(15));
+    let zk = ns.connect();
+    let layout = ns.layout();
+    zk.multi(&[
+        Op::Create {
+            path: layout.master_candidate("0xdead"),
+            data: b"{not json".to_vec(),
+        },
+        Op::Create {
+            path: layout.away_worker("wx"),
+            data: b"\xff".to_vec(),
+        },
+        Op::SetData {
+            path: layout.status(),
+            data: b"garbage".to_vec(),
+            version: None,
+        },
+    ])
+    .expect("writing the garbled records");
+
+    let s = ns.status_json();
+    assert_eq!(s["master"]["id"], "m1", "{s}");
+    assert_eq!(standby_ids(&s), Vec::<String>::new(), "{s}");
+    assert_eq!(s["standbys"][0]["session"], "0xdead", "{s}");
+    assert_eq!(worker(&s, "wx")["state"], "away", "{s}");
+    let out = ns.run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
+    let out = ns.run(&["status", "task-0000000005"]);
+    assert!(
+        common::stderr(&out).contains("was ever submitted"),
+        "a garbled purge mark is ignored: {}",
+        common::describe(&out)
+    );
 }
