@@ -12,8 +12,6 @@ pub use view::{
     WorkerView,
 };
 
-use std::collections::BTreeMap;
-
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -81,7 +79,7 @@ fn read_tasks(zk: &Zk, layout: &Layout, read: &mut ClusterRead) -> Result<(), Er
     read.running = records::<Claim>(running, &mut got)
         .into_iter()
         .map(|(name, claim)| (name, claim.map(|c| c.worker)))
-        .collect::<BTreeMap<_, _>>();
+        .collect();
     read.finished = list_each(zk, &[layout.status()])?
         .into_iter()
         .flatten()

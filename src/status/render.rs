@@ -77,63 +77,59 @@ fn worker_state(w: &WorkerView, now_ms: u64) -> String {
 /// The task view for people, at `now_ms`: one `key value` line per known
 /// field, then the output.
 pub fn render_task(v: &TaskView, now_ms: u64) -> String {
-    let mut lines: Vec<(&str, String)> = vec![
-        ("task", v.task.clone()),
-        ("state", state_word(v.state).into()),
-    ];
-    let mut add = |key, value: Option<String>| lines.extend(value.map(|value| (key, value)));
-    add("worker", v.worker.clone());
-    add("job", v.job.clone());
-    add("attempts", v.attempts.map(|n| n.to_string()));
-    let result = v.result.as_ref();
-    add(
-        "exit_code",
-        result.and_then(|r| r.exit_code).map(|c| c.to_string()),
-    );
-    add(
-        "signal",
-        result.and_then(|r| r.signal).map(|s| s.to_string()),
-    );
-    add(
-        "reason",
-        result
-            .and_then(|r| r.reason.as_ref())
-            .map(|r| r.to_string()),
-    );
-    add("submitted", v.submitted_ms.map(|ms| when(ms, now_ms)));
-    add("started", v.started_ms.map(|ms| when(ms, now_ms)));
-    let finished_ms = result.and_then(|r| r.finished_ms);
-    add("finished", finished_ms.map(|ms| when(ms, now_ms)));
-    match (v.state, v.started_ms, finished_ms) {
-        (TaskState::Running, Some(start), _) => {
-            add("running for", Some(span(now_ms.saturating_sub(start))))
-        }
-        (_, Some(start), Some(end)) => add("took", Some(span(end.saturating_sub(start)))),
-        _ => {}
-    }
-    add(
-        "stdout_truncated",
-        result.map(|r| r.stdout_truncated.to_string()),
-    );
-    add(
-        "stderr_truncated",
-        result.map(|r| r.stderr_truncated.to_string()),
-    );
-    let mut out: String = lines
+    let mut out: String = task_fields(v, now_ms)
         .iter()
         .map(|(key, value)| format!("{key:<17} {value}\n"))
         .collect();
-    for (key, text) in result.map_or(vec![], |r| {
-        vec![("stdout", &r.stdout), ("stderr", &r.stderr)]
-    }) {
-        if !text.is_empty() {
-            let _ = write!(out, "--- {key}\n{text}");
-            if !text.ends_with('\n') {
-                out.push('\n');
+    if let Some(r) = &v.result {
+        for (key, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+            if !text.is_empty() {
+                let newline = if text.ends_with('\n') { "" } else { "\n" };
+                let _ = write!(out, "--- {key}\n{text}{newline}");
             }
         }
     }
     out
+}
+
+/// A task's known fields, in order, with times as dates and durations.
+fn task_fields(v: &TaskView, now_ms: u64) -> Vec<(&'static str, String)> {
+    let r = v.result.as_ref();
+    let finished_ms = r.and_then(|r| r.finished_ms);
+    let running_for = v
+        .started_ms
+        .filter(|_| v.state == TaskState::Running)
+        .map(|start| span(now_ms.saturating_sub(start)));
+    let took = v
+        .started_ms
+        .zip(finished_ms)
+        .map(|(start, end)| span(end.saturating_sub(start)));
+    let date = |ms: Option<u64>| ms.map(|ms| when(ms, now_ms));
+    let fields = [
+        ("task", Some(v.task.clone())),
+        ("state", Some(state_word(v.state).to_string())),
+        ("worker", v.worker.clone()),
+        ("job", v.job.clone()),
+        ("attempts", shown(v.attempts)),
+        ("exit_code", shown(r.and_then(|r| r.exit_code))),
+        ("signal", shown(r.and_then(|r| r.signal))),
+        ("reason", shown(r.and_then(|r| r.reason.as_ref()))),
+        ("submitted", date(v.submitted_ms)),
+        ("started", date(v.started_ms)),
+        ("finished", date(finished_ms)),
+        ("running for", running_for),
+        ("took", took),
+        ("stdout_truncated", shown(r.map(|r| r.stdout_truncated))),
+        ("stderr_truncated", shown(r.map(|r| r.stderr_truncated))),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|value| (key, value)))
+        .collect()
+}
+
+fn shown(value: Option<impl Display>) -> Option<String> {
+    value.map(|v| v.to_string())
 }
 
 fn state_word(state: TaskState) -> &'static str {
@@ -147,7 +143,7 @@ fn state_word(state: TaskState) -> &'static str {
 }
 
 fn or_dash(value: Option<impl Display>) -> String {
-    value.map_or("-".into(), |v| v.to_string())
+    shown(value).unwrap_or_else(|| "-".into())
 }
 
 /// `2026-12-01 21:42:25 UTC (3.0 s ago)` for unix time `ms` seen at `now_ms`.

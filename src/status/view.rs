@@ -132,9 +132,7 @@ pub struct TaskCounts {
     pub finished: usize,
 }
 
-/// Builds the cluster view. Each task is counted once, in the most advanced
-/// state it was seen in (a task may move while status reads); a claim is
-/// the worker's its record names, else the one it is assigned to.
+/// Builds the cluster view.
 pub fn cluster_view(read: ClusterRead) -> ClusterView {
     let ClusterRead {
         root,
@@ -147,14 +145,33 @@ pub fn cluster_view(read: ClusterRead) -> ClusterView {
         mut running,
         finished,
     } = read;
+    let tasks = count_tasks(&pending, &mut assigned, &mut running, &finished);
+    let (master, standbys) = masters(master, candidates);
+    ClusterView {
+        root,
+        master,
+        standbys,
+        workers: workers(live, away, &assigned, &running),
+        tasks,
+    }
+}
+
+/// Counts each task once, in the most advanced place it was seen in (a
+/// task may move while status reads), leaving in `assigned` only the tasks
+/// not started. A claim whose record names no worker is given to the
+/// worker the task is assigned to.
+fn count_tasks(
+    pending: &BTreeSet<String>,
+    assigned: &mut BTreeMap<String, BTreeSet<String>>,
+    running: &mut BTreeMap<String, Option<String>>,
+    finished: &BTreeSet<String>,
+) -> TaskCounts {
     running.retain(|name, _| !finished.contains(name));
-    for (name, worker) in &mut running {
-        if worker.is_none() {
-            *worker = assigned
-                .iter()
-                .find(|(_, names)| names.contains(name))
-                .map(|(id, _)| id.clone());
-        }
+    for (name, worker) in running.iter_mut().filter(|(_, w)| w.is_none()) {
+        *worker = assigned
+            .iter()
+            .find(|(_, names)| names.contains(name))
+            .map(|(id, _)| id.clone());
     }
     for names in assigned.values_mut() {
         names.retain(|name| !running.contains_key(name) && !finished.contains(name));
@@ -167,19 +184,11 @@ pub fn cluster_view(read: ClusterRead) -> ClusterView {
                 && !assigned.values().any(|names| names.contains(*name))
         })
         .count();
-    let tasks = TaskCounts {
+    TaskCounts {
         pending,
         assigned: assigned.values().map(BTreeSet::len).sum(),
         running: running.len(),
         finished: finished.len(),
-    };
-    let (master, standbys) = masters(master, candidates);
-    ClusterView {
-        root,
-        master,
-        standbys,
-        workers: workers(live, away, &assigned, &running),
-        tasks,
     }
 }
 
