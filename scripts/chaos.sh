@@ -531,7 +531,7 @@ wait_cluster() { # seconds
     supervise
     json="$(cluster_json)"
     if [ -n "$json" ] && [ "$(jq -r '.master != null' <<<"$json")" = true ] &&
-       [ "$(jq -r '.workers | length' <<<"$json")" -ge "$WORKERS" ]; then
+       [ "$(jq -r '[.workers[] | select(.state == "live")] | length' <<<"$json")" -ge "$WORKERS" ]; then
       return 0
     fi
     sleep 0.5

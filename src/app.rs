@@ -11,7 +11,7 @@ use crate::cli::{
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
-use crate::{master, output, retention, session, shutdown, status, submit, worker};
+use crate::{master, model, output, retention, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -135,19 +135,29 @@ fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> Result<i32, Error> {
 fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
     let zk = session::connect(&connect_options(global, false)?)?;
-    let view = match &args.task {
-        Some(name) => status::task(&zk, &layout, name)?,
-        None => status::cluster(&zk, &layout)?,
+    let now = model::now_ms();
+    let shown = match &args.task {
+        Some(name) => {
+            let view = status::task(&zk, &layout, name)?;
+            shown(&view, args.json, || status::render_task(&view, now))
+        }
+        None => {
+            let view = status::cluster(&zk, &layout)?;
+            shown(&view, args.json, || status::render_cluster(&view, now))
+        }
     };
     zk.close(session::CLOSE_WAIT);
-    let text = if args.json {
-        format!("{view}\n")
-    } else if args.task.is_some() {
-        status::render_task(&view)
+    output::write(shown.as_bytes(), None)
+}
+
+/// A view as one line of JSON, or rendered for people.
+fn shown<T: serde::Serialize>(view: &T, json: bool, render: impl FnOnce() -> String) -> String {
+    if json {
+        // Serialising these plain structs cannot fail.
+        format!("{}\n", serde_json::to_string(view).unwrap_or_default())
     } else {
-        status::render_cluster(&view)
-    };
-    output::write(text.as_bytes(), None)
+        render()
+    }
 }
 
 fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {

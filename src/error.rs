@@ -45,7 +45,12 @@ pub enum Error {
     /// A worker with this id is already live.
     WorkerIdTaken(String),
     /// No task with this id exists in the namespace.
-    NoSuchTask(String),
+    NoSuchTask {
+        /// The id asked for.
+        task: String,
+        /// What is known about it.
+        why: Missing,
+    },
     /// Writing the command's results to stdout failed.
     Stdout {
         /// Why.
@@ -99,9 +104,7 @@ impl fmt::Display for Error {
                 f,
                 "worker id '{id}' is already live: stop that worker or pick another --id"
             ),
-            Error::NoSuchTask(task) => {
-                write!(f, "no task '{task}' in this namespace (check --root)")
-            }
+            Error::NoSuchTask { task, why } => write!(f, "no task '{task}': {why}"),
             Error::Stdout { err, after: None } => write!(f, "writing to stdout: {err}"),
             Error::Stdout {
                 err,
@@ -112,3 +115,39 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Why a task id names nothing in the namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// Its result was deleted by retention: results of tasks up to this
+    /// id have been.
+    Purged {
+        /// The highest task id purged so far.
+        through: String,
+    },
+    /// No task ever had this id; the next one handed out will be this
+    /// (none when the namespace holds no task folder at all).
+    NeverSubmitted {
+        /// The id the next submit gets.
+        next: Option<String>,
+    },
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::Purged { through } => write!(
+                f,
+                "it was purged (results of tasks up to {through} have been deleted; the active master keeps them for its --result-ttl and at most its --keep-results, and `zkmw purge` deletes them sooner)"
+            ),
+            Missing::NeverSubmitted { next: Some(next) } => write!(
+                f,
+                "no task with that id was ever submitted here (the next id will be {next}; check --root)"
+            ),
+            Missing::NeverSubmitted { next: None } => write!(
+                f,
+                "no task with that id was ever submitted here (no task was ever submitted in this namespace; check --root)"
+            ),
+        }
+    }
+}

@@ -171,6 +171,11 @@ pub fn task_sequence(name: &str) -> Option<i64> {
     }
 }
 
+/// The task name of a sequence number: `task-` and ten digits or more.
+pub fn task_name(seq: i64) -> String {
+    format!("{TASK_PREFIX}{seq:010}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +197,7 @@ mod tests {
     fn recognises_task_names() {
         assert!(is_task_name("task-0000000042"));
         assert_eq!(task_sequence("task-0000000042"), Some(42));
+        assert_eq!(task_name(42), "task-0000000042");
         for bad in ["task-42", "task-000000004x", "tusk-0000000042", "", "task-"] {
             assert!(!is_task_name(bad), "{bad}");
         }

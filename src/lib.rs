@@ -10,7 +10,8 @@
 //!   [`worker`] (assignments + thread pool, one task's life in [`worker::job`]),
 //!   [`submit`] and [`status`] (short-lived commands).
 //! - [`exec`]: running one job (`sh -c`) in its own process group.
-//! - [`layout`]: every znode path; [`model`]: every record stored in a znode.
+//! - [`layout`]: every znode path; [`model`]: every record stored in a znode;
+//!   [`locate`]: where one task is, for the commands that take a task id.
 //! - [`session`]: opening a role's session; [`shutdown`]: signals as messages.
 //! - [`retention`]: which results to delete, for the master and `zkmw purge`.
 //! - [`backoff`]: the pacing of every retry loop; [`output`]: checked writes to stdout.
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod error;
 pub mod exec;
 pub mod layout;
+pub mod locate;
 pub mod master;
 pub mod model;
 pub mod output;

@@ -290,6 +290,9 @@ pub struct Away {
     /// Until when, for a pause (unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
+    /// What it published in `/workers/<id>` while it took work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerInfo>,
 }
 
 /// What the active master publishes in /master.
@@ -316,6 +319,15 @@ pub struct Claim {
     pub started_ms: u64,
     /// Which run this is (1 for the first).
     pub attempt: u32,
+}
+
+/// What `/status` itself holds: the highest task sequence number whose
+/// result retention ever deleted. `status TASK` tells by it a purged task
+/// (at or below it) from an id never handed out (above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeMark {
+    /// The highest sequence number purged so far.
+    pub purged_through: i64,
 }
 
 /// Encodes a record as JSON.
@@ -491,6 +503,7 @@ mod tests {
                 started_ms: 1,
                 attempt: 1,
             }),
+            encode(&PurgeMark { purged_through: 42 }),
         ];
         for bytes in &records {
             for cut in 0..bytes.len() {
@@ -503,6 +516,7 @@ mod tests {
                         let _ = decode::<WorkerInfo>(sample);
                         let _ = decode::<MasterInfo>(sample);
                         let _ = decode::<Claim>(sample);
+                        let _ = decode::<PurgeMark>(sample);
                     }
                 }
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::{debug, info};
 
 use crate::layout::{Layout, task_sequence};
-use crate::model;
+use crate::model::{self, PurgeMark};
 use crate::zk::{Op, Zk, ZkError};
 
 /// How long results are kept, and how many.
@@ -42,12 +42,14 @@ pub fn older_than(stats: &[(String, i64)], cutoff_ms: i64) -> Vec<String> {
         .collect()
 }
 
-/// Applies the policy to /status; every delete is fenced by `fence`
+/// Applies the policy to /status; every write is fenced by `fence`
 /// (`/epoch` at that version) when given. Returns how many were deleted.
 ///
 /// Ages are read oldest first, a batch at a time, stopping at the first
 /// batch with nothing old enough: results finish roughly in submission
-/// order, so a steady state costs one batch of reads.
+/// order, so a steady state costs one batch of reads. The purge mark is
+/// raised before anything is deleted, so every purged task is at or
+/// below it.
 pub fn purge(
     zk: &Zk,
     layout: &Layout,
@@ -71,6 +73,9 @@ pub fn purge(
             }
             doomed.extend(old);
         }
+    }
+    if let Some(highest) = doomed.iter().filter_map(|t| task_sequence(t)).max() {
+        raise_mark(zk, layout, highest, fence)?;
     }
     let mut deleted = 0;
     for chunk in doomed.chunks(CHUNK) {
@@ -103,6 +108,49 @@ pub fn purge(
     Ok(deleted)
 }
 
+/// How many times raising the purge mark is tried against other writers.
+const MARK_ATTEMPTS: usize = 10;
+
+/// The mark to store so that it covers `seq`, given what `/status` holds
+/// (a garbled mark is ignored); `None` when it already does.
+fn raised_mark(stored: &[u8], seq: i64) -> Option<PurgeMark> {
+    let stored = model::decode::<PurgeMark>(stored).ok();
+    let covered = stored.is_some_and(|mark| mark.purged_through >= seq);
+    (!covered).then_some(PurgeMark {
+        purged_through: seq,
+    })
+}
+
+/// Raises the purge mark in the data of `/status` to at least `seq`, with
+/// a version check so that two purgers never lower it.
+fn raise_mark(zk: &Zk, layout: &Layout, seq: i64, fence: Option<i32>) -> Result<(), ZkError> {
+    let mut last = ZkError::BadVersion;
+    for _ in 0..MARK_ATTEMPTS {
+        let Some((data, stat)) = zk.get(&layout.status())? else {
+            return Err(ZkError::NoNode);
+        };
+        let Some(mark) = raised_mark(&data, seq) else {
+            return Ok(());
+        };
+        let fence = fence.map(|version| Op::Check {
+            path: layout.epoch(),
+            version,
+        });
+        let set = Op::SetData {
+            path: layout.status(),
+            data: model::encode(&mark),
+            version: Some(stat.version),
+        };
+        let txn: Vec<Op> = fence.into_iter().chain([set]).collect();
+        match zk.multi(&txn) {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_txn_failure(txn.len() - 1, &ZkError::BadVersion) => last = err,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +175,29 @@ mod tests {
         all.push("junk".into());
         let (gone, _) = split_by_count(all, Some(2));
         assert_eq!(gone, ["junk"]);
+    }
+
+    /// The mark only goes up; a garbled one is replaced.
+    #[test]
+    fn the_purge_mark_only_rises() {
+        let mark = |seq| {
+            model::encode(&PurgeMark {
+                purged_through: seq,
+            })
+        };
+        assert_eq!(raised_mark(&mark(5), 3), None);
+        assert_eq!(raised_mark(&mark(5), 5), None);
+        assert_eq!(
+            raised_mark(&mark(5), 9),
+            Some(PurgeMark { purged_through: 9 })
+        );
+        for garbled in [&b""[..], b"{", b"{\"purged_through\":\"x\"}", b"\xff"] {
+            assert_eq!(
+                raised_mark(garbled, 2),
+                Some(PurgeMark { purged_through: 2 }),
+                "{garbled:?}"
+            );
+        }
     }
 
     #[test]

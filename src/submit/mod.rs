@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::layout::{Layout, is_task_name};
 use crate::model::{self, MAX_NODE_BYTES, Task};
-use crate::session;
 use crate::shutdown::{self, Shutdown};
-use crate::zk::{ConnectOptions, SessionEvent, WatchEvent, Zk, ZkError};
+use crate::zk::{ConnectOptions, SessionEvent, WatchEvent, Zk};
+use crate::{locate, session};
 use wait::{WaitEnd, Waiting};
 
 /// What to submit and how.
@@ -138,10 +138,14 @@ pub fn wait_for(
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
     let zk = session::connect(connect)?;
-    let known = exists_anywhere(&zk, layout, task);
-    if !known.map_err(|err| Error::zk(format!("looking for {task}"), err))? {
+    let looking = |err| Error::zk(format!("looking for {task}"), err);
+    if !locate::exists(&zk, layout, task).map_err(looking)? {
+        let why = locate::missing(&zk, layout, task).map_err(looking);
         zk.close(session::CLOSE_WAIT);
-        return Err(Error::NoSuchTask(task.to_string()));
+        return Err(Error::NoSuchTask {
+            task: task.to_string(),
+            why: why?,
+        });
     }
     zk.forward_session_events(tx.clone());
     let waiting = Waiting {
@@ -161,25 +165,6 @@ fn finish((zk, end): (Option<Zk>, WaitEnd), task: &str) -> Result<i32, Error> {
         zk.close(session::CLOSE_WAIT);
     }
     wait::report(task, end)
-}
-
-/// Whether `task` is anywhere in the namespace: pending, assigned (to any
-/// worker) or finished.
-fn exists_anywhere(zk: &Zk, layout: &Layout, task: &str) -> Result<bool, ZkError> {
-    let mut paths = vec![layout.task(task), layout.status_task(task)];
-    let workers = match zk.children(&layout.assign()) {
-        Err(ZkError::NoNode) => Vec::new(),
-        listed => listed?,
-    };
-    for worker in workers {
-        paths.push(layout.assignment(&worker, task));
-    }
-    for found in zk.exists_many(&paths) {
-        if found?.is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 fn new_task(cfg: &SubmitConfig, job: &str) -> Task {

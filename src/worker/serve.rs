@@ -317,6 +317,7 @@ impl<'a> WorkerSession<'a> {
             why: why.to_string(),
             since_ms: model::now_ms(),
             until_ms,
+            worker: Some(worker_info(self.cfg, self.zk)),
         });
         let (worker, away_path) = (
             layout.worker(&self.cfg.id),

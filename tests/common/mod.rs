@@ -379,23 +379,18 @@ impl Namespace {
             .unwrap_or(0)
     }
 
-    /// Waits until `status --json` lists exactly these worker ids.
+    /// Waits until `status --json` lists exactly these worker ids live.
     pub fn wait_for_workers(&self, ids: &[&str], deadline: Instant) {
         let mut last = Value::Null;
+        let mut want: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        want.sort_unstable();
         let ok = wait_until(deadline, || {
             last = self.status_json();
-            let mut live: Vec<&str> = last["workers"]
-                .as_array()
-                .map(|ws| ws.iter().filter_map(|w| w["id"].as_str()).collect())
-                .unwrap_or_default();
-            live.sort_unstable();
-            let mut want = ids.to_vec();
-            want.sort_unstable();
-            live == want
+            Namespace::live_workers(&last) == want
         });
         assert!(
             ok,
-            "status never listed exactly the workers {ids:?}; last status: {last}"
+            "status never listed exactly the workers {ids:?} live; last status: {last}"
         );
     }
 
@@ -469,6 +464,7 @@ impl Namespace {
             .as_array()
             .map(|ws| {
                 ws.iter()
+                    .filter(|w| w["state"] == "live")
                     .filter_map(|w| w["id"].as_str().map(str::to_string))
                     .collect()
             })

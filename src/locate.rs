@@ -1,0 +1,77 @@
+//! Finding out about one task wherever it is in its life, for the
+//! commands that take a task id (`status TASK`, `wait`): roles are peers,
+//! so what they share of this lives here, beside `model` and `layout`.
+
+use crate::error::Missing;
+use crate::layout::{Layout, task_name, task_sequence};
+use crate::model::{self, PurgeMark};
+use crate::zk::{Zk, ZkError};
+
+/// Why `task` (a well-formed id that names no node) is missing: its result
+/// was purged, or no task ever had that id. Reads the purge mark in
+/// `/status` and the next sequence number (`/tasks`' child version).
+pub fn missing(zk: &Zk, layout: &Layout, task: &str) -> Result<Missing, ZkError> {
+    let paths = [layout.status(), layout.tasks()];
+    let mut got = zk.get_many(&paths).into_iter();
+    let mut next = || got.next().unwrap_or(Ok(None));
+    let mark = next()?.and_then(|(data, _)| model::decode::<PurgeMark>(&data).ok());
+    let next_seq = next()?.map(|(_, stat)| stat.cversion);
+    let seq = task_sequence(task).unwrap_or(i64::MAX);
+    Ok(why_missing(seq, mark, next_seq))
+}
+
+/// Whether `task` is anywhere in the namespace: pending, assigned (to any
+/// worker) or finished.
+pub fn exists(zk: &Zk, layout: &Layout, task: &str) -> Result<bool, ZkError> {
+    let mut paths = vec![layout.task(task), layout.status_task(task)];
+    let workers = match zk.children(&layout.assign()) {
+        Err(ZkError::NoNode) => Vec::new(),
+        listed => listed?,
+    };
+    paths.extend(workers.iter().map(|w| layout.assignment(w, task)));
+    for found in zk.exists_many(&paths) {
+        if found?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Why a well-formed id names no task, as a plain rule: purged when it is at or below the
+/// purge mark, else never submitted (`next_seq`, the child version of
+/// /tasks, is the sequence number the next submit gets).
+fn why_missing(seq: i64, mark: Option<PurgeMark>, next_seq: Option<i32>) -> Missing {
+    match mark {
+        Some(mark) if seq <= mark.purged_through => Missing::Purged {
+            through: task_name(mark.purged_through),
+        },
+        _ => Missing::NeverSubmitted {
+            next: next_seq.map(|seq| task_name(seq.into())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_id_is_purged_up_to_the_mark_and_never_submitted_above() {
+        let mark = Some(PurgeMark { purged_through: 7 });
+        let purged = Missing::Purged {
+            through: "task-0000000007".into(),
+        };
+        assert_eq!(why_missing(3, mark, Some(20)), purged);
+        assert_eq!(why_missing(7, mark, Some(20)), purged);
+        let never = Missing::NeverSubmitted {
+            next: Some("task-0000000020".into()),
+        };
+        assert_eq!(why_missing(8, mark, Some(20)), never);
+        assert_eq!(why_missing(99, mark, Some(20)), never);
+        assert_eq!(why_missing(3, None, Some(20)), never);
+        assert_eq!(
+            why_missing(3, None, None),
+            Missing::NeverSubmitted { next: None }
+        );
+    }
+}
