@@ -80,3 +80,42 @@ impl Drop for ZkServers {
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/zk.sh")
 }
+
+/// A standalone server of a test's own, to stop and start at will (a
+/// ZooKeeper restart under running roles).
+pub struct Standalone {
+    servers: ZkServers,
+    port: u16,
+}
+
+impl Standalone {
+    /// Starts a standalone server on a free port, in a folder of its own.
+    pub fn start(name: &str) -> Standalone {
+        let server = Standalone {
+            servers: ZkServers::new(name),
+            port: super::free_port(),
+        };
+        server.zk_sh("start");
+        server
+    }
+
+    /// Its connect string.
+    pub fn hosts(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (its sessions are kept in its data folder).
+    pub fn stop(&self) {
+        self.zk_sh("stop");
+    }
+
+    /// Starts it again after [`Standalone::stop`]; returns once it serves.
+    pub fn restart(&self) {
+        self.zk_sh("start");
+    }
+
+    fn zk_sh(&self, what: &str) {
+        let port = ("ZKMW_ZK_PORT", self.port.to_string());
+        self.servers.zk_sh(&[port], &[what]);
+    }
+}
