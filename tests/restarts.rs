@@ -3,12 +3,15 @@
 //! with SIGKILL and started again at once under its id (as a service
 //! manager does) waits for its old session and gets going by itself, and
 //! a master asking for a session timeout the server clamps uses what the
-//! server granted.
+//! server granted; and short commands close their sessions instead of
+//! leaving them to expire.
 
 mod common;
 
 use std::time::Instant;
 
+use common::ensemble::four_letter_word;
+use common::servers::Standalone;
 use common::{Namespace, secs, wait_until};
 
 #[test]
@@ -90,4 +93,28 @@ fn a_clamped_session_timeout_is_used_as_granted() {
         "the master warns about the clamp:\n{}",
         master.log()
     );
+}
+
+/// One of the server's `mntr` figures.
+fn mntr(port: u16, key: &str) -> u64 {
+    four_letter_word(port, "mntr")
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in mntr"))
+}
+
+#[test]
+fn short_commands_close_their_sessions() {
+    let zk = Standalone::start("restart-short-sessions");
+    let ns = Namespace::on("restart-short-sessions", &zk.hosts());
+    let closed = mntr(zk.port(), "zk_cnt_close_session_prep_time");
+    for _ in 0..3 {
+        assert!(ns.run(&["status"]).status.success());
+        ns.submit("true");
+    }
+    assert!(ns.run(&["purge", "--keep", "10"]).status.success());
+    // Each closed its session (none is left for the server to expire).
+    assert_eq!(mntr(zk.port(), "zk_global_sessions"), 0);
+    let closes = mntr(zk.port(), "zk_cnt_close_session_prep_time") - closed;
+    assert!(closes >= 7, "{closes} sessions closed of 7");
 }

@@ -99,6 +99,11 @@ impl Standalone {
         server
     }
 
+    /// Its client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Its connect string.
     pub fn hosts(&self) -> String {
         format!("127.0.0.1:{}", self.port)
