@@ -116,3 +116,43 @@ fn lose_a_node_then_the_quorum(session_timeout: &str, sessions_survive: bool) {
     }
     ledger.assert_each_exactly_once(&ids);
 }
+
+/// With the default 5 s session timeout, the ensemble without a quorum for
+/// 10 s (two of its three nodes down, then a leader election) kills no
+/// job: every role resumes its session, and the job runs once.
+#[test]
+fn ensemble_without_a_quorum_for_ten_seconds_kills_no_job() {
+    let mut ensemble = Ensemble::start();
+    let hosts = ensemble.hosts();
+    let ns = Namespace::on("ensemble-ten", &hosts);
+    let ledger = ns.ledger();
+    let master = ns.spawn_with("m1", &hosts, "5s", &["master", "--id", "m1"]);
+    let worker = ns.spawn_with("w1", &hosts, "5s", &["worker", "--id", "w1"]);
+    let before = ns.wait_for_master("m1", secs(20));
+    ns.wait_for_workers(&["w1"], secs(20));
+    let id = ns.submit(&format!("{}; sleep 16", ledger.record()));
+    ns.wait_task_state(&id, "running", secs(20));
+    let down = Instant::now();
+    ensemble.stop_node(1);
+    ensemble.stop_node(2);
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(down.elapsed()));
+    ensemble.start_node(1);
+    ensemble.start_node(2);
+    eprintln!("no quorum for {:?}", down.elapsed());
+    let done = ns.wait_task_state(&id, "done", secs(40));
+    assert_eq!(done["attempts"], 1, "{done}");
+    ledger.assert_each_exactly_once(&[id]);
+    let after = ns.wait_for_master("m1", secs(20));
+    assert_eq!(
+        after["master"]["epoch"], before["master"]["epoch"],
+        "{after}"
+    );
+    for role in [&master, &worker] {
+        assert!(
+            !role.log().contains("session lost") && !role.log().contains("giving up"),
+            "{} kept its session:\n{}",
+            role.name,
+            role.log()
+        );
+    }
+}
