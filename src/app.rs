@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 
 use crate::cli::{
-    self, Cli, Command, GlobalArgs, MasterArgs, PurgeArgs, StatusArgs, SubmitArgs, WaitArgs,
-    WorkerArgs,
+    self, CancelArgs, Cli, Command, GlobalArgs, MasterArgs, ProgressArgs, PurgeArgs, StatusArgs,
+    SubmitArgs, TasksArgs, WaitArgs, WorkerArgs,
 };
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
-use crate::{master, model, output, retention, session, shutdown, status, submit, worker};
+use crate::{exec, master, model, output, retention, session, shutdown, status, submit, worker};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -21,6 +21,9 @@ pub fn run(cli: Cli) -> i32 {
         Command::Worker(args) => run_worker(global, args).map(|()| 0),
         Command::Submit(args) => run_submit(global, args),
         Command::Wait(args) => run_wait(global, args),
+        Command::Progress(args) => report_progress(args).map(|()| 0),
+        Command::Cancel(args) => run_cancel(global, args),
+        Command::Tasks(args) => run_tasks(global, args).map(|()| 0),
         Command::Status(args) => run_status(global, args).map(|()| 0),
         Command::Purge(args) => run_purge(global, args).map(|()| 0),
     };
@@ -122,6 +125,59 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
     submit::run(&cfg)
 }
 
+/// `zkmw progress`: one line into the job's progress channel, whose
+/// descriptor `ZKMW_PROGRESS` names (the worker reads the other end).
+fn report_progress(args: &ProgressArgs) -> Result<(), Error> {
+    let report = exec::Progress {
+        percent: exec::Progress::parse(&args.percent)
+            .map_err(Error::BadInput)?
+            .percent,
+        message: args.message.join(" "),
+    };
+    if report.message.len() > exec::MAX_MESSAGE {
+        return Err(Error::BadInput(format!(
+            "the message is {} bytes; it can be at most {}",
+            report.message.len(),
+            exec::MAX_MESSAGE
+        )));
+    }
+    let outside = || {
+        Error::BadInput(
+            "not inside a zkmw job: ZKMW_PROGRESS does not name its progress channel (zkmw progress reports a running job's progress)".into(),
+        )
+    };
+    let fd: u32 = std::env::var("ZKMW_PROGRESS")
+        .ok()
+        .and_then(|fd| fd.parse().ok())
+        .ok_or_else(outside)?;
+    // Opened anew through /proc: the same pipe, without trusting the number.
+    let path = format!("/proc/self/fd/{fd}");
+    let is_pipe = std::fs::metadata(&path)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+    if !is_pipe {
+        return Err(outside());
+    }
+    let mut channel = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|_| outside())?;
+    std::io::Write::write_all(&mut channel, report.line().as_bytes())
+        .map_err(|err| Error::BadInput(format!("writing to the progress channel: {err}")))
+}
+
+fn run_cancel(global: &GlobalArgs, args: &CancelArgs) -> Result<i32, Error> {
+    let connect = connect_options(global, false)?;
+    let layout = Layout::new(&global.root);
+    submit::cancel_tasks(
+        &connect,
+        &layout,
+        &args.tasks,
+        args.grace,
+        args.wait_timeout,
+        args.wait,
+    )
+}
+
 fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> Result<i32, Error> {
     let connect = connect_options(global, false)?;
     submit::wait_for(
@@ -134,20 +190,36 @@ fn run_wait(global: &GlobalArgs, args: &WaitArgs) -> Result<i32, Error> {
 
 fn run_status(global: &GlobalArgs, args: &StatusArgs) -> Result<(), Error> {
     let layout = Layout::new(&global.root);
+    if args.watch && output::terminal_width().is_none() {
+        return Err(Error::BadInput(
+            "status --watch redraws a terminal, and stdout is not one: use status --json in scripts".into(),
+        ));
+    }
     let zk = session::connect(&connect_options(global, false)?)?;
+    let shown = if args.watch {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        shutdown::forward_signals(tx);
+        status::watch(&zk, &layout, args.interval, &rx).map(|()| String::new())
+    } else {
+        status_once(&zk, &layout, args)
+    };
+    zk.close(session::CLOSE_WAIT);
+    output::write(shown?.as_bytes(), None)
+}
+
+/// One look at the cluster or a task, as JSON or for people.
+fn status_once(zk: &crate::zk::Zk, layout: &Layout, args: &StatusArgs) -> Result<String, Error> {
     let now = model::now_ms();
-    let shown = match &args.task {
+    Ok(match &args.task {
         Some(name) => {
-            let view = status::task(&zk, &layout, name)?;
+            let view = status::task(zk, layout, name)?;
             shown(&view, args.json, || status::render_task(&view, now))
         }
         None => {
-            let view = status::cluster(&zk, &layout)?;
+            let view = status::cluster(zk, layout)?;
             shown(&view, args.json, || status::render_cluster(&view, now))
         }
-    };
-    zk.close(session::CLOSE_WAIT);
-    output::write(shown.as_bytes(), None)
+    })
 }
 
 /// A view as one line of JSON, or rendered for people.
@@ -158,6 +230,25 @@ fn shown<T: serde::Serialize>(view: &T, json: bool, render: impl FnOnce() -> Str
     } else {
         render()
     }
+}
+
+fn run_tasks(global: &GlobalArgs, args: &TasksArgs) -> Result<(), Error> {
+    let layout = Layout::new(&global.root);
+    let zk = session::connect(&connect_options(global, false)?)?;
+    let query = status::Query {
+        state: args.state.as_deref().and_then(status::TaskState::parse),
+        worker: args.worker.clone(),
+        limit: args.limit as usize,
+    };
+    let rows = status::tasks(&zk, &layout, &query);
+    zk.close(session::CLOSE_WAIT);
+    let rows = rows?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&rows).unwrap_or_default())
+    } else {
+        status::render_tasks(&rows, model::now_ms(), output::terminal_width())
+    };
+    output::write(text.as_bytes(), None)
 }
 
 fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {

@@ -81,8 +81,14 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Wait for a stored task; print its output and exit with its code.
     Wait(WaitArgs),
+    /// From inside a job: report how far it is (shown by status and tasks).
+    Progress(ProgressArgs),
+    /// Cancel tasks: those not started at once, running ones by their worker.
+    Cancel(CancelArgs),
     /// Show the cluster, or one task.
     Status(StatusArgs),
+    /// List tasks, newest first.
+    Tasks(TasksArgs),
     /// Delete old results from /status now.
     Purge(PurgeArgs),
 }
@@ -168,12 +174,63 @@ pub struct WaitArgs {
     pub wait_timeout: Option<Duration>,
 }
 
+/// `zkmw cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The task ids.
+    #[arg(required = true)]
+    pub tasks: Vec<String>,
+    /// For a running job: time between SIGTERM and SIGKILL (at most 1d).
+    #[arg(long, default_value = "10s", value_parser = DurationIn::between(Duration::ZERO, Duration::from_secs(86_400)))]
+    pub grace: Duration,
+    /// Return once each running task has its final result.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long, exit 124 (at least 100ms).
+    #[arg(long, value_parser = DurationIn::at_least(Duration::from_millis(100)), requires = "wait")]
+    pub wait_timeout: Option<Duration>,
+}
+
+/// `zkmw progress`.
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    /// How far the job is: a number from 0 to 100 (decimals allowed).
+    #[arg(allow_hyphen_values = true)]
+    pub percent: String,
+    /// What it is doing (at most 200 bytes).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub message: Vec<String>,
+}
+
 /// `zkmw status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// A task id (task-NNNNNNNNNN); without it, the whole cluster.
     pub task: Option<String>,
     /// Print JSON (the shape is documented in README).
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// Redraw the cluster view in place on the terminal until Ctrl-C.
+    #[arg(long, conflicts_with = "task")]
+    pub watch: bool,
+    /// With --watch: time between two redraws (at least 100ms).
+    #[arg(long, default_value = "2s", value_parser = DurationIn::at_least(Duration::from_millis(100)), requires = "watch")]
+    pub interval: Duration,
+}
+
+/// `zkmw tasks`.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only tasks in this state.
+    #[arg(long, value_parser = ["pending", "assigned", "running", "done", "failed"])]
+    pub state: Option<String>,
+    /// Only tasks assigned to this worker, or last run by it.
+    #[arg(long, value_parser = parse_id)]
+    pub worker: Option<String>,
+    /// At most this many (1 to 100000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// Print JSON: an array of tasks (the fields are documented in README).
     #[arg(long)]
     pub json: bool,
 }
@@ -639,7 +696,7 @@ mod tests {
             let err = Cli::try_parse_from(args).expect_err("no command");
             assert_eq!(
                 usage_error(&err),
-                "missing command: one of master, worker, submit, wait, status, purge (see zkmw --help)"
+                "missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge (see zkmw --help)"
             );
         }
     }

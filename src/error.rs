@@ -15,6 +15,8 @@ pub const EXIT_ZKMW_FAILED: i32 = 125;
 pub const EXIT_QUEUE_FULL: i32 = 75;
 /// Exit code when the job could not be started on the worker.
 pub const EXIT_CANNOT_START: i32 = 126;
+/// Exit code of `submit --wait` and `wait` for a task that was cancelled.
+pub const EXIT_CANCELLED: i32 = 123;
 /// Exit code when stdout could not be written (a full disk, a closed pipe):
 /// EX_IOERR of sysexits.h.
 pub const EXIT_OUTPUT: i32 = 74;
@@ -50,6 +52,13 @@ pub enum Error {
         task: String,
         /// What is known about it.
         why: Missing,
+    },
+    /// A task to cancel has its result already.
+    AlreadyFinished {
+        /// The task.
+        task: String,
+        /// How it ended.
+        how: String,
     },
     /// Writing the command's results to stdout failed.
     Stdout {
@@ -105,6 +114,9 @@ impl fmt::Display for Error {
                 "worker id '{id}' is already live: stop that worker or pick another --id"
             ),
             Error::NoSuchTask { task, why } => write!(f, "no task '{task}': {why}"),
+            Error::AlreadyFinished { task, how } => {
+                write!(f, "{task} is not cancelled: {how} already")
+            }
             Error::Stdout { err, after: None } => write!(f, "writing to stdout: {err}"),
             Error::Stdout {
                 err,

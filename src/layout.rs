@@ -11,6 +11,7 @@
 //! <root>/tasks/<t>         persistent-sequential: a pending task (Task)
 //! <root>/running/<t>       ephemeral: the claim of the worker running <t>
 //! <root>/status/<t>        the final result of <t> (TaskResult)
+//! <root>/cancel/<t>        a request to cancel <t> (CancelRequest)
 //! ```
 
 /// Prefix of every task name; the rest is ZooKeeper's 10-digit sequence.
@@ -125,6 +126,16 @@ impl Layout {
         format!("{}/status/{task}", self.root)
     }
 
+    /// Parent of the cancel requests.
+    pub fn cancel(&self) -> String {
+        format!("{}/cancel", self.root)
+    }
+
+    /// The request to cancel one task.
+    pub fn cancel_task(&self, task: &str) -> String {
+        format!("{}/cancel/{task}", self.root)
+    }
+
     /// The nodes above the root (`/a` for root `/a/b`), parents first. They
     /// are shared with whatever else lives there, so zkmw creates them open.
     pub fn ancestors(&self) -> Vec<String> {
@@ -152,6 +163,7 @@ impl Layout {
             self.tasks(),
             self.running(),
             self.status(),
+            self.cancel(),
         ]
     }
 }

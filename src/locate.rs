@@ -4,8 +4,81 @@
 
 use crate::error::Missing;
 use crate::layout::{Layout, task_name, task_sequence};
-use crate::model::{self, PurgeMark};
-use crate::zk::{Zk, ZkError};
+use crate::model::{self, Claim, PurgeMark, Task, TaskResult};
+use crate::zk::{Node, NodeStat, Zk, ZkError};
+
+/// Where a task was found, with what its node there holds.
+#[derive(Debug)]
+pub enum Place {
+    /// Queued in `/tasks`.
+    Pending {
+        /// The task, or what is wrong with its record.
+        task: Result<Task, String>,
+        /// Its node's stat (its version guards a delete).
+        stat: NodeStat,
+    },
+    /// Assigned to `worker`, and claimed if `claim` is there.
+    Assigned {
+        /// The worker whose folder holds it.
+        worker: String,
+        /// The task, or what is wrong with its record.
+        task: Result<Task, String>,
+        /// Its node's stat: version 0 until a worker claims it.
+        stat: NodeStat,
+        /// The claim under `/running`, if there is one (any worker's).
+        claim: Option<Result<Claim, String>>,
+    },
+    /// Finished: its result, or what is wrong with it.
+    Finished {
+        /// The result, or what is wrong with its record.
+        result: Result<TaskResult, String>,
+        /// Its node's stat (when it was stored).
+        stat: NodeStat,
+    },
+}
+
+/// One pipelined look at every place `task` can be: queued, assigned to
+/// each worker, claimed, finished; the most advanced place it is seen in
+/// wins (a task moves forward between the reads). `None` when it is
+/// nowhere (it may have moved back, from assigned to queued, meanwhile:
+/// look again before calling it missing).
+pub fn find(zk: &Zk, layout: &Layout, task: &str) -> Result<Option<Place>, ZkError> {
+    let workers = match zk.children(&layout.assign()) {
+        Err(ZkError::NoNode) => Vec::new(),
+        listed => listed?,
+    };
+    let mut paths = vec![layout.task(task)];
+    paths.extend(workers.iter().map(|w| layout.assignment(w, task)));
+    paths.push(layout.running_task(task));
+    paths.push(layout.status_task(task));
+    let mut got = zk
+        .get_many(&paths)
+        .into_iter()
+        .collect::<Result<Vec<Node>, ZkError>>()?;
+    let (result, claim) = (got.pop().flatten(), got.pop().flatten());
+    if let Some((data, stat)) = result {
+        let result = model::decode::<TaskResult>(&data);
+        return Ok(Some(Place::Finished { result, stat }));
+    }
+    let mut got = got.into_iter();
+    let queued = got.next().flatten();
+    let claim = claim.map(|(data, _)| model::decode::<Claim>(&data));
+    for (worker, node) in workers.into_iter().zip(got) {
+        if let Some((data, stat)) = node {
+            let task = model::decode_task(&data);
+            return Ok(Some(Place::Assigned {
+                worker,
+                task,
+                stat,
+                claim,
+            }));
+        }
+    }
+    Ok(queued.map(|(data, stat)| Place::Pending {
+        task: model::decode_task(&data),
+        stat,
+    }))
+}
 
 /// Why `task` (a well-formed id that names no node) is missing: its result
 /// was purged, or no task ever had that id. Reads the purge mark in
@@ -18,23 +91,6 @@ pub fn missing(zk: &Zk, layout: &Layout, task: &str) -> Result<Missing, ZkError>
     let next_seq = next()?.map(|(_, stat)| stat.cversion);
     let seq = task_sequence(task).unwrap_or(i64::MAX);
     Ok(why_missing(seq, mark, next_seq))
-}
-
-/// Whether `task` is anywhere in the namespace: pending, assigned (to any
-/// worker) or finished.
-pub fn exists(zk: &Zk, layout: &Layout, task: &str) -> Result<bool, ZkError> {
-    let mut paths = vec![layout.task(task), layout.status_task(task)];
-    let workers = match zk.children(&layout.assign()) {
-        Err(ZkError::NoNode) => Vec::new(),
-        listed => listed?,
-    };
-    paths.extend(workers.iter().map(|w| layout.assignment(w, task)));
-    for found in zk.exists_many(&paths) {
-        if found?.is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Why a well-formed id names no task, as a plain rule: purged when it is at or below the

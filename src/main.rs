@@ -26,7 +26,7 @@ fn main() {
     // Services log their life at info; commands stay quiet unless asked.
     let default_level = match cli.command {
         Command::Master(_) | Command::Worker(_) => "info",
-        Command::Submit(_) | Command::Wait(_) | Command::Status(_) | Command::Purge(_) => "warn",
+        _ => "warn",
     };
     // Millisecond timestamps: a task crosses several processes in a few ms.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))

@@ -6,14 +6,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
-use crate::error::{EXIT_CANNOT_START, EXIT_TIMED_OUT, EXIT_ZKMW_FAILED};
+use crate::error::{EXIT_CANCELLED, EXIT_CANNOT_START, EXIT_TIMED_OUT, EXIT_ZKMW_FAILED};
 
 /// Largest record zkmw writes into one znode. ZooKeeper refuses packets of
 /// 1 MiB (jute.maxbuffer) and more; this leaves room for the path and headers.
 pub const MAX_NODE_BYTES: usize = 1_000_000;
 
 /// A submitted task: stored in `/tasks/<t>`, copied into `/assign/<w>/<t>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     /// The shell command, run as `sh -c JOB`.
     pub job: String,
@@ -29,6 +29,84 @@ pub struct Task {
     pub attempts: u32,
     /// The submitter's unique token: finds the task after an ambiguous create.
     pub token: String,
+    /// Every run started so far, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+}
+
+impl Task {
+    /// The task with a new run started by `worker` at `now_ms` counted.
+    pub fn started(mut self, worker: &str, now_ms: u64) -> Task {
+        self.attempts += 1;
+        self.history.push(Attempt {
+            worker: worker.to_string(),
+            started_ms: now_ms,
+            ended_ms: None,
+            end: None,
+        });
+        self
+    }
+
+    /// The task with its last run ended at `now_ms`, as `end` says.
+    pub fn ended(mut self, end: AttemptEnd, now_ms: u64) -> Task {
+        if let Some(last) = self.history.last_mut().filter(|a| a.end.is_none()) {
+            last.ended_ms = Some(now_ms);
+            last.end = Some(end);
+        }
+        self
+    }
+}
+
+/// One run of a task: who ran it, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The worker that claimed it.
+    pub worker: String,
+    /// When the run started (unix ms).
+    pub started_ms: u64,
+    /// When it ended, once it did (unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// How it ended, once it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<AttemptEnd>,
+}
+
+/// How one run of a task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum AttemptEnd {
+    /// The job exited with this code.
+    Exited {
+        /// Its exit code.
+        code: i32,
+    },
+    /// The job died of this signal.
+    Signaled {
+        /// The signal.
+        signal: i32,
+    },
+    /// zkmw ended it: timed out, cancelled, could not start, killed.
+    Failed {
+        /// Why.
+        reason: FailReason,
+    },
+    /// Its worker died or lost its session mid-run; the master took it back.
+    Interrupted,
+    /// Its worker stopped past its drain timeout and handed it back.
+    HandedBack,
+}
+
+impl fmt::Display for AttemptEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptEnd::Exited { code } => write!(f, "exited {code}"),
+            AttemptEnd::Signaled { signal } => write!(f, "killed by signal {signal}"),
+            AttemptEnd::Failed { reason } => write!(f, "{reason}"),
+            AttemptEnd::Interrupted => f.write_str("interrupted: worker lost"),
+            AttemptEnd::HandedBack => f.write_str("interrupted: worker stopped, handed back"),
+        }
+    }
 }
 
 /// How a finished task ended.
@@ -88,6 +166,9 @@ pub struct TaskResult {
     /// When the result was made (unix ms).
     #[serde(default)]
     pub finished_ms: u64,
+    /// Every run, oldest first, the last one ended as this result says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
 }
 
 /// Why zkmw failed a task. Stored as the result's `reason` string, the
@@ -119,6 +200,7 @@ impl FailReason {
         match self {
             FailReason::TimedOut => EXIT_TIMED_OUT,
             FailReason::CouldNotStart(_) => EXIT_CANNOT_START,
+            FailReason::Cancelled => EXIT_CANCELLED,
             _ => EXIT_ZKMW_FAILED,
         }
     }
@@ -175,6 +257,13 @@ impl TaskResult {
         worker: Option<&str>,
         now_ms: u64,
     ) -> TaskResult {
+        // The last run (if any) ended this way.
+        let end = match &reason {
+            FailReason::WorkerLost => AttemptEnd::Interrupted,
+            other => AttemptEnd::Failed {
+                reason: other.clone(),
+            },
+        };
         TaskResult {
             state: FinalState::Failed,
             exit_code: None,
@@ -191,6 +280,7 @@ impl TaskResult {
             submitted_ms: task.map_or(0, |t| t.submitted_ms),
             started_ms: None,
             finished_ms: now_ms,
+            history: task.map_or_else(Vec::new, |t| t.clone().ended(end, now_ms).history),
         }
     }
 
@@ -311,7 +401,7 @@ pub struct MasterInfo {
 }
 
 /// A worker's claim on a task it is running, in `/running/<t>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
     /// The worker running the task.
     pub worker: String,
@@ -319,6 +409,22 @@ pub struct Claim {
     pub started_ms: u64,
     /// Which run this is (1 for the first).
     pub attempt: u32,
+    /// The job's own report of how far it is, 0 to 100 (`zkmw progress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// The job's message with its progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_message: Option<String>,
+}
+
+/// A request to cancel a task, in `/cancel/<t>`: the worker running it
+/// stops it, the master fails it if it had not started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Time between SIGTERM and SIGKILL for a running job (ms).
+    pub grace_ms: u64,
+    /// When it was asked (unix ms).
+    pub requested_ms: u64,
 }
 
 /// What `/status` itself holds: the highest task sequence number whose
@@ -370,6 +476,7 @@ mod tests {
             retries: 2,
             attempts: 0,
             token: "t".into(),
+            history: Vec::new(),
         }
     }
 
@@ -395,7 +502,7 @@ mod tests {
                 EXIT_CANNOT_START,
             ),
             (FailReason::Killed, "killed", EXIT_ZKMW_FAILED),
-            (FailReason::Cancelled, "cancelled", EXIT_ZKMW_FAILED),
+            (FailReason::Cancelled, "cancelled", EXIT_CANCELLED),
             (FailReason::Other("eaten".into()), "eaten", EXIT_ZKMW_FAILED),
         ];
         for (reason, stored, code) in cases {
@@ -502,6 +609,8 @@ mod tests {
                 worker: "w".into(),
                 started_ms: 1,
                 attempt: 1,
+                progress: None,
+                progress_message: None,
             }),
             encode(&PurgeMark { purged_through: 42 }),
         ];

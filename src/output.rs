@@ -18,6 +18,18 @@ pub fn write(bytes: &[u8], after: Option<&str>) -> Result<(), Error> {
         })
 }
 
+/// The width of the terminal stdout is, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    let out = std::io::stdout();
+    if !rustix::termios::isatty(&out) {
+        return None;
+    }
+    rustix::termios::tcgetwinsize(&out)
+        .ok()
+        .map(|size| usize::from(size.ws_col))
+        .filter(|cols| *cols > 0)
+}
+
 /// Writes one line of text to stdout; see [`write`].
 pub fn line(text: &str, after: Option<&str>) -> Result<(), Error> {
     write(format!("{text}\n").as_bytes(), after)

@@ -433,5 +433,6 @@ fn hand_made_task(job: String, token: &str) -> Task {
         retries: 2,
         attempts: 0,
         token: token.into(),
+        history: Vec::new(),
     }
 }

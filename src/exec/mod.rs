@@ -33,7 +33,11 @@
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
+mod progress;
 mod spawn;
+
+use progress::Channel;
+pub use progress::{MAX_MESSAGE, Progress, ProgressSink};
 #[cfg(not(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
@@ -89,7 +93,6 @@ const READER_GIVE_UP: Duration = Duration::from_secs(1);
 const CHUNK: usize = 8 * 1024;
 
 /// What to run.
-#[derive(Debug)]
 pub struct JobSpec {
     /// Shell command, passed to `sh -c` (after `--` when it begins with `-`
     /// or `+`, so that the shell does not take it for its options).
@@ -105,9 +108,10 @@ pub struct JobSpec {
     /// Shell to run the command with, normally `"sh"` (looked up in the
     /// job's `PATH` unless it contains a `/`).
     pub shell: String,
-    /// A descriptor the job gets open at [`KEPT_FD`] (e.g. a channel for
-    /// its progress); every other one above 2 is closed for it.
-    pub keep_fd: Option<OwnedFd>,
+    /// Where the job's progress reports go: given one, the job finds its
+    /// progress channel open at [`KEPT_FD`], named in `ZKMW_PROGRESS`
+    /// (every other descriptor above 2 is closed for it).
+    pub progress: Option<ProgressSink>,
 }
 
 /// How a job ended.
@@ -249,7 +253,7 @@ impl KillSwitch {
 
 /// Runs the job to completion (blocking the calling thread) and reports how
 /// it ended.
-pub fn run(spec: &JobSpec, kill: &KillSwitch) -> JobReport {
+pub fn run(spec: &mut JobSpec, kill: &KillSwitch) -> JobReport {
     let started_ms = now_ms();
     let (outcome, stdout, stderr) = match kill.asked() {
         Some(asked) => (
@@ -295,17 +299,21 @@ struct Waits<'a> {
     switch: &'a KillSwitch,
 }
 
-fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
+fn execute(spec: &mut JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
     let flags = EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK;
     let waker = match rustix::event::eventfd(0, flags) {
         Ok(fd) => Arc::new(fd),
         Err(e) => return not_started(format!("could not make an eventfd: {e}")),
     };
-    let keep = spec.keep_fd.as_ref().map(AsFd::as_fd);
+    let channel = match spec.progress.take().map(progress_pipe).transpose() {
+        Ok(channel) => channel,
+        Err(e) => return not_started(format!("could not make a progress pipe: {e}")),
+    };
+    let keep = channel.as_ref().map(|(_, write)| write.as_fd());
     // This thread spawns, supervises and reaps the shell, so it outlives
     // it: the shell's death signal fires when this thread exits.
-    let started =
-        command(spec).and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp, keep));
+    let started = command(spec, keep.is_some())
+        .and_then(|(program, argv, envp)| spawn::spawn(&program, &argv, &envp, keep));
     let child = match started {
         Ok(child) => child,
         Err(e) => return not_started(format!("{}: {e}", spec.shell)),
@@ -315,6 +323,8 @@ fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
         pipes: [Some(child.stdout), Some(child.stderr)],
         captured: [Captured::default(), Captured::default()],
         cap: spec.output_cap,
+        // Only the job holds the write end now.
+        progress: channel.map(|(channel, _)| channel),
     };
     let waits = Waits {
         pidfd: &child.pidfd,
@@ -333,6 +343,12 @@ fn execute(spec: &JobSpec, kill: &KillSwitch) -> (Outcome, Captured, Captured) {
     (outcome(stopped, status, child.pid), stdout, stderr)
 }
 
+/// A progress channel for `sink`, and the write end the job gets.
+fn progress_pipe(sink: ProgressSink) -> io::Result<(Channel, OwnedFd)> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((Channel::new(read, sink), write))
+}
+
 fn not_started(reason: String) -> (Outcome, Captured, Captured) {
     let empty = Captured::default();
     (Outcome::CouldNotStart(reason), empty.clone(), empty)
@@ -341,7 +357,7 @@ fn not_started(reason: String) -> (Outcome, Captured, Captured) {
 /// The program, argv and environment of `sh -c COMMAND` (`sh -c -- COMMAND`
 /// when it begins with `-` or `+`: only then, for shells that are not POSIX
 /// shells do not expect a `--`).
-fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
+fn command(spec: &JobSpec, progress: bool) -> io::Result<(CString, Vec<CString>, Vec<CString>)> {
     let mut env: Vec<(&str, OsString)> = PASSED_ENV
         .iter()
         .filter_map(|&name| match std::env::var_os(name) {
@@ -352,6 +368,9 @@ fn command(spec: &JobSpec) -> io::Result<(CString, Vec<CString>, Vec<CString>)> 
         .collect();
     env.push(("ZKMW_TASK_ID", spec.task_id.clone().into()));
     env.push(("ZKMW_ATTEMPT", spec.attempt.to_string().into()));
+    if progress {
+        env.push(("ZKMW_PROGRESS", KEPT_FD.to_string().into()));
+    }
     let path = env
         .iter()
         .find(|(n, _)| *n == "PATH")
@@ -421,6 +440,8 @@ struct Watch {
     pipes: [Option<OwnedFd>; 2],
     captured: [Captured; 2],
     cap: usize,
+    /// The job's progress channel, if it has one.
+    progress: Option<Channel>,
 }
 
 impl Watch {
@@ -513,6 +534,9 @@ impl Watch {
             .enumerate()
             .filter_map(|(i, pipe)| Some((i, PollFd::new(pipe.as_ref()?, PollFlags::IN))))
             .unzip();
+        let channel = self.progress.as_ref().and_then(Channel::fd);
+        let has_channel = channel.is_some();
+        fds.extend(channel.map(|fd| PollFd::new(fd, PollFlags::IN)));
         fds.extend(extra.iter().map(|fd| PollFd::new(*fd, PollFlags::IN)));
         // A wait too long for a timespec is no limit.
         let timeout = wait.and_then(|w| Timespec::try_from(w).ok());
@@ -523,11 +547,17 @@ impl Watch {
             return vec![false; extra.len()];
         }
         let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
-        let (pipes_ready, extra_ready) = ready.split_at(live.len());
+        let (pipes_ready, rest) = ready.split_at(live.len());
+        let (channel_ready, extra_ready) = rest.split_at(usize::from(has_channel));
         for (&i, &ready) in live.iter().zip(pipes_ready) {
             if ready {
                 self.read_pipe(i);
             }
+        }
+        if channel_ready.first() == Some(&true)
+            && let Some(channel) = &mut self.progress
+        {
+            channel.read();
         }
         extra_ready.to_vec()
     }
@@ -603,7 +633,6 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::path::{Path, PathBuf};
     use std::thread;
@@ -618,12 +647,12 @@ mod tests {
             timeout: Some(Duration::from_secs(20)),
             output_cap: 1 << 20,
             shell: "sh".to_string(),
-            keep_fd: None,
+            progress: None,
         }
     }
 
     fn run_job(command: &str) -> JobReport {
-        run(&spec(command), &KillSwitch::new())
+        run(&mut spec(command), &KillSwitch::new())
     }
 
     fn text(c: &Captured) -> &str {
@@ -729,7 +758,7 @@ mod tests {
         let mut s = spec(command);
         s.timeout = Some(Duration::from_millis(timeout));
         let t = Instant::now();
-        let r = run(&s, &KillSwitch::new());
+        let r = run(&mut s, &KillSwitch::new());
         let took = t.elapsed();
         assert_eq!(r.outcome, Outcome::TimedOut);
         assert!(took < Duration::from_secs(limit), "took {took:?}");
@@ -800,7 +829,7 @@ mod tests {
     fn output_is_capped() {
         let mut s = spec("head -c 1000000 /dev/zero; echo done >&2");
         s.output_cap = 1000;
-        let r = run(&s, &KillSwitch::new());
+        let r = run(&mut s, &KillSwitch::new());
         assert_eq!(r.outcome, Outcome::Exited(0));
         assert_eq!(r.stdout.bytes, vec![0u8; 1000]);
         assert!(r.stdout.truncated);
@@ -845,7 +874,7 @@ mod tests {
     fn missing_shell_could_not_start() {
         let mut s = spec("true");
         s.shell = "/nonexistent/sh".to_string();
-        let r = run(&s, &KillSwitch::new());
+        let r = run(&mut s, &KillSwitch::new());
         let Outcome::CouldNotStart(reason) = r.outcome else {
             panic!("unexpected {:?}", r.outcome);
         };
@@ -868,7 +897,7 @@ mod tests {
         };
         let t = Instant::now();
         let r = run(
-            &spec(&format!("touch '{}'; sleep 30", marker.display())),
+            &mut spec(&format!("touch '{}'; sleep 30", marker.display())),
             &kill,
         );
         let started = killer.join().expect("killer thread");
@@ -887,7 +916,7 @@ mod tests {
         let kill = KillSwitch::default();
         assert!(!kill.is_killed());
         kill.kill();
-        let r = run(&spec("echo hi"), &kill);
+        let r = run(&mut spec("echo hi"), &kill);
         assert_eq!(r.outcome, Outcome::Killed);
         assert_eq!(r.stdout, Captured::default());
     }
@@ -895,7 +924,7 @@ mod tests {
     #[test]
     fn kill_after_end_is_noop() {
         let kill = KillSwitch::new();
-        let r = run(&spec("exit 0"), &kill);
+        let r = run(&mut spec("exit 0"), &kill);
         kill.kill();
         kill.kill();
         assert_eq!(r.outcome, Outcome::Exited(0));
@@ -964,7 +993,7 @@ mod tests {
                                         kill.kill();
                                     })
                                 });
-                                let report = run(&s, &kill);
+                                let report = run(&mut s, &kill);
                                 if let Some(killer) = killer {
                                     killer.join().expect("killer thread");
                                 }
@@ -1069,20 +1098,31 @@ mod tests {
         );
     }
 
+    /// The progress channel is the one descriptor above 2, at the number
+    /// `ZKMW_PROGRESS` names; its reports reach the sink, and lines that
+    /// are not reports are dropped.
     #[test]
-    fn kept_descriptor_is_the_only_one_above_stdio() {
-        let (read, write) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
-        let mut s = spec(&format!("ls /proc/$$/fd; echo progress >&{KEPT_FD}"));
-        s.keep_fd = Some(write);
-        let r = run(&s, &KillSwitch::new());
+    fn progress_channel_is_the_only_descriptor_above_stdio() {
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let mut s = spec(
+            "ls /proc/$$/fd; echo \"40 copying table 3\" >&$ZKMW_PROGRESS; \
+             echo junk >&3; echo '101 x' >&3; echo 12.5 >&3",
+        );
+        let sink = Arc::clone(&reports);
+        s.progress = Some(Box::new(move |p| lock(&sink).push(p)));
+        let r = run(&mut s, &KillSwitch::new());
         assert_eq!(text(&r.stdout), "0\n1\n2\n3\n", "{}", text(&r.stderr));
-        drop(s);
-        let mut progress = String::new();
-        std::fs::File::from(read)
-            .read_to_string(&mut progress)
-            .expect("read");
-        assert_eq!(progress, "progress\n");
+        let got: Vec<(f64, String)> = lock(&reports)
+            .iter()
+            .map(|p| (p.percent, p.message.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [(40.0, "copying table 3".to_string()), (12.5, String::new())]
+        );
+        // Without a sink the job has no channel at all.
+        let r = run_job("echo ${ZKMW_PROGRESS:-none}; ls /proc/$$/fd");
+        assert_eq!(text(&r.stdout), "none\n0\n1\n2\n");
     }
 
     #[test]
@@ -1097,7 +1137,7 @@ mod tests {
     #[test]
     fn only_jobs_that_look_like_options_get_a_double_dash() {
         let argv = |job: &str| {
-            let (_, argv, _) = command(&spec(job)).expect("command");
+            let (_, argv, _) = command(&spec(job), false).expect("command");
             argv.into_iter()
                 .map(|a| a.into_string().expect("utf-8"))
                 .collect::<Vec<_>>()
@@ -1131,7 +1171,7 @@ mod tests {
                 stop(&kill, termed);
                 at
             });
-            let report = run(&spec(&job), &kill);
+            let report = run(&mut spec(&job), &kill);
             let ended = Instant::now();
             (report, ended - stopper.join().expect("stopper thread"))
         });
@@ -1168,7 +1208,7 @@ mod tests {
             (kill_then_cancel, Outcome::Killed),
         ] {
             assert!(kill.is_killed());
-            let r = run(&s, &kill);
+            let r = run(&mut s, &kill);
             assert_eq!(r.outcome, first);
             assert_eq!(r.stdout, Captured::default());
         }

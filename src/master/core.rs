@@ -57,6 +57,9 @@ pub struct Details {
     pub running: bool,
     /// Pending tasks to read, oldest first.
     pub heads: Vec<String>,
+    /// Tasks with a cancel request that no folder listed: read where they
+    /// may be (/tasks, and whether /status has them).
+    pub cancelled: Vec<String>,
 }
 
 /// The reads of step 3, in the order [`Details`] asked for them.
@@ -68,6 +71,9 @@ pub struct DetailsRead {
     pub running: Option<BTreeSet<String>>,
     /// Each asked pending task's data and stat, `None` if gone.
     pub heads: Vec<Node>,
+    /// For each of `Details::cancelled`: its node in /tasks, and whether it
+    /// has a result.
+    pub cancelled: Vec<(Node, bool)>,
 }
 
 /// The active master's state between and within rounds.
@@ -105,6 +111,8 @@ pub struct Core {
     lost_since: HashMap<String, Instant>,
     /// When each unclaimed assignment was first seen unclaimed.
     waiting_since: HashMap<String, Instant>,
+    /// The tasks with a cancel request, as of the last full round.
+    cancels: BTreeSet<String>,
     /// The round in progress.
     round: Round,
 }
@@ -142,6 +150,7 @@ impl Core {
             tasks_changed: true,
             lost_since: HashMap::new(),
             waiting_since: HashMap::new(),
+            cancels: BTreeSet::new(),
             round: Round::default(),
         }
     }
@@ -192,17 +201,20 @@ impl Core {
 
     /// Step 1 of a full round: whether /master is still ours, the live
     /// workers with their records (as listed and read; `watched`: the
-    /// listing armed a watch), and the folders under /assign.
+    /// listing armed a watch), the folders under /assign, and the tasks
+    /// under /cancel.
     pub fn roots(
         &mut self,
         still_master: bool,
         workers: Vec<(String, Node)>,
         watched: bool,
         assign_dirs: Vec<String>,
+        cancels: Vec<String>,
     ) -> Result<(), Deposed> {
         if !still_master {
             return Err(Deposed);
         }
+        self.cancels = cancels.into_iter().collect();
         if watched {
             self.armed.insert(self.layout.workers());
         }
@@ -289,6 +301,16 @@ impl Core {
             .map(|(w, names)| (w.clone(), names.len()))
             .collect();
         let full = self.round.full;
+        let assigned: BTreeSet<&String> = listed.iter().flat_map(|(_, names)| names).collect();
+        let cancelled = if full {
+            self.cancels
+                .iter()
+                .filter(|t| !assigned.contains(t))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let details = Details {
             assignments: if full {
                 listed
@@ -302,9 +324,11 @@ impl Core {
             heads: self
                 .queue
                 .iter()
+                .filter(|t| !self.cancels.contains(*t))
                 .take(plan::room(&self.workers, &held))
                 .cloned()
                 .collect(),
+            cancelled,
         };
         self.round.listed = listed;
         self.round.details = details.clone();
@@ -349,6 +373,8 @@ impl Core {
             self.note_waiting(&assign_dirs, now);
         }
         let pending = self.pending(round.details.heads, read.heads);
+        let (cancelled_pending, stale_cancels) =
+            cancel_places(round.details.cancelled, read.cancelled);
         let snap = Snapshot {
             live_workers: self.workers.clone(),
             pending,
@@ -361,6 +387,9 @@ impl Core {
                 .collect(),
             tick: self.tick,
             now_ms,
+            cancels: self.cancels.clone(),
+            cancelled_pending,
+            stale_cancels,
         };
         plan::plan(&snap, pick)
     }
@@ -484,6 +513,25 @@ impl Core {
     }
 }
 
+/// Where the cancelled tasks that no folder listed are: those still
+/// queued (to fail), and the requests with nothing left to cancel (the task
+/// has its result, or is nowhere) to forget.
+fn cancel_places(names: Vec<String>, read: Vec<(Node, bool)>) -> (Vec<Pending>, Vec<String>) {
+    let mut pending = Vec::new();
+    let mut stale = Vec::new();
+    for (name, (node, finished)) in names.into_iter().zip(read) {
+        match node {
+            Some((data, stat)) if !finished => pending.push(Pending {
+                name,
+                version: stat.version,
+                task: model::decode_task(&data),
+            }),
+            _ => stale.push(name),
+        }
+    }
+    (pending, stale)
+}
+
 /// True when the epoch check (operation 0) failed: another master won.
 pub fn fenced_out(err: &ZkError) -> bool {
     err.is_txn_failure(0, &ZkError::BadVersion) || err.is_txn_failure(0, &ZkError::NoNode)
@@ -521,6 +569,7 @@ mod tests {
             retries: 2,
             attempts,
             token: "t".into(),
+            history: Vec::new(),
         })
     }
 
@@ -543,6 +592,7 @@ mod tests {
         dirs: Vec<(&'static str, Vec<(u32, i32)>)>,
         running: Vec<u32>,
         queue: Vec<u32>,
+        cancels: Vec<u32>,
     }
 
     impl World {
@@ -574,8 +624,14 @@ mod tests {
                 .map(|(w, n)| (w.to_string(), n.clone()))
                 .collect();
             let dirs = world.dirs.iter().map(|(w, _)| w.to_string()).collect();
-            core.roots(true, workers, watch, dirs)
-                .expect("still master");
+            core.roots(
+                true,
+                workers,
+                watch,
+                dirs,
+                world.cancels.iter().map(|n| name(*n)).collect(),
+            )
+            .expect("still master");
         }
         let listing = core.listing();
         let dirs = listing.dirs.iter().map(|(w, _)| world.listing(w)).collect();
@@ -593,6 +649,7 @@ mod tests {
                 .running
                 .then(|| world.running.iter().map(|n| name(*n)).collect()),
             heads: details.heads.iter().map(|_| node(task(0), 0)).collect(),
+            cancelled: details.cancelled.iter().map(|_| (None, true)).collect(),
         };
         let actions = core.decide(read, now, 1, &mut first);
         (listing, actions)
@@ -617,6 +674,7 @@ mod tests {
             dirs: vec![("w1", vec![(1, 1)])],
             running: vec![1],
             queue: vec![],
+            cancels: vec![],
         };
         let mut core = core(t0);
         assert!(round(&mut core, &world, t0).1.is_empty());
@@ -648,6 +706,7 @@ mod tests {
             dirs: vec![("w1", vec![(1, 1)])],
             running: vec![],
             queue: vec![],
+            cancels: vec![],
         };
         let mut core = core(t0);
         assert!(!requeued(&round(&mut core, &world, t0).1));
@@ -668,6 +727,7 @@ mod tests {
             dirs: vec![("w1", vec![]), ("w2", vec![])],
             running: vec![],
             queue: vec![],
+            cancels: vec![],
         };
         let mut core = core(t0);
         let (full, _) = round(&mut core, &world, t0);
@@ -701,6 +761,7 @@ mod tests {
             dirs: vec![("w1", vec![])],
             running: vec![],
             queue: vec![1, 2, 3],
+            cancels: vec![],
         };
         let mut core = core(t0);
         let (_, actions) = round(&mut core, &world, t0);
@@ -717,7 +778,10 @@ mod tests {
         let t0 = Instant::now();
         let mut core = core(t0);
         assert!(core.begin(t0).is_some());
-        assert_eq!(core.roots(false, vec![], false, vec![]), Err(Deposed));
+        assert_eq!(
+            core.roots(false, vec![], false, vec![], vec![]),
+            Err(Deposed)
+        );
         let action = Action::RemoveAssignDir { worker: "w".into() };
         let stale = ZkError::TxnFailed {
             index: 0,
@@ -736,6 +800,7 @@ mod tests {
             dirs: vec![("w1", vec![(1, 1), (2, 0)]), ("w2", vec![])],
             running: vec![1],
             queue: vec![],
+            cancels: vec![],
         };
         let mut core = core(t0);
         assert!(round(&mut core, &world, t0).1.is_empty());

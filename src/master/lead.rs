@@ -142,12 +142,12 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
             .into_iter()
             .collect::<Result<Vec<Node>, _>>()?;
         let assign = zk.children(&layout.assign())?;
-        core.roots(
-            still_master,
-            workers.into_iter().zip(nodes).collect(),
-            watch_workers,
-            assign,
-        )?;
+        let cancels = match zk.children(&layout.cancel()) {
+            Err(ZkError::NoNode) => Vec::new(),
+            listed => listed?,
+        };
+        let workers = workers.into_iter().zip(nodes).collect();
+        core.roots(still_master, workers, watch_workers, assign, cancels)?;
     }
     let listing = core.listing();
     let mut requests: Vec<(String, bool)> = listing
@@ -204,10 +204,29 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
             warn!("master: task {name} is malformed: {why}");
         }
     }
+    let queued: Vec<String> = details.cancelled.iter().map(|t| layout.task(t)).collect();
+    let results: Vec<String> = details
+        .cancelled
+        .iter()
+        .map(|t| layout.status_task(t))
+        .collect();
+    let queued = zk
+        .get_many(&queued)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = zk
+        .exists_many(&results)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let cancelled = queued
+        .into_iter()
+        .zip(results.iter().map(Option::is_some))
+        .collect();
     Ok(DetailsRead {
         assignments,
         running,
         heads,
+        cancelled,
     })
 }
 
@@ -230,6 +249,7 @@ fn log_applied(action: &Action) {
                 None => warn!("master: failed {task}{at}"),
             }
         }
+        Action::ForgetCancel { task } => debug!("master: forgot the cancel request of {task}"),
         Action::RemoveAssignDir { worker } => {
             info!("master: removed the assignments folder of gone worker {worker}")
         }

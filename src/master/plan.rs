@@ -18,7 +18,13 @@
 //!    window; an undecodable one fails. The window (twice the worker's
 //!    threads) keeps every worker busy while leaving the rest of the queue
 //!    in /tasks, where a worker that joins later can get it.
-//! 6. In a full round that leaves no pending task behind, an unclaimed
+//! 6. Cancel requests (full rounds): a task with one that has not started
+//!    (queued, or assigned and unclaimed) fails `cancelled`, and so does an
+//!    interrupted run instead of its requeue; a running one is its
+//!    worker's to stop; a request whose task has its result (or is
+//!    nowhere) is forgotten. Each with the request's removal, in one
+//!    transaction.
+//! 7. In a full round that leaves no pending task behind, an unclaimed
 //!    assignment that has waited a tick on a worker whose threads are all
 //!    busy, or two ticks on any worker, moves to a live worker with a free
 //!    thread: tasks never wait behind a busy (or frozen) worker while
@@ -28,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::layout::{Layout, is_task_name};
-use crate::model::{FailReason, Task, TaskResult, encode};
+use crate::model::{AttemptEnd, FailReason, Task, TaskResult, encode};
 use crate::zk::Op;
 
 /// A worker may hold this many assignments per thread: enough that it
@@ -60,6 +66,12 @@ pub struct Snapshot {
     pub tick: Duration,
     /// When the round read this (unix ms): the time stamped on results.
     pub now_ms: u64,
+    /// The tasks with a cancel request (as of the last full round).
+    pub cancels: BTreeSet<String>,
+    /// Tasks with a cancel request found queued (full rounds).
+    pub cancelled_pending: Vec<Pending>,
+    /// Cancel requests with nothing left to cancel (full rounds).
+    pub stale_cancels: Vec<String>,
 }
 
 /// A pending task as read.
@@ -146,6 +158,13 @@ pub enum Action {
         version: i32,
         /// The result to store.
         result: TaskResult,
+        /// Remove its cancel request too (it is carried out).
+        cancel: bool,
+    },
+    /// Remove a cancel request with nothing left to cancel.
+    ForgetCancel {
+        /// The task it names.
+        task: String,
     },
     /// Remove the empty `/assign/<worker>` of a worker that is not live.
     RemoveAssignDir {
@@ -165,7 +184,9 @@ impl Action {
                 ..
             } => vec![worker],
             Action::Move { from, to, .. } => vec![from, to],
-            Action::Fail { .. } | Action::RemoveAssignDir { .. } => Vec::new(),
+            Action::Fail { .. } | Action::RemoveAssignDir { .. } | Action::ForgetCancel { .. } => {
+                Vec::new()
+            }
         }
     }
 }
@@ -202,6 +223,7 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
                     from: Origin::Pending,
                     version: p.version,
                     result: TaskResult::failed(None, FailReason::Malformed, None, snap.now_ms),
+                    cancel: false,
                 });
                 continue;
             }
@@ -218,20 +240,45 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
             data: encode(task),
         });
     }
+    actions.extend(cancel_the_rest(snap));
     if all_placed && snap.running.is_some() {
         actions.extend(rebalance(snap, &actions));
     }
     actions
 }
 
+/// Rule 6 for the cancel requests no folder holds: fail the queued ones,
+/// forget the stale ones.
+fn cancel_the_rest(snap: &Snapshot) -> Vec<Action> {
+    let failed = snap.cancelled_pending.iter().map(|p| Action::Fail {
+        task: p.name.clone(),
+        from: Origin::Pending,
+        version: p.version,
+        result: TaskResult::failed(
+            p.task.as_ref().ok(),
+            FailReason::Cancelled,
+            None,
+            snap.now_ms,
+        ),
+        cancel: true,
+    });
+    let forgotten = snap
+        .stale_cancels
+        .iter()
+        .map(|task| Action::ForgetCancel { task: task.clone() });
+    failed.chain(forgotten).collect()
+}
+
 /// The action one assignment needs, if any.
 fn repair(worker: &str, live: bool, a: &Assigned, snap: &Snapshot) -> Option<Action> {
     let detail = a.detail.as_ref()?;
+    let cancel = snap.cancels.contains(&a.name);
     let fail = |task: Option<&Task>, reason: FailReason| Action::Fail {
         task: a.name.clone(),
         from: Origin::Assigned(worker.to_string()),
         version: detail.version,
         result: TaskResult::failed(task, reason, Some(worker), snap.now_ms),
+        cancel,
     };
     let task = match &detail.task {
         Ok(task) if is_task_name(&a.name) => task,
@@ -239,15 +286,24 @@ fn repair(worker: &str, live: bool, a: &Assigned, snap: &Snapshot) -> Option<Act
     };
     let claimed = detail.version > 0;
     let interrupted = claimed && snap.running.as_ref().is_some_and(|r| !r.contains(&a.name));
+    // A cancelled task that is not running (any more) ends here.
+    if cancel && (!claimed || interrupted) {
+        return Some(fail(Some(task), FailReason::Cancelled));
+    }
     if interrupted && task.attempts > task.retries {
         return Some(fail(Some(task), FailReason::WorkerLost));
     }
     if interrupted || (!claimed && !live) {
+        let task = if interrupted {
+            task.clone().ended(AttemptEnd::Interrupted, snap.now_ms)
+        } else {
+            task.clone()
+        };
         return Some(Action::Requeue {
             task: a.name.clone(),
             worker: worker.to_string(),
             version: detail.version,
-            data: encode(task),
+            data: encode(&task),
         });
     }
     None
@@ -409,13 +465,26 @@ pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
             from,
             version,
             result,
-        } => ops.extend([
-            Op::Create {
-                path: layout.status_task(task),
-                data: encode(result),
-            },
-            origin_delete(layout, task, from, *version),
-        ]),
+            cancel,
+        } => {
+            ops.extend([
+                Op::Create {
+                    path: layout.status_task(task),
+                    data: encode(result),
+                },
+                origin_delete(layout, task, from, *version),
+            ]);
+            if *cancel {
+                ops.push(Op::Delete {
+                    path: layout.cancel_task(task),
+                    version: None,
+                });
+            }
+        }
+        Action::ForgetCancel { task } => ops.push(Op::Delete {
+            path: layout.cancel_task(task),
+            version: None,
+        }),
         // Creating and deleting the worker's ephemeral node in the same
         // transaction proves the worker is not live: if it registered
         // meanwhile, the create fails and nothing is removed.
@@ -481,6 +550,7 @@ mod tests {
             retries: 2,
             attempts,
             token: "tok".into(),
+            history: Vec::new(),
         }
     }
 
@@ -522,6 +592,7 @@ mod tests {
             waiting: HashMap::new(),
             tick: Duration::from_secs(2),
             now_ms: 1,
+            ..Snapshot::default()
         }
     }
 
@@ -831,5 +902,60 @@ mod tests {
             moves(&plan(&snap, &mut first)),
             [(name(1), "w1".into(), "w2".into())]
         );
+    }
+
+    fn failed_as(actions: &[Action]) -> Vec<(String, Option<FailReason>, bool)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fail {
+                    task,
+                    result,
+                    cancel,
+                    ..
+                } => Some((task.clone(), result.reason.clone(), *cancel)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A cancelled task that has not started (or whose run was
+    /// interrupted) fails `cancelled` with its request; a running one is
+    /// left to its worker; a stale request is forgotten.
+    #[test]
+    fn cancel_requests_end_tasks_that_are_not_running() {
+        let mut snap = snapshot(
+            &["w1"],
+            &[(
+                "w1",
+                vec![assigned(1, 0, 0), assigned(2, 1, 1), assigned(3, 1, 1)],
+            )],
+            Some(&[2]),
+        );
+        snap.cancels = [1, 2, 3, 4, 5].iter().map(|n| name(*n)).collect();
+        snap.cancelled_pending = vec![pending(4)];
+        snap.stale_cancels = vec![name(5)];
+        let actions = plan(&snap, &mut first);
+        let cancelled = Some(FailReason::Cancelled);
+        assert_eq!(
+            failed_as(&actions),
+            [
+                (name(1), cancelled.clone(), true),
+                (name(3), cancelled.clone(), true),
+                (name(4), cancelled, true),
+            ],
+            "{actions:?}"
+        );
+        assert!(actions.contains(&Action::ForgetCancel { task: name(5) }));
+        assert!(
+            !requeued_any(&actions),
+            "an interrupted cancelled run is not requeued"
+        );
+        let txn = ops(&actions[0], &Layout::new("/r"), 1);
+        assert_eq!(txn.last().map(Op::path), Some("/r/cancel/task-0000000001"));
+    }
+
+    fn requeued_any(actions: &[Action]) -> bool {
+        actions.iter().any(|a| matches!(a, Action::Requeue { .. }))
     }
 }

@@ -1,23 +1,27 @@
 //! `zkmw status`: the cluster (active master, standbys, workers and their
 //! load, task counts) or one task, for people and, with `--json`, for
 //! scripts. This module reads; `view` builds the typed views from what was
-//! read; `render` writes them for people.
+//! read; `render` writes them for people; `tasks` is `zkmw tasks`.
 
 mod render;
+mod tasks;
 mod view;
+mod watch;
 
-pub use render::{render_cluster, render_task};
+pub use render::{render_cluster, render_task, render_tasks};
+pub use tasks::{Query, TaskRow, tasks};
 pub use view::{
     ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView, WorkerState,
     WorkerView,
 };
+pub use watch::watch;
 
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
 use crate::layout::{Layout, is_task_name};
-use crate::locate;
-use crate::model::{self, Claim, Task, TaskResult};
+use crate::locate::{self, Place};
+use crate::model::{self, Claim, Task};
 use crate::zk::{Node, Zk, ZkError};
 use view::ClusterRead;
 
@@ -148,38 +152,22 @@ pub fn task(zk: &Zk, layout: &Layout, name: &str) -> Result<TaskView, Error> {
     })
 }
 
-/// One pipelined look at every place the task can be: queued, assigned to
-/// each worker, claimed, finished. The most advanced place it is seen in
-/// wins.
+/// The view of the task wherever it is, if anywhere.
 fn find_task(zk: &Zk, layout: &Layout, name: &str) -> Result<Option<TaskView>, ZkError> {
-    let workers = or_empty(zk.children(&layout.assign()))?;
-    let mut paths = vec![layout.task(name)];
-    paths.extend(workers.iter().map(|w| layout.assignment(w, name)));
-    paths.push(layout.running_task(name));
-    paths.push(layout.status_task(name));
-    let mut got = zk
-        .get_many(&paths)
-        .into_iter()
-        .collect::<Result<Vec<Node>, ZkError>>()?;
-    let (result, claim) = (got.pop().flatten(), got.pop().flatten());
-    if let Some((data, stat)) = result {
-        return Ok(Some(match model::decode::<TaskResult>(&data) {
+    Ok(locate::find(zk, layout, name)?.map(|place| match place {
+        Place::Finished { result, stat } => match result {
             Ok(result) => view::finished_view(name, result),
             Err(why) => view::unreadable_view(name, &why, stat.ctime_ms.max(0) as u64),
-        }));
-    }
-    let mut got = got.into_iter();
-    let queued = got.next().flatten();
-    let claim = claim.map(|(data, _)| model::decode::<Claim>(&data));
-    for (worker, node) in workers.iter().zip(got) {
-        if let Some((data, _)) = node {
-            let task = model::decode_task(&data).ok();
-            return Ok(Some(assigned_view(name, worker, task, claim)));
+        },
+        Place::Assigned {
+            worker,
+            task,
+            claim,
+            ..
+        } => assigned_view(name, &worker, task.ok(), claim),
+        Place::Pending { task, .. } => {
+            view::in_flight_view(name, TaskState::Pending, None, task.ok().as_ref(), None)
         }
-    }
-    Ok(queued.map(|(data, _)| {
-        let task = model::decode_task(&data).ok();
-        view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None)
     }))
 }
 
@@ -191,10 +179,10 @@ fn assigned_view(
     task: Option<Task>,
     claim: Option<Result<Claim, String>>,
 ) -> TaskView {
-    let (state, started) = match claim {
-        Some(Ok(c)) if c.worker == worker => (TaskState::Running, Some(c.started_ms)),
+    let (state, claim) = match claim {
+        Some(Ok(c)) if c.worker == worker => (TaskState::Running, Some(c)),
         Some(Err(_)) => (TaskState::Running, None),
         _ => (TaskState::Assigned, None),
     };
-    view::in_flight_view(name, state, Some(worker), task.as_ref(), started)
+    view::in_flight_view(name, state, Some(worker), task.as_ref(), claim.as_ref())
 }

@@ -3,6 +3,9 @@
 
 use std::fmt::{Display, Write};
 
+use crate::model::Attempt;
+
+use super::tasks::TaskRow;
 use super::view::{
     ClusterView, MasterView, StandbyView, TaskState, TaskView, WorkerState, WorkerView,
 };
@@ -81,6 +84,12 @@ pub fn render_task(v: &TaskView, now_ms: u64) -> String {
         .iter()
         .map(|(key, value)| format!("{key:<17} {value}\n"))
         .collect();
+    if !v.history.is_empty() {
+        out.push_str("--- history\n");
+        for (n, attempt) in v.history.iter().enumerate() {
+            let _ = writeln!(out, "{}", attempt_line(n + 1, attempt, now_ms));
+        }
+    }
     if let Some(r) = &v.result {
         for (key, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
             if !text.is_empty() {
@@ -111,6 +120,11 @@ fn task_fields(v: &TaskView, now_ms: u64) -> Vec<(&'static str, String)> {
         ("worker", v.worker.clone()),
         ("job", v.job.clone()),
         ("attempts", shown(v.attempts)),
+        (
+            "progress",
+            v.progress
+                .map(|p| progress_text(p, v.progress_message.as_deref())),
+        ),
         ("exit_code", shown(r.and_then(|r| r.exit_code))),
         ("signal", shown(r.and_then(|r| r.signal))),
         ("reason", shown(r.and_then(|r| r.reason.as_ref()))),
@@ -126,6 +140,86 @@ fn task_fields(v: &TaskView, now_ms: u64) -> Vec<(&'static str, String)> {
         .into_iter()
         .filter_map(|(key, value)| value.map(|value| (key, value)))
         .collect()
+}
+
+/// `zkmw tasks` for people: one line per task, the job cut to `width`
+/// columns when the output is a terminal that wide.
+pub fn render_tasks(rows: &[TaskRow], now_ms: u64, width: Option<usize>) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let line = format!(
+            "{:<15} {:<8} {:<12} {:<24} {:<18} ",
+            row.task,
+            state_word(row.state),
+            or_dash(row.worker.as_deref()),
+            row_time(row, now_ms),
+            row_outcome(row)
+        );
+        let job = row.job.as_deref().unwrap_or("-").replace(['\n', '\t'], " ");
+        let room = width.map_or(usize::MAX, |w| {
+            w.saturating_sub(line.chars().count()).max(10)
+        });
+        let job: String = if job.chars().count() > room {
+            job.chars()
+                .take(room.saturating_sub(1))
+                .chain(['…'])
+                .collect()
+        } else {
+            job
+        };
+        let _ = writeln!(out, "{line}{job}");
+    }
+    out
+}
+
+/// How long ago, or for how long: queued, running, finished.
+fn row_time(row: &TaskRow, now_ms: u64) -> String {
+    match (row.state, row.started_ms, row.finished_ms) {
+        (TaskState::Running, Some(start), _) => {
+            format!("running {}", span(now_ms.saturating_sub(start)))
+        }
+        (TaskState::Done | TaskState::Failed, start, Some(end)) => {
+            let took = start.map_or("not run".to_string(), |s| span(end.saturating_sub(s)));
+            format!("{} ago ({took})", span(now_ms.saturating_sub(end)))
+        }
+        _ => match row.submitted_ms {
+            Some(at) => format!("queued {} ago", span(now_ms.saturating_sub(at))),
+            None => "-".to_string(),
+        },
+    }
+}
+
+/// The exit code, signal or reason of a finished task; the progress of a
+/// running one.
+fn row_outcome(row: &TaskRow) -> String {
+    match (&row.reason, row.exit_code, row.signal, row.progress) {
+        (Some(reason), ..) => reason.to_string(),
+        (None, Some(code), ..) => format!("exit {code}"),
+        (None, None, Some(signal), _) => format!("signal {signal}"),
+        (None, None, None, Some(p)) => progress_text(p, row.progress_message.as_deref()),
+        _ => "-".to_string(),
+    }
+}
+
+/// A job's progress for people: `40% copying table 3`.
+pub fn progress_text(percent: f64, message: Option<&str>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(message) => format!("{percent}% {message}"),
+        None => format!("{percent}%"),
+    }
+}
+
+/// One run of a task: its number, worker, start, how long, how it ended.
+fn attempt_line(n: usize, a: &Attempt, now_ms: u64) -> String {
+    let ended = match (a.ended_ms, &a.end) {
+        (Some(end), Some(how)) => format!("took {}, {how}", span(end.saturating_sub(a.started_ms))),
+        _ => format!("running for {}", span(now_ms.saturating_sub(a.started_ms))),
+    };
+    format!(
+        "{n:<3} {:<16} {}  {ended}",
+        a.worker,
+        when(a.started_ms, now_ms)
+    )
 }
 
 fn shown(value: Option<impl Display>) -> Option<String> {
@@ -270,6 +364,7 @@ mod tests {
             retries: 2,
             attempts: 1,
             token: "secret-token".into(),
+            history: Vec::new(),
         }
     }
 
@@ -280,7 +375,13 @@ mod tests {
             TaskState::Running,
             Some("w1"),
             Some(&task()),
-            Some(T + 1_000),
+            Some(&crate::model::Claim {
+                worker: "w1".into(),
+                started_ms: T + 1_000,
+                attempt: 1,
+                progress: Some(40.0),
+                progress_message: Some("copying".into()),
+            }),
         );
         let text = render_task(&v, T + 61_000);
         assert!(!has_raw_ms(&text) && !text.contains("token"), "{text}");

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::model::{Away, FailReason, FinalState, MasterInfo, Task, TaskResult, WorkerInfo};
+use crate::model::{
+    Attempt, Away, Claim, FailReason, FinalState, MasterInfo, Task, TaskResult, WorkerInfo,
+};
 
 /// What one pass of reads of the namespace found, decoded where it could
 /// be (`None` for a record that is missing or garbled).
@@ -330,9 +332,23 @@ pub enum TaskState {
     Failed,
 }
 
+impl TaskState {
+    /// The state a word names (as `zkmw tasks --state` takes it).
+    pub fn parse(word: &str) -> Option<TaskState> {
+        match word {
+            "pending" => Some(TaskState::Pending),
+            "assigned" => Some(TaskState::Assigned),
+            "running" => Some(TaskState::Running),
+            "done" => Some(TaskState::Done),
+            "failed" => Some(TaskState::Failed),
+            _ => None,
+        }
+    }
+}
+
 /// `zkmw status TASK --json`: one task. Fields its records do not give are
 /// `None` (null); the result's fields are there once it finished.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskView {
     /// The task id.
     pub task: String,
@@ -348,6 +364,12 @@ pub struct TaskView {
     pub submitted_ms: Option<u64>,
     /// When its last run started (unix ms).
     pub started_ms: Option<u64>,
+    /// A running job's own report of how far it is, 0 to 100.
+    pub progress: Option<f64>,
+    /// The message of that report.
+    pub progress_message: Option<String>,
+    /// Every run so far, oldest first, each with how it ended.
+    pub history: Vec<Attempt>,
     /// Its result, once finished.
     #[serde(flatten)]
     pub result: Option<ResultView>,
@@ -381,7 +403,7 @@ pub fn in_flight_view(
     state: TaskState,
     worker: Option<&str>,
     task: Option<&Task>,
-    started_ms: Option<u64>,
+    claim: Option<&Claim>,
 ) -> TaskView {
     TaskView {
         task: name.to_string(),
@@ -390,7 +412,10 @@ pub fn in_flight_view(
         job: task.map(|t| t.job.clone()),
         attempts: task.map(|t| t.attempts),
         submitted_ms: task.map(|t| t.submitted_ms),
-        started_ms,
+        started_ms: claim.map(|c| c.started_ms),
+        progress: claim.and_then(|c| c.progress),
+        progress_message: claim.and_then(|c| c.progress_message.clone()),
+        history: task.map_or_else(Vec::new, |t| t.history.clone()),
         result: None,
     }
 }
@@ -409,6 +434,9 @@ pub fn finished_view(name: &str, result: TaskResult) -> TaskView {
         attempts: Some(result.attempts),
         submitted_ms: Some(result.submitted_ms).filter(|ms| *ms > 0),
         started_ms: result.started_ms,
+        progress: None,
+        progress_message: None,
+        history: result.history,
         result: Some(ResultView {
             finished_ms: Some(result.finished_ms).filter(|ms| *ms > 0),
             exit_code: result.exit_code,
@@ -433,6 +461,9 @@ pub fn unreadable_view(name: &str, why: &str, stored_ms: u64) -> TaskView {
         attempts: None,
         submitted_ms: None,
         started_ms: None,
+        progress: None,
+        progress_message: None,
+        history: Vec::new(),
         result: Some(ResultView {
             finished_ms: Some(stored_ms).filter(|ms| *ms > 0),
             exit_code: None,
@@ -653,6 +684,7 @@ mod tests {
             retries: 2,
             attempts: 1,
             token: "secret-token".into(),
+            history: Vec::new(),
         }
     }
 
@@ -663,9 +695,12 @@ mod tests {
         }
     }
 
-    const IN_FLIGHT: [&str; 7] = [
+    const IN_FLIGHT: [&str; 10] = [
         "attempts",
+        "history",
         "job",
+        "progress",
+        "progress_message",
         "started_ms",
         "state",
         "submitted_ms",
@@ -673,11 +708,27 @@ mod tests {
         "worker",
     ];
 
+    fn claim(started_ms: u64) -> Claim {
+        Claim {
+            worker: "w1".into(),
+            started_ms,
+            attempt: 1,
+            progress: Some(40.0),
+            progress_message: Some("copying".into()),
+        }
+    }
+
     /// The task JSON has exactly the fields README lists: seven for a task
     /// in flight, eight more once finished; never the token.
     #[test]
     fn task_views_have_the_documented_fields() {
-        let running = in_flight_view("t", TaskState::Running, Some("w1"), Some(&task()), Some(20));
+        let running = in_flight_view(
+            "t",
+            TaskState::Running,
+            Some("w1"),
+            Some(&task()),
+            Some(&claim(20)),
+        );
         assert_eq!(keys(&running), IN_FLIGHT);
         let json = serde_json::to_string(&running).unwrap();
         assert!(json.contains(r#""state":"running""#), "{json}");

@@ -1,9 +1,12 @@
-//! `zkmw submit`: store a task under /tasks (exactly once: `store.rs`),
-//! then optionally wait for its result and pass the job's output and exit
-//! code through (`wait.rs`); `--stdin` stores many (`lines.rs`). `zkmw
-//! wait TASK` is the second half alone.
+//! The client's commands. `zkmw submit`: store a task under /tasks
+//! (exactly once: `store.rs`), then optionally wait for its result and pass
+//! the job's output and exit code through (`wait.rs`); `--stdin` stores many
+//! (`lines.rs`). `zkmw wait TASK` is the second half alone. `zkmw cancel`
+//! stops tasks (`cancel.rs`).
 
+mod cancel;
 mod lines;
+mod live;
 mod store;
 mod wait;
 
@@ -139,7 +142,7 @@ pub fn wait_for(
     shutdown::forward_signals(tx.clone());
     let zk = session::connect(connect)?;
     let looking = |err| Error::zk(format!("looking for {task}"), err);
-    if !locate::exists(&zk, layout, task).map_err(looking)? {
+    if locate::find(&zk, layout, task).map_err(looking)?.is_none() {
         let why = locate::missing(&zk, layout, task).map_err(looking);
         zk.close(session::CLOSE_WAIT);
         return Err(Error::NoSuchTask {
@@ -159,6 +162,70 @@ pub fn wait_for(
     finish(waiting.wait(Some(zk), started), task)
 }
 
+/// `zkmw cancel TASK...`: cancels each task (see `cancel.rs`), printing a
+/// line for each; with `wait`, waits for the running ones to end.
+pub fn cancel_tasks(
+    connect: &ConnectOptions,
+    layout: &Layout,
+    tasks: &[String],
+    grace: Duration,
+    wait_timeout: Option<Duration>,
+    wait: bool,
+) -> Result<i32, Error> {
+    let started = Instant::now();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    shutdown::forward_signals(tx.clone());
+    let zk = session::connect(connect)?;
+    let mut code = 0;
+    let mut asked = Vec::new();
+    for task in tasks {
+        let line = match cancel::cancel(&zk, layout, task, grace) {
+            Ok(cancel::Cancelled::BeforeStart) => format!("{task} cancelled (it had not started)"),
+            Ok(cancel::Cancelled::Asked { worker }) => {
+                asked.push(task.clone());
+                format!(
+                    "{task} cancel asked of {worker}, which stops it (SIGTERM, then SIGKILL after {} s)",
+                    grace.as_secs_f64()
+                )
+            }
+            Err(err) => {
+                eprintln!("zkmw: {err}");
+                code = code.max(err.exit_code());
+                continue;
+            }
+        };
+        crate::output::line(&line, None)?;
+    }
+    if !wait || asked.is_empty() {
+        zk.close(session::CLOSE_WAIT);
+        return Ok(code);
+    }
+    zk.forward_session_events(tx.clone());
+    let mut zk = Some(zk);
+    for task in &asked {
+        let waiting = Waiting {
+            connect,
+            layout,
+            task,
+            deadline: wait_timeout.map(|d| started + d),
+            rx: &rx,
+            tx: &tx,
+        };
+        let Some(live) = zk.take() else { break };
+        let (next, ended) = cancel::wait_for_end(&waiting, live);
+        zk = next;
+        match ended {
+            Ok(true) => crate::output::line(&format!("{task} cancelled"), None)?,
+            Ok(false) => code = code.max(crate::error::EXIT_ZKMW_FAILED),
+            Err(err) => return Err(err),
+        }
+    }
+    if let Some(zk) = zk {
+        zk.close(session::CLOSE_WAIT);
+    }
+    Ok(code)
+}
+
 /// Closes the session and tells the user how the wait ended.
 fn finish((zk, end): (Option<Zk>, WaitEnd), task: &str) -> Result<i32, Error> {
     if let Some(zk) = zk {
@@ -175,6 +242,7 @@ fn new_task(cfg: &SubmitConfig, job: &str) -> Task {
         retries: cfg.retries,
         attempts: 0,
         token: new_token(),
+        history: Vec::new(),
     }
 }
 
@@ -228,6 +296,7 @@ mod tests {
             retries: 2,
             attempts: 0,
             token: new_token(),
+            history: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::debug;
 
 use super::Wake;
+use super::live::{self, LiveLine};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::layout::Layout;
@@ -66,6 +67,7 @@ impl Waiting<'_> {
         // there was none created and deleted it): read it at once.
         let mut fired = false;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        let mut line = LiveLine::on_terminal(self.task);
         loop {
             if let Some(stop) = self.rx.try_iter().find_map(Wake::stop) {
                 return (zk, WaitEnd::Stopped(stop));
@@ -93,10 +95,19 @@ impl Waiting<'_> {
                 Ok(None) => {}
                 Err(err) => return (Some(live), WaitEnd::Failed(err)),
             }
+            if let Some(line) = &mut line {
+                line.update(&live, self.layout, self.task);
+            }
             zk = Some(live);
             // Wake on the watch, a session change or a signal; re-check
-            // every second as a backstop; stop at the deadline.
-            match self.next(Duration::from_secs(1)) {
+            // every second as a backstop (more often for the live line);
+            // stop at the deadline.
+            let backstop = if line.is_some() {
+                live::EVERY
+            } else {
+                Duration::from_secs(1)
+            };
+            match self.next(backstop) {
                 Next::Fired => {
                     armed = false;
                     fired = true;

@@ -143,6 +143,7 @@ mod tests {
             retries: 2,
             attempts: 0,
             token: "t".into(),
+            history: Vec::new(),
         }
     }
 

@@ -17,11 +17,13 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
-use super::Msg;
+use super::{Msg, relay};
 use crate::backoff::Backoff;
 use crate::exec::{self, Captured, JobReport, JobSpec, KillSwitch, Outcome};
 use crate::layout::Layout;
-use crate::model::{self, Claim, FailReason, FinalState, MAX_NODE_BYTES, Task, TaskResult};
+use crate::model::{
+    self, AttemptEnd, Claim, FailReason, FinalState, MAX_NODE_BYTES, Task, TaskResult,
+};
 use crate::zk::{Op, Zk, ZkError};
 
 /// What a job thread reports to the control loop.
@@ -72,6 +74,8 @@ pub struct JobContext {
     pub accepting: Arc<AtomicBool>,
     /// The control loop's channel.
     pub tx: Sender<Msg>,
+    /// The session's progress relay.
+    pub progress: Sender<relay::Update>,
 }
 
 impl JobContext {
@@ -124,10 +128,11 @@ pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
 /// and the claim deleted. If that fails, the claim goes with the session
 /// and the master requeues the task.
 fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
+    let task = task.clone().ended(AttemptEnd::HandedBack, model::now_ms());
     let txn = [
         Op::Create {
             path: ctx.layout.task(name),
-            data: model::encode(task),
+            data: model::encode(&task),
         },
         Op::Delete {
             path: ctx.layout.assignment(&ctx.worker, name),
@@ -158,12 +163,15 @@ enum Claimed {
 /// ephemeral claim, and prove there is no result yet (creating and deleting
 /// `/status/<t>` fails if it exists). A stray assignment of a task that
 /// already has its result is removed.
-fn claim(ctx: &JobContext, name: &str, mut task: Task) -> Claimed {
-    task.attempts += 1;
+fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
+    let started_ms = model::now_ms();
+    let task = task.started(&ctx.worker, started_ms);
     let claim = Claim {
         worker: ctx.worker.clone(),
-        started_ms: model::now_ms(),
+        started_ms,
         attempt: task.attempts,
+        progress: None,
+        progress_message: None,
     };
     let assignment = ctx.layout.assignment(&ctx.worker, name);
     let status = ctx.layout.status_task(name);
@@ -220,32 +228,54 @@ fn claim(ctx: &JobContext, name: &str, mut task: Task) -> Claimed {
 }
 
 fn execute(ctx: &JobContext, name: &str, task: &Task, kill: &KillSwitch) -> JobReport {
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         command: task.job.clone(),
         task_id: name.to_string(),
         attempt: task.attempts,
         timeout: task.timeout_ms.map(Duration::from_millis),
         output_cap: ctx.output_cap,
         shell: ctx.shell.to_string_lossy().into_owned(),
-        keep_fd: None,
+        progress: Some(progress_sink(ctx, name, task)),
     };
-    exec::run(&spec, kill)
+    exec::run(&mut spec, kill)
+}
+
+/// Where the job's progress reports go: into its claim, through the
+/// session's relay (which coalesces them).
+fn progress_sink(ctx: &JobContext, name: &str, task: &Task) -> exec::ProgressSink {
+    let relay = ctx.progress.clone();
+    let task_name = name.to_string();
+    let mut claim = Claim {
+        worker: ctx.worker.clone(),
+        started_ms: task.history.last().map_or(0, |a| a.started_ms),
+        attempt: task.attempts,
+        progress: None,
+        progress_message: None,
+    };
+    Box::new(move |report| {
+        claim.progress = Some(report.percent);
+        claim.progress_message = Some(report.message);
+        let _ = relay.send(relay::Update {
+            task: task_name.clone(),
+            claim: claim.clone(),
+        });
+    })
 }
 
 /// The /status record for a job's report.
 pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult {
+    let end = match &report.outcome {
+        Outcome::Exited(code) => AttemptEnd::Exited { code: *code },
+        Outcome::Signaled(sig) => AttemptEnd::Signaled { signal: *sig },
+        _ => AttemptEnd::Failed {
+            reason: fail_reason(&report.outcome),
+        },
+    };
+    let history = task.clone().ended(end, report.finished_ms).history;
     let (state, exit_code, signal, reason) = match report.outcome {
         Outcome::Exited(code) => (FinalState::Done, Some(code), None, None),
         Outcome::Signaled(sig) => (FinalState::Done, None, Some(sig), None),
-        Outcome::TimedOut => (FinalState::Failed, None, None, Some(FailReason::TimedOut)),
-        Outcome::CouldNotStart(why) => (
-            FinalState::Failed,
-            None,
-            None,
-            Some(FailReason::CouldNotStart(why)),
-        ),
-        Outcome::Killed => (FinalState::Failed, None, None, Some(FailReason::Killed)),
-        Outcome::Cancelled => (FinalState::Failed, None, None, Some(FailReason::Cancelled)),
+        ref other => (FinalState::Failed, None, None, Some(fail_reason(other))),
     };
     TaskResult {
         state,
@@ -263,6 +293,18 @@ pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult
         submitted_ms: task.submitted_ms,
         started_ms: Some(report.started_ms),
         finished_ms: report.finished_ms,
+        history,
+    }
+}
+
+/// Why zkmw failed a run that ended this way (those that are not the job's
+/// own exit or signal).
+fn fail_reason(outcome: &Outcome) -> FailReason {
+    match outcome {
+        Outcome::TimedOut => FailReason::TimedOut,
+        Outcome::CouldNotStart(why) => FailReason::CouldNotStart(why.clone()),
+        Outcome::Cancelled => FailReason::Cancelled,
+        Outcome::Killed | Outcome::Exited(_) | Outcome::Signaled(_) => FailReason::Killed,
     }
 }
 
@@ -277,7 +319,7 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
         warn!("{name}: output cut to fit ZooKeeper's limit once encoded (marked truncated)");
     }
     let layout = &ctx.layout;
-    let txn = [
+    let mut txn = vec![
         Op::Create {
             path: layout.status_task(name),
             data: model::encode(&result),
@@ -291,6 +333,13 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
             version: None,
         },
     ];
+    if result.reason == Some(FailReason::Cancelled) {
+        // The request is carried out: it goes with the result.
+        txn.push(Op::Delete {
+            path: layout.cancel_task(name),
+            version: None,
+        });
+    }
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     while ctx.current() && !ctx.zk.is_lost() {
         let err = match ctx.zk.multi(&txn) {
@@ -300,6 +349,11 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
             }
             Err(err) => err,
         };
+        if err.is_txn_failure(3, &ZkError::NoNode) {
+            // The cancel request is gone already (a master cleaned it up).
+            txn.pop();
+            continue;
+        }
         if err.is_txn_failure(0, &ZkError::NodeExists) {
             // Already has its one result (an earlier try of ours whose reply
             // was lost): remove the leftovers.

@@ -20,6 +20,7 @@
 
 mod decide;
 pub mod job;
+mod relay;
 mod serve;
 
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! from ZooKeeper past the hold; pauses when its jobs cannot start; drains
 //! on SIGTERM.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use super::decide::{self, OnListed, StartHealth};
 use super::job::{self, Ending, JobContext, JobEvent};
 use super::{Msg, WorkerConfig, register_ops, worker_info};
 use crate::exec::KillSwitch;
-use crate::model::{self, Away, FailReason, TaskResult};
+use crate::model::{self, Away, CancelRequest, FailReason, TaskResult};
 use crate::session::{self, Next};
 use crate::zk::{Op, SessionEvent, Zk, ZkError};
 
@@ -46,6 +46,10 @@ pub struct WorkerSession<'a> {
     local: HashMap<String, Local>,
     /// The watch on the assignments folder is armed and has not fired.
     armed: bool,
+    /// The watch on /cancel is armed and has not fired.
+    cancel_armed: bool,
+    /// The tasks with a cancel request, as last listed.
+    cancels: HashSet<String>,
     /// Since when the session has been disconnected, if it is.
     cut_off_since: Option<Instant>,
     /// How long a disconnected worker keeps its jobs.
@@ -76,6 +80,7 @@ impl<'a> WorkerSession<'a> {
             my_generation: generation.load(Ordering::SeqCst),
             accepting: accepting.clone(),
             tx: tx.clone(),
+            progress: super::relay::start(zk.clone(), cfg.layout.clone(), cfg.id.clone()),
         };
         WorkerSession {
             cfg,
@@ -84,6 +89,8 @@ impl<'a> WorkerSession<'a> {
             pool,
             local: HashMap::new(),
             armed: false,
+            cancel_armed: false,
+            cancels: HashSet::new(),
             cut_off_since: None,
             hold: session::hold(zk.session_timeout()),
             health: StartHealth::default(),
@@ -141,8 +148,12 @@ impl<'a> WorkerSession<'a> {
             for msg in first.into_iter().chain(rx.try_iter()) {
                 match msg {
                     Msg::Shutdown => return self.drain(rx),
-                    Msg::Watch(_) => {
-                        self.armed = false;
+                    Msg::Watch(event) => {
+                        if event.path == self.cfg.layout.cancel() {
+                            self.cancel_armed = false;
+                        } else {
+                            self.armed = false;
+                        }
                         stale = true;
                     }
                     Msg::Session(event) => {
@@ -169,8 +180,44 @@ impl<'a> WorkerSession<'a> {
         }
     }
 
+    /// Reads the cancel requests when they may have changed, and stops the
+    /// jobs they name: a running one within its grace (its thread stores
+    /// the result), a queued one before it starts (the master fails it).
+    fn read_cancels(&mut self) -> Result<(), ZkError> {
+        if self.cancel_armed {
+            return Ok(());
+        }
+        let layout = &self.cfg.layout;
+        let listed = match self.zk.children_watch(&layout.cancel(), &self.ctx.tx) {
+            Err(ZkError::NoNode) => Vec::new(),
+            listed => listed?,
+        };
+        self.cancel_armed = true;
+        self.cancels = listed.into_iter().collect();
+        let ours: Vec<String> = self
+            .cancels
+            .iter()
+            .filter(|t| self.local.contains_key(*t))
+            .cloned()
+            .collect();
+        let paths: Vec<String> = ours.iter().map(|t| layout.cancel_task(t)).collect();
+        for (task, got) in ours.iter().zip(self.zk.get_many(&paths)) {
+            let Some((data, _)) = got? else { continue };
+            let grace = model::decode::<CancelRequest>(&data)
+                .map_or(Duration::from_secs(10), |r| {
+                    Duration::from_millis(r.grace_ms)
+                });
+            if let Some(Local::Queued(kill) | Local::Running(kill)) = self.local.get(task) {
+                info!("worker {}: cancelling {task}", self.cfg.id);
+                kill.cancel(grace);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the assignments and starts the ones it has not seen.
     fn round(&mut self) -> Result<(), ZkError> {
+        self.read_cancels()?;
         let dir = self.cfg.layout.assign_dir(&self.cfg.id);
         let listed = if self.armed {
             self.zk.children(&dir)
@@ -196,7 +243,7 @@ impl<'a> WorkerSession<'a> {
         });
         let new: Vec<String> = listed
             .into_iter()
-            .filter(|t| !self.local.contains_key(t))
+            .filter(|t| !self.local.contains_key(t) && !self.cancels.contains(t))
             .collect();
         let paths: Vec<String> = new
             .iter()
