@@ -62,17 +62,14 @@ fn a_signal_while_waiting_exits_128_plus_it_naming_the_task() {
     let ns = Namespace::new("waiting-signal");
     let (_master, _workers) = ns.spawn_cluster(&["w1"], 2);
     for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let started = ns.dir.join(format!("started-{signal}"));
+        let job = format!("touch '{}'; sleep 2; echo late", started.display());
         let mut cmd = ns.cmd();
-        cmd.args(["submit", "--wait", "sleep 2; echo late"])
+        cmd.args(["submit", "--wait", &job])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let child = cmd.spawn().expect("submit --wait");
-        let before = ns.status_json()["tasks"]["running"].as_u64().unwrap_or(0);
-        assert!(
-            wait_until(secs(15), || ns.status_json()["tasks"]["running"].as_u64()
-                > Some(before)),
-            "the job never ran"
-        );
+        assert!(wait_until(secs(15), || started.exists()), "the job never ran");
         // SAFETY: kill only sends a signal to our own child.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         let out = child.wait_with_output().expect("submit --wait ends");
