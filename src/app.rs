@@ -105,6 +105,7 @@ fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
         drain_timeout: args.drain_timeout,
         output_cap: args.output_cap as usize,
         shell: PathBuf::from(&args.shell),
+        labels: args.labels.clone(),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
@@ -121,6 +122,14 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
         timeout: args.timeout,
         retries: args.retries,
         max_pending: args.max_pending,
+        options: submit::TaskOptions {
+            lock: args.lock.clone(),
+            skip_if_locked: args.skip_if_locked,
+            unique: args.unique.clone(),
+            retry_failed: args.retry_failed,
+            retry_delay: args.retry_delay,
+            on: args.on.clone(),
+        },
     };
     submit::run(&cfg)
 }

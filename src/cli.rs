@@ -131,6 +131,10 @@ pub struct WorkerArgs {
     /// The shell that runs each job as `SHELL -c JOB`.
     #[arg(long, env = "ZKMW_SHELL", default_value = "sh")]
     pub shell: String,
+    /// A label this worker has (repeat for more): tasks submitted with
+    /// `--on` run only on workers with all of theirs.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<String>,
     /// Bytes of stdout, and of stderr, kept from each job.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=400_000))]
     pub output_cap: u32,
@@ -162,6 +166,27 @@ pub struct SubmitArgs {
     /// Refuse (exit 75) when this many tasks are already pending.
     #[arg(long, env = "ZKMW_MAX_PENDING", default_value_t = 50_000)]
     pub max_pending: usize,
+    /// Never run at the same time as another task of this lock.
+    #[arg(long, value_parser = parse_lock, conflicts_with = "stdin")]
+    pub lock: Option<String>,
+    /// With --lock: store nothing and exit 122 when a task of that lock is
+    /// pending, assigned or running.
+    #[arg(long, requires = "lock")]
+    pub skip_if_locked: bool,
+    /// At most one task per key: a second submit finds the first.
+    #[arg(long, value_parser = parse_unique, conflicts_with = "stdin")]
+    pub unique: Option<String>,
+    /// Run a job that exited non-zero, timed out or could not start up to
+    /// this many more times.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retry_failed: u32,
+    /// With --retry-failed: the wait before the first re-run; it doubles
+    /// each time, up to 1h.
+    #[arg(long, default_value = "10s", value_parser = DurationIn::between(Duration::ZERO, Duration::from_secs(3600)))]
+    pub retry_delay: Duration,
+    /// Run only on a worker with this label (repeat: all of them).
+    #[arg(long = "on", value_parser = parse_label)]
+    pub on: Vec<String>,
 }
 
 /// `zkmw wait`.
@@ -322,6 +347,53 @@ pub fn parse_id(s: &str) -> Result<String, String> {
         return Err(format!("the id '{}' has whitespace", s.escape_debug()));
     }
     check_znode_name("the id", s)?;
+    Ok(s.to_string())
+}
+
+/// A lock name (`submit --lock`): a znode name of 1-128 bytes, no
+/// whitespace.
+pub fn parse_lock(s: &str) -> Result<String, String> {
+    parse_name("the lock name", s)
+}
+
+/// A unique key (`submit --unique`): a znode name of 1-128 bytes, no
+/// whitespace.
+pub fn parse_unique(s: &str) -> Result<String, String> {
+    parse_name("the unique key", s)
+}
+
+/// A name that becomes a znode name: at most [`MAX_ID_LEN`] bytes, no
+/// whitespace, and the server's rules.
+fn parse_name(what: &str, s: &str) -> Result<String, String> {
+    if s.len() > MAX_ID_LEN {
+        return Err(format!("{what} is longer than {MAX_ID_LEN} bytes"));
+    }
+    if s.contains(char::is_whitespace) {
+        return Err(format!("{what} '{}' has whitespace", s.escape_debug()));
+    }
+    check_znode_name(what, s)?;
+    Ok(s.to_string())
+}
+
+/// Longest worker label.
+pub const MAX_LABEL_LEN: usize = 64;
+
+/// A worker label (`worker --label`, `submit --on`): `NAME` or
+/// `NAME=VALUE`, each made of ASCII letters, digits, `.`, `_` and `-`,
+/// 1-64 bytes in all.
+pub fn parse_label(s: &str) -> Result<String, String> {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    let (name, value) = s.split_once('=').unwrap_or((s, "x"));
+    if s.len() > MAX_LABEL_LEN || !word(name) || !word(value) {
+        return Err(format!(
+            "'{}' is not a label: NAME or NAME=VALUE, of letters, digits, '.', '_' and '-', at most {MAX_LABEL_LEN} bytes",
+            s.escape_debug()
+        ));
+    }
     Ok(s.to_string())
 }
 

@@ -15,6 +15,9 @@ pub const EXIT_ZKMW_FAILED: i32 = 125;
 pub const EXIT_QUEUE_FULL: i32 = 75;
 /// Exit code when the job could not be started on the worker.
 pub const EXIT_CANNOT_START: i32 = 126;
+/// Exit code of `submit --lock --skip-if-locked` when a task of the lock is
+/// in flight: nothing was stored.
+pub const EXIT_LOCKED: i32 = 122;
 /// Exit code of `submit --wait` and `wait` for a task that was cancelled.
 pub const EXIT_CANCELLED: i32 = 123;
 /// Exit code when stdout could not be written (a full disk, a closed pipe):

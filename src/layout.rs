@@ -12,6 +12,9 @@
 //! <root>/running/<t>       ephemeral: the claim of the worker running <t>
 //! <root>/status/<t>        the final result of <t> (TaskResult)
 //! <root>/cancel/<t>        a request to cancel <t> (CancelRequest)
+//! <root>/locks/<name>      ephemeral: the running holder of a lock (LockHolder)
+//! <root>/lockq/<name>/<k>  a task of that lock in flight, by its token (its id)
+//! <root>/unique/<key>      the task that has this key (its id)
 //! ```
 
 /// Prefix of every task name; the rest is ZooKeeper's 10-digit sequence.
@@ -136,6 +139,41 @@ impl Layout {
         format!("{}/cancel/{task}", self.root)
     }
 
+    /// Parent of the held locks.
+    pub fn locks(&self) -> String {
+        format!("{}/locks", self.root)
+    }
+
+    /// A held lock: ephemeral, its holder's claim created it.
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}/locks/{name}", self.root)
+    }
+
+    /// Parent of the lock queues.
+    pub fn lockq(&self) -> String {
+        format!("{}/lockq", self.root)
+    }
+
+    /// One lock's queue: a child per task of that lock in flight.
+    pub fn lockq_dir(&self, name: &str) -> String {
+        format!("{}/lockq/{name}", self.root)
+    }
+
+    /// One task's place in its lock's queue, named by its token.
+    pub fn lockq_member(&self, name: &str, token: &str) -> String {
+        format!("{}/lockq/{name}/{token}", self.root)
+    }
+
+    /// Parent of the unique keys.
+    pub fn unique(&self) -> String {
+        format!("{}/unique", self.root)
+    }
+
+    /// The node of one unique key.
+    pub fn unique_key(&self, key: &str) -> String {
+        format!("{}/unique/{key}", self.root)
+    }
+
     /// The nodes above the root (`/a` for root `/a/b`), parents first. They
     /// are shared with whatever else lives there, so zkmw creates them open.
     pub fn ancestors(&self) -> Vec<String> {
@@ -164,6 +202,9 @@ impl Layout {
             self.running(),
             self.status(),
             self.cancel(),
+            self.locks(),
+            self.lockq(),
+            self.unique(),
         ]
     }
 }

@@ -32,9 +32,63 @@ pub struct Task {
     /// Every run started so far, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
+    /// The lock it holds while it runs: tasks of one lock never run at
+    /// the same time (`submit --lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// Its key: at most one task per key exists (`submit --unique`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<String>,
+    /// How many times a run that ended badly (exited non-zero, timed out,
+    /// could not start) is started again (`submit --retry-failed`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_failed: u32,
+    /// The wait before the first such re-run (ms); it doubles each time,
+    /// up to [`MAX_RETRY_DELAY_MS`].
+    #[serde(default, skip_serializing_if = "is_zero_ms")]
+    pub retry_delay_ms: u64,
+    /// How many such re-runs it had so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_runs: u32,
+    /// Not to be assigned before this time (unix ms): a re-run's delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
+    /// Labels a worker must have, all of them, to run it (`submit --on`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
+}
+
+/// The longest wait between two failed runs of a task (1 hour).
+pub const MAX_RETRY_DELAY_MS: u64 = 3_600_000;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_ms(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Task {
+    /// Whether a run that ended this way is started again, and when: the
+    /// wait before re-run `k` (counting from 0) is `delay × 2^k`, capped.
+    /// A cancelled run is never re-run.
+    pub fn retry_after(&self, end: &AttemptEnd) -> Option<u64> {
+        let bad = match end {
+            AttemptEnd::Exited { code } => *code != 0,
+            AttemptEnd::Failed { reason } => matches!(
+                reason,
+                FailReason::TimedOut | FailReason::CouldNotStart(_)
+            ),
+            _ => false,
+        };
+        if !bad || self.failed_runs >= self.retry_failed {
+            return None;
+        }
+        let factor = 1u64 << self.failed_runs.min(40);
+        Some(self.retry_delay_ms.saturating_mul(factor).min(MAX_RETRY_DELAY_MS))
+    }
+
     /// The task with a new run started by `worker` at `now_ms` counted.
     pub fn started(mut self, worker: &str, now_ms: u64) -> Task {
         self.attempts += 1;
@@ -169,6 +223,12 @@ pub struct TaskResult {
     /// Every run, oldest first, the last one ended as this result says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Attempt>,
+    /// The task's lock, copied from the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// The task's unique key, copied from the task: removed with the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<String>,
 }
 
 /// Why zkmw failed a task. Stored as the result's `reason` string, the
@@ -281,6 +341,8 @@ impl TaskResult {
             started_ms: None,
             finished_ms: now_ms,
             history: task.map_or_else(Vec::new, |t| t.clone().ended(end, now_ms).history),
+            lock: task.and_then(|t| t.lock.clone()),
+            unique: task.and_then(|t| t.unique.clone()),
         }
     }
 
@@ -361,6 +423,10 @@ pub struct WorkerInfo {
     /// The session timeout the server granted it (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_timeout_ms: Option<u64>,
+    /// The labels it advertises (`worker --label`): a task submitted with
+    /// `--on` runs only on a worker that has all of its labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// How long after its claims vanish the master must wait before it
     /// runs those tasks again: by then the worker, if cut off from
     /// ZooKeeper, has killed the jobs (ms). Absent from workers before this
@@ -415,6 +481,15 @@ pub struct Claim {
     /// The job's message with its progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_message: Option<String>,
+}
+
+/// Who holds a lock, in the ephemeral `/locks/<name>` its claim created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The task running with the lock.
+    pub task: String,
+    /// The worker running it.
+    pub worker: String,
 }
 
 /// A request to cancel a task, in `/cancel/<t>`: the worker running it
@@ -477,6 +552,7 @@ mod tests {
             attempts: 0,
             token: "t".into(),
             history: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -597,6 +673,7 @@ mod tests {
                 started_ms: 2,
                 session_timeout_ms: Some(5000),
                 rerun_grace_ms: Some(13000),
+                labels: Vec::new(),
             }),
             encode(&MasterInfo {
                 id: "m".into(),

@@ -79,28 +79,7 @@ pub fn purge(
     }
     let mut deleted = 0;
     for chunk in doomed.chunks(CHUNK) {
-        let txns: Vec<Vec<Op>> = chunk
-            .iter()
-            .map(|t| {
-                let fence = fence.map(|version| Op::Check {
-                    path: layout.epoch(),
-                    version,
-                });
-                let delete = Op::Delete {
-                    path: layout.status_task(t),
-                    version: None,
-                };
-                fence.into_iter().chain([delete]).collect()
-            })
-            .collect();
-        for result in zk.multi_many(&txns) {
-            match result {
-                Ok(()) => deleted += 1,
-                Err(err) if err.txn_cause().1 == &ZkError::NoNode => {}
-                Err(err) if fence.is_some() && err.txn_cause().0 == Some(0) => return Err(err),
-                Err(err) => debug!("purge: a delete failed: {err}"),
-            }
-        }
+        deleted += delete_chunk(zk, layout, chunk, fence)?;
     }
     if deleted > 0 {
         info!("purged {deleted} results from {}", layout.status());
@@ -149,6 +128,54 @@ fn raise_mark(zk: &Zk, layout: &Layout, seq: i64, fence: Option<i32>) -> Result<
         }
     }
     Err(last)
+}
+
+/// Deletes the results `chunk` names, each with its unique key (read from
+/// the result: the key goes with it); returns how many were deleted.
+fn delete_chunk(zk: &Zk, layout: &Layout, chunk: &[String], fence: Option<i32>) -> Result<usize, ZkError> {
+    let paths: Vec<String> = chunk.iter().map(|t| layout.status_task(t)).collect();
+    let keys: Vec<Option<String>> = zk
+        .get_many(&paths)
+        .into_iter()
+        .map(|got| {
+            let (data, _) = got.ok().flatten()?;
+            model::decode::<model::TaskResult>(&data).ok()?.unique
+        })
+        .collect();
+    let txn = |path: &String, key: Option<&String>| -> Vec<Op> {
+        let fence = fence.map(|version| Op::Check {
+            path: layout.epoch(),
+            version,
+        });
+        let delete = Op::Delete {
+            path: path.clone(),
+            version: None,
+        };
+        let unique = key.map(|k| Op::Delete {
+            path: layout.unique_key(k),
+            version: None,
+        });
+        fence.into_iter().chain([delete]).chain(unique).collect()
+    };
+    let txns: Vec<Vec<Op>> = paths.iter().zip(&keys).map(|(p, k)| txn(p, k.as_ref())).collect();
+    // Operation `status_at` deletes the result, the next one its key.
+    let status_at = usize::from(fence.is_some());
+    let mut deleted = 0;
+    let mut again = Vec::new();
+    for ((path, txn), result) in paths.iter().zip(&txns).zip(zk.multi_many(&txns)) {
+        match result {
+            Ok(()) => deleted += 1,
+            Err(err) if fence.is_some() && err.txn_cause().0 == Some(0) => return Err(err),
+            // The key is gone already (deleted by hand?): the result alone.
+            Err(err) if err.txn_cause() == (Some(status_at + 1), &ZkError::NoNode) => {
+                again.push(txn[..=status_at].to_vec());
+            }
+            Err(err) if err.txn_cause().1 == &ZkError::NoNode => {}
+            Err(err) => debug!("purge: deleting {path} failed: {err}"),
+        }
+    }
+    deleted += zk.multi_many(&again).iter().filter(|r| r.is_ok()).count();
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -434,5 +434,6 @@ fn hand_made_task(job: String, token: &str) -> Task {
         attempts: 0,
         token: token.into(),
         history: Vec::new(),
+        ..Default::default()
     }
 }

@@ -29,8 +29,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::plan::{self, Action, Assigned, AssignedDetail, Pending, Snapshot};
-use crate::layout::Layout;
+use super::parked::Parked;
+use super::plan::{self, Action, Assigned, AssignedDetail, LockMember, Pending, Snapshot};
+use crate::layout::{Layout, task_sequence};
 use crate::model::{self, WorkerInfo};
 use crate::zk::{Node, Op, ZkError};
 
@@ -74,6 +75,9 @@ pub struct DetailsRead {
     /// For each of `Details::cancelled`: its node in /tasks, and whether it
     /// has a result.
     pub cancelled: Vec<(Node, bool)>,
+    /// The lock queues' members (full rounds): lock, token, the task they
+    /// name, when created, and whether that task has a result.
+    pub lock_members: Vec<(String, String, Option<String>, u64, bool)>,
 }
 
 /// The active master's state between and within rounds.
@@ -113,6 +117,15 @@ pub struct Core {
     waiting_since: HashMap<String, Instant>,
     /// The tasks with a cancel request, as of the last full round.
     cancels: BTreeSet<String>,
+    /// The live workers' labels (those that have any), as of the last full
+    /// round.
+    labels: BTreeMap<String, BTreeSet<String>>,
+    /// The worker and lock of each assigned task that has a lock: a lock
+    /// is held while a task of it is assigned or running (or interrupted,
+    /// until it is requeued after the grace).
+    locks_of: HashMap<String, (String, String)>,
+    /// Pending tasks read but not assignable yet.
+    parked: Parked,
     /// The round in progress.
     round: Round,
 }
@@ -151,6 +164,9 @@ impl Core {
             lost_since: HashMap::new(),
             waiting_since: HashMap::new(),
             cancels: BTreeSet::new(),
+            labels: BTreeMap::new(),
+            locks_of: HashMap::new(),
+            parked: Parked::default(),
             round: Round::default(),
         }
     }
@@ -181,8 +197,13 @@ impl Core {
     }
 
     /// When the loop must run a round even if nothing happens.
-    pub fn next_wake(&self) -> Instant {
-        self.next_full
+    pub fn next_wake(&self, now: Instant, now_ms: u64) -> Instant {
+        match self.parked.next_due() {
+            Some(due) => self
+                .next_full
+                .min(now + Duration::from_millis(due.saturating_sub(now_ms))),
+            None => self.next_full,
+        }
     }
 
     /// Step 1: starts a round at `now`. `Some(watch /workers?)` for a full
@@ -219,10 +240,15 @@ impl Core {
             self.armed.insert(self.layout.workers());
         }
         self.workers.clear();
+        self.labels.clear();
         for (worker, node) in workers {
             let Some((data, _)) = node else { continue };
             let info = model::decode::<WorkerInfo>(&data).ok();
             let threads = info.as_ref().map_or(1, |i| i.threads.max(1));
+            if let Some(info) = info.as_ref().filter(|i| !i.labels.is_empty()) {
+                self.labels
+                    .insert(worker.clone(), info.labels.iter().cloned().collect());
+            }
             if let Some(grace) = info.and_then(|i| i.rerun_grace_ms) {
                 self.graces
                     .insert(worker.clone(), Duration::from_millis(grace));
@@ -275,7 +301,12 @@ impl Core {
                 self.armed.insert(self.layout.tasks());
             }
             self.tasks_changed = false;
-            self.queue = names.into_iter().collect();
+            let listed: BTreeSet<String> = names.into_iter().collect();
+            self.parked.retain(|name| listed.contains(name));
+            self.queue = listed
+                .into_iter()
+                .filter(|name| !self.parked.contains(name))
+                .collect();
         }
         let mut listed = Vec::new();
         for ((worker, watch), names) in listing.dirs.iter().zip(dirs) {
@@ -372,7 +403,17 @@ impl Core {
         if running.is_some() {
             self.note_waiting(&assign_dirs, now);
         }
-        let pending = self.pending(round.details.heads, read.heads);
+        let held_locks = self.held_locks(&assign_dirs);
+        let lock_members = self.lock_members(read.lock_members, &round.details.heads, &assign_dirs);
+        let labels = &self.labels;
+        let workers = &self.workers;
+        let mut pending = self.parked.release(now_ms, &held_locks, round.full, |on| {
+            workers
+                .keys()
+                .any(|w| plan::matches(labels.get(w), on))
+        });
+        pending.extend(self.pending(round.details.heads, read.heads));
+        pending.sort_by_key(|p| task_sequence(&p.name).unwrap_or(i64::MAX));
         let (cancelled_pending, stale_cancels) =
             cancel_places(round.details.cancelled, read.cancelled);
         let snap = Snapshot {
@@ -390,8 +431,85 @@ impl Core {
             cancels: self.cancels.clone(),
             cancelled_pending,
             stale_cancels,
+            labels: self.labels.clone(),
+            held_locks,
+            lock_members,
         };
-        plan::plan(&snap, pick)
+        let planned = plan::plan(&snap, pick);
+        for (pending, wait) in planned.parked {
+            self.parked.park(pending, wait);
+        }
+        for action in &planned.actions {
+            self.note_lock(action);
+        }
+        planned.actions
+    }
+
+    /// The lock queue members as read, each told whether its task is still
+    /// in flight: no result, and queued, parked or assigned.
+    fn lock_members(
+        &self,
+        read: Vec<(String, String, Option<String>, u64, bool)>,
+        heads: &[String],
+        assign_dirs: &BTreeMap<String, Vec<Assigned>>,
+    ) -> Vec<LockMember> {
+        let assigned: HashSet<&String> = assign_dirs.values().flatten().map(|a| &a.name).collect();
+        read.into_iter()
+            .map(|(lock, token, task, created_ms, finished)| {
+                let in_flight = task.as_ref().is_some_and(|t| {
+                    !finished
+                        && (self.queue.contains(t)
+                            || self.parked.contains(t)
+                            || heads.contains(t)
+                            || assigned.contains(t))
+                });
+                LockMember {
+                    lock,
+                    token,
+                    task,
+                    created_ms,
+                    in_flight,
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps `locks_of` up to date with an assignment or a move this round
+    /// decided (the folder a locked task is in).
+    fn note_lock(&mut self, action: &Action) {
+        let (task, worker, data) = match action {
+            Action::Assign {
+                task, worker, data, ..
+            } => (task, worker, data),
+            Action::Move { task, to, data, .. } => (task, to, data),
+            _ => return,
+        };
+        if let Some(lock) = model::decode_task(data).ok().and_then(|t| t.lock) {
+            self.locks_of.insert(task.clone(), (worker.clone(), lock));
+        }
+    }
+
+    /// The locks held now: those of the tasks in the assignment folders,
+    /// as read in detail by a full round or assigned by this master since.
+    /// A folder listed this round forgets the tasks no longer in it; the
+    /// others (a dead worker's, in light rounds) keep theirs.
+    fn held_locks(&mut self, assign_dirs: &BTreeMap<String, Vec<Assigned>>) -> BTreeSet<String> {
+        let listed: HashSet<&String> = assign_dirs.values().flatten().map(|a| &a.name).collect();
+        for (worker, assigned) in assign_dirs {
+            for a in assigned {
+                if let Some(Ok(task)) = a.detail.as_ref().map(|d| &d.task) {
+                    match &task.lock {
+                        Some(lock) => self
+                            .locks_of
+                            .insert(a.name.clone(), (worker.clone(), lock.clone())),
+                        None => self.locks_of.remove(&a.name),
+                    };
+                }
+            }
+        }
+        self.locks_of
+            .retain(|task, (worker, _)| listed.contains(task) || !assign_dirs.contains_key(worker));
+        self.locks_of.values().map(|(_, lock)| lock.clone()).collect()
     }
 
     /// The head tasks as read; whatever happens to them, they leave the
@@ -485,7 +603,7 @@ impl Core {
                 self.folders.remove(folder);
             }
             match result {
-                Ok(()) => {}
+                Ok(()) => cleanups.extend(self.leftovers(action)),
                 Err(err) if fenced_out(err) => return Err(Deposed),
                 Err(err) if err.is_txn_failure(1, &ZkError::NodeExists) => {
                     // The task already has its one result: only clean up.
@@ -496,6 +614,26 @@ impl Core {
             }
         }
         Ok(cleanups)
+    }
+
+    /// What a failed task leaves that its result's transaction could not
+    /// take along (it might be gone, which would fail the transaction): its
+    /// place in its lock's queue.
+    fn leftovers(&self, action: &Action) -> Option<Vec<Op>> {
+        let Action::Fail { result, .. } = action else {
+            return None;
+        };
+        let lock = result.lock.as_ref()?;
+        Some(vec![
+            Op::Check {
+                path: self.layout.epoch(),
+                version: self.epoch,
+            },
+            Op::Delete {
+                path: self.layout.lockq_member(lock, &result.token),
+                version: None,
+            },
+        ])
     }
 
     /// What became of the clean-ups.
@@ -570,6 +708,7 @@ mod tests {
             attempts,
             token: "t".into(),
             history: Vec::new(),
+            ..Default::default()
         })
     }
 
@@ -581,6 +720,7 @@ mod tests {
             started_ms: 0,
             session_timeout_ms: None,
             rerun_grace_ms: grace.map(|g| g.as_millis() as u64),
+            labels: Vec::new(),
         };
         node(encode(&info), 0)
     }
@@ -650,6 +790,7 @@ mod tests {
                 .then(|| world.running.iter().map(|n| name(*n)).collect()),
             heads: details.heads.iter().map(|_| node(task(0), 0)).collect(),
             cancelled: details.cancelled.iter().map(|_| (None, true)).collect(),
+            lock_members: Vec::new(),
         };
         let actions = core.decide(read, now, 1, &mut first);
         (listing, actions)

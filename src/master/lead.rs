@@ -56,7 +56,7 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
             }
         }
         // Wait for something to happen, then take every message queued.
-        let first = match rx.recv_deadline(core.next_wake()) {
+        let first = match rx.recv_deadline(core.next_wake(Instant::now(), model::now_ms())) {
             Ok(msg) => Some(msg),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return Next::Stop,
@@ -222,12 +222,63 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
         .into_iter()
         .zip(results.iter().map(Option::is_some))
         .collect();
+    let lock_members = if details.running {
+        read_lock_queues(zk, &layout)?
+    } else {
+        Vec::new()
+    };
     Ok(DetailsRead {
         assignments,
         running,
         heads,
         cancelled,
+        lock_members,
     })
+}
+
+/// Every lock queue member (lock, token, the task it names, created, has
+/// a result): a listing of /lockq, one of each queue, their data, and the
+/// results of the tasks they name. Nothing when no task uses a lock.
+#[allow(clippy::type_complexity)]
+fn read_lock_queues(
+    zk: &Zk,
+    layout: &crate::layout::Layout,
+) -> Result<Vec<(String, String, Option<String>, u64, bool)>, ZkError> {
+    let locks = match zk.children(&layout.lockq()) {
+        Err(ZkError::NoNode) => return Ok(Vec::new()),
+        listed => listed?,
+    };
+    let dirs: Vec<String> = locks.iter().map(|l| layout.lockq_dir(l)).collect();
+    let mut members = Vec::new();
+    for (lock, listed) in locks.iter().zip(zk.children_many(&dirs)) {
+        for token in listed.unwrap_or_default() {
+            members.push((lock.clone(), token));
+        }
+    }
+    let paths: Vec<String> = members.iter().map(|(l, t)| layout.lockq_member(l, t)).collect();
+    let nodes = zk.get_many(&paths).into_iter().collect::<Result<Vec<_>, _>>()?;
+    let named: Vec<(Option<String>, u64)> = nodes
+        .iter()
+        .map(|node| match node {
+            Some((data, stat)) => {
+                let name = String::from_utf8_lossy(data).into_owned();
+                let task = crate::layout::is_task_name(&name).then_some(name);
+                (task, stat.ctime_ms.max(0) as u64)
+            }
+            None => (None, u64::MAX),
+        })
+        .collect();
+    let results: Vec<String> = named
+        .iter()
+        .map(|(t, _)| layout.status_task(t.as_deref().unwrap_or("none")))
+        .collect();
+    let finished = zk.exists_many(&results).into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(members
+        .into_iter()
+        .zip(named)
+        .zip(finished)
+        .map(|(((lock, token), (task, created)), result)| (lock, token, task, created, result.is_some()))
+        .collect())
 }
 
 fn log_applied(action: &Action) {
@@ -250,6 +301,9 @@ fn log_applied(action: &Action) {
             }
         }
         Action::ForgetCancel { task } => debug!("master: forgot the cancel request of {task}"),
+        Action::LeaveLockQueue { lock, token } => {
+            debug!("master: forgot member {token} of lock {lock}'s queue")
+        }
         Action::RemoveAssignDir { worker } => {
             info!("master: removed the assignments folder of gone worker {worker}")
         }

@@ -18,6 +18,7 @@
 mod core;
 mod election;
 mod lead;
+mod parked;
 pub mod plan;
 
 use std::time::Duration;

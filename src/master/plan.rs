@@ -15,9 +15,13 @@
 //! 4. The empty assignment folder of a worker that is not live is removed.
 //! 5. Each pending task, oldest first, goes to the live worker with the
 //!    fewest assignments (random among equals) that holds fewer than its
-//!    window; an undecodable one fails. The window (twice the worker's
-//!    threads) keeps every worker busy while leaving the rest of the queue
-//!    in /tasks, where a worker that joins later can get it.
+//!    window and has all the task's labels; an undecodable one fails. The
+//!    window (twice the worker's threads) keeps every worker busy while
+//!    leaving the rest of the queue in /tasks, where a worker that joins
+//!    later can get it. A task whose re-run delay is not over, whose lock
+//!    is held (another task of it is assigned or running, or was given it
+//!    this round), or whose labels no live worker with room has, is parked
+//!    (`parked.rs`): so tasks of one lock run one at a time, oldest first.
 //! 6. Cancel requests (full rounds): a task with one that has not started
 //!    (queued, or assigned and unclaimed) fails `cancelled`, and so does an
 //!    interrupted run instead of its requeue; a running one is its
@@ -29,10 +33,13 @@
 //!    busy, or two ticks on any worker, moves to a live worker with a free
 //!    thread: tasks never wait behind a busy (or frozen) worker while
 //!    another sits idle.
+//! 8. (Full rounds) a lock queue's member whose task is no longer in
+//!    flight leaves the queue (its result's transaction usually took it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use super::parked::Wait;
 use crate::layout::{Layout, is_task_name};
 use crate::model::{AttemptEnd, FailReason, Task, TaskResult, encode};
 use crate::zk::Op;
@@ -72,6 +79,54 @@ pub struct Snapshot {
     pub cancelled_pending: Vec<Pending>,
     /// Cancel requests with nothing left to cancel (full rounds).
     pub stale_cancels: Vec<String>,
+    /// The live workers' labels (those that have any).
+    pub labels: BTreeMap<String, BTreeSet<String>>,
+    /// The locks of the tasks assigned or running now.
+    pub held_locks: BTreeSet<String>,
+    /// The members of the lock queues (full rounds).
+    pub lock_members: Vec<LockMember>,
+}
+
+/// A member of a lock's queue, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockMember {
+    /// The lock.
+    pub lock: String,
+    /// Its name: the task's token.
+    pub token: String,
+    /// The task, once its submit wrote it in.
+    pub task: Option<String>,
+    /// When it was created (unix ms).
+    pub created_ms: u64,
+    /// Whether its task is anywhere: pending, assigned, or (without a
+    /// result) still to be found.
+    pub in_flight: bool,
+}
+
+/// A lock queue member is judged only this long after it was created: its
+/// task was created with it, so it was listed before the member was read.
+pub const MEMBER_MIN_AGE_MS: u64 = 60_000;
+
+/// A lock queue member without its task's id this long is forgotten: its
+/// submit died between storing the task and naming it.
+pub const UNNAMED_MEMBER_MS: u64 = 600_000;
+
+/// Rule 8: lock queue members whose task is no longer in flight leave.
+fn forget_members(snap: &Snapshot) -> Vec<Action> {
+    snap.lock_members
+        .iter()
+        .filter(|m| {
+            let age = snap.now_ms.saturating_sub(m.created_ms);
+            match m.task {
+                Some(_) => !m.in_flight && age > MEMBER_MIN_AGE_MS,
+                None => age > UNNAMED_MEMBER_MS,
+            }
+        })
+        .map(|m| Action::LeaveLockQueue {
+            lock: m.lock.clone(),
+            token: m.token.clone(),
+        })
+        .collect()
 }
 
 /// A pending task as read.
@@ -166,6 +221,13 @@ pub enum Action {
         /// The task it names.
         task: String,
     },
+    /// Remove a lock queue's member whose task is no longer in flight.
+    LeaveLockQueue {
+        /// The lock.
+        lock: String,
+        /// The member (the task's token).
+        token: String,
+    },
     /// Remove the empty `/assign/<worker>` of a worker that is not live.
     RemoveAssignDir {
         /// The worker.
@@ -184,16 +246,17 @@ impl Action {
                 ..
             } => vec![worker],
             Action::Move { from, to, .. } => vec![from, to],
-            Action::Fail { .. } | Action::RemoveAssignDir { .. } | Action::ForgetCancel { .. } => {
-                Vec::new()
-            }
+            Action::Fail { .. }
+            | Action::RemoveAssignDir { .. }
+            | Action::ForgetCancel { .. }
+            | Action::LeaveLockQueue { .. } => Vec::new(),
         }
     }
 }
 
 /// Decides the round's actions. `pick(n)` returns an index below `n`, used
 /// to choose among equally loaded workers.
-pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action> {
+pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Plan {
     let mut actions = Vec::new();
     let mut load: BTreeMap<&str, usize> = BTreeMap::new();
     for (worker, assigned) in &snap.assign_dirs {
@@ -213,12 +276,57 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
             });
         }
     }
-    let mut all_placed = true;
+    let placed = place_pending(snap, &mut load, pick);
+    actions.extend(placed.actions);
+    actions.extend(cancel_the_rest(snap));
+    actions.extend(forget_members(snap));
+    if placed.all_placed && snap.running.is_some() {
+        actions.extend(rebalance(snap, &actions));
+    }
+    Plan {
+        actions,
+        parked: placed.parked,
+    }
+}
+
+/// What a round decided.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The transactions to make, one per action.
+    pub actions: Vec<Action>,
+    /// The pending tasks that cannot be assigned yet, with what they wait for.
+    pub parked: Vec<(Pending, Wait)>,
+}
+
+/// What rule 5 made of the pending tasks.
+struct Placed {
+    actions: Vec<Action>,
+    parked: Vec<(Pending, Wait)>,
+    /// Every pending task was placed or parked (no worker ran out of room).
+    all_placed: bool,
+}
+
+/// Rule 5: each pending task, oldest first, to the least loaded live
+/// worker with room that has all its labels; parked when its re-run delay
+/// is not over, when another task of its lock is assigned or running (or
+/// was given the lock this round), or when no live worker with room has
+/// its labels. `load` counts each worker's assignments.
+fn place_pending(
+    snap: &Snapshot,
+    load: &mut BTreeMap<&str, usize>,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Placed {
+    let mut placed = Placed {
+        actions: Vec::new(),
+        parked: Vec::new(),
+        all_placed: true,
+    };
+    let mut held = snap.held_locks.clone();
     for p in &snap.pending {
         let task = match &p.task {
             Ok(task) => task,
             Err(_) => {
-                actions.push(Action::Fail {
+                placed.actions.push(Action::Fail {
                     task: p.name.clone(),
                     from: Origin::Pending,
                     version: p.version,
@@ -228,23 +336,43 @@ pub fn plan(snap: &Snapshot, pick: &mut dyn FnMut(usize) -> usize) -> Vec<Action
                 continue;
             }
         };
-        let Some(worker) = least_loaded(&load, &snap.live_workers, pick) else {
-            all_placed = false;
+        if let Some(until) = task.not_before_ms.filter(|until| *until > snap.now_ms) {
+            placed.parked.push((p.clone(), Wait::Until(until)));
+            continue;
+        }
+        if let Some(lock) = task.lock.as_ref().filter(|lock| held.contains(*lock)) {
+            placed.parked.push((p.clone(), Wait::Lock(lock.clone())));
+            continue;
+        }
+        if !has_room(load, &snap.live_workers) {
+            placed.all_placed = false;
             break;
+        }
+        let Some(worker) = least_loaded(load, snap, &task.on, pick) else {
+            placed.parked.push((p.clone(), Wait::Labels(task.on.clone())));
+            continue;
         };
         *load.entry(worker).or_default() += 1;
-        actions.push(Action::Assign {
+        held.extend(task.lock.clone());
+        placed.actions.push(Action::Assign {
             task: p.name.clone(),
             worker: worker.to_string(),
             version: p.version,
             data: encode(task),
         });
     }
-    actions.extend(cancel_the_rest(snap));
-    if all_placed && snap.running.is_some() {
-        actions.extend(rebalance(snap, &actions));
-    }
-    actions
+    placed
+}
+
+/// Whether some live worker has room for one more assignment.
+fn has_room(load: &BTreeMap<&str, usize>, threads: &BTreeMap<String, usize>) -> bool {
+    load.iter()
+        .any(|(w, n)| threads.get(*w).is_some_and(|t| *n < window(*t)))
+}
+
+/// Whether a worker with `labels` can run a task that needs `on`.
+pub fn matches(labels: Option<&BTreeSet<String>>, on: &[String]) -> bool {
+    on.iter().all(|label| labels.is_some_and(|l| l.contains(label)))
 }
 
 /// Rule 6 for the cancel requests no folder holds: fail the queued ones,
@@ -312,12 +440,14 @@ fn repair(worker: &str, live: bool, a: &Assigned, snap: &Snapshot) -> Option<Act
 /// The worker with room and the fewest assignments; random among equals.
 fn least_loaded<'a>(
     load: &BTreeMap<&'a str, usize>,
-    threads: &BTreeMap<String, usize>,
+    snap: &Snapshot,
+    on: &[String],
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Option<&'a str> {
     let with_room: Vec<(&'a str, usize)> = load
         .iter()
-        .filter(|(w, n)| threads.get(**w).is_some_and(|t| **n < window(*t)))
+        .filter(|(w, n)| snap.live_workers.get(**w).is_some_and(|t| **n < window(*t)))
+        .filter(|(w, _)| matches(snap.labels.get(**w), on))
         .map(|(w, n)| (*w, *n))
         .collect();
     let min = with_room.iter().map(|(_, n)| *n).min()?;
@@ -381,7 +511,7 @@ fn rebalance(snap: &Snapshot, decided: &[Action]) -> Vec<Action> {
     for (from, a, task) in movable {
         let target = free
             .iter()
-            .filter(|(w, n)| **w != from && **n > 0)
+            .filter(|(w, n)| **w != from && **n > 0 && matches(snap.labels.get(**w), &task.on))
             .max_by_key(|(_, n)| **n)
             .map(|(w, _)| *w);
         let Some(to) = target else { break };
@@ -485,6 +615,10 @@ pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
             path: layout.cancel_task(task),
             version: None,
         }),
+        Action::LeaveLockQueue { lock, token } => ops.push(Op::Delete {
+            path: layout.lockq_member(lock, token),
+            version: None,
+        }),
         // Creating and deleting the worker's ephemeral node in the same
         // transaction proves the worker is not live: if it registered
         // meanwhile, the create fails and nothing is removed.
@@ -551,6 +685,7 @@ mod tests {
             attempts,
             token: "tok".into(),
             history: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -621,7 +756,7 @@ mod tests {
             Some(&[]),
         );
         snap.pending = vec![pending(3), pending(4), pending(5)];
-        let got = assigned_to(&plan(&snap, &mut first));
+        let got = assigned_to(&plan(&snap, &mut first).actions);
         assert_eq!(
             got,
             [
@@ -643,7 +778,7 @@ mod tests {
         snap.live_workers.insert("w1".into(), 1);
         snap.live_workers.insert("w2".into(), 1);
         snap.pending = (2..7).map(pending).collect();
-        let got = assigned_to(&plan(&snap, &mut first));
+        let got = assigned_to(&plan(&snap, &mut first).actions);
         assert_eq!(
             got,
             [
@@ -666,7 +801,7 @@ mod tests {
             None,
         );
         snap.pending = vec![pending(1)];
-        let got = assigned_to(&plan(&snap, &mut |n| n - 1));
+        let got = assigned_to(&plan(&snap, &mut |n| n - 1).actions);
         assert_eq!(got, [(name(1), "c".into())]);
     }
 
@@ -674,17 +809,17 @@ mod tests {
     fn leaves_tasks_pending_without_live_workers() {
         let mut snap = snapshot(&[], &[], None);
         snap.pending = vec![pending(1)];
-        assert!(plan(&snap, &mut first).is_empty());
+        assert!(plan(&snap, &mut first).actions.is_empty());
         // A live worker without its assignment folder cannot take tasks yet.
         let mut snap = snapshot(&["w1"], &[], None);
         snap.pending = vec![pending(1)];
-        assert!(plan(&snap, &mut first).is_empty());
+        assert!(plan(&snap, &mut first).actions.is_empty());
     }
 
     #[test]
     fn requeues_unclaimed_tasks_of_a_dead_worker() {
         let snap = snapshot(&[], &[("w1", vec![assigned(1, 0, 0)])], Some(&[]));
-        let actions = plan(&snap, &mut first);
+        let actions = plan(&snap, &mut first).actions;
         assert!(
             matches!(&actions[..], [Action::Requeue { task, worker, version: 0, .. }] if *task == name(1) && worker == "w1")
         );
@@ -694,13 +829,13 @@ mod tests {
     fn waits_for_a_dead_workers_running_task_while_its_claim_lives() {
         // A draining worker left /workers but still holds /running/<t>.
         let snap = snapshot(&[], &[("w1", vec![assigned(1, 1, 1)])], Some(&[1]));
-        assert!(plan(&snap, &mut first).is_empty());
+        assert!(plan(&snap, &mut first).actions.is_empty());
     }
 
     #[test]
     fn requeues_an_interrupted_run_until_retries_are_spent() {
         let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 3)])], Some(&[]));
-        let actions = plan(&snap, &mut first);
+        let actions = plan(&snap, &mut first).actions;
         match &actions[..] {
             [Action::Fail { result, from, .. }] => {
                 assert_eq!(result.reason, Some(FailReason::WorkerLost));
@@ -711,7 +846,7 @@ mod tests {
         }
         let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 2)])], Some(&[]));
         assert!(matches!(
-            &plan(&snap, &mut first)[..],
+            &plan(&snap, &mut first).actions[..],
             [Action::Requeue { version: 1, .. }]
         ));
     }
@@ -719,13 +854,13 @@ mod tests {
     #[test]
     fn does_not_judge_claims_without_reading_running() {
         let snap = snapshot(&["w1"], &[("w1", vec![assigned(1, 1, 1)])], None);
-        assert!(plan(&snap, &mut first).is_empty());
+        assert!(plan(&snap, &mut first).actions.is_empty());
         let light = Assigned {
             name: name(1),
             detail: None,
         };
         let snap = snapshot(&[], &[("w1", vec![light])], None);
-        assert!(plan(&snap, &mut first).is_empty());
+        assert!(plan(&snap, &mut first).actions.is_empty());
     }
 
     #[test]
@@ -750,7 +885,7 @@ mod tests {
             version: 4,
             task: Err("invalid".into()),
         }];
-        let reasons: Vec<_> = plan(&snap, &mut first)
+        let reasons: Vec<_> = plan(&snap, &mut first).actions
             .into_iter()
             .map(|a| match a {
                 Action::Fail { task, result, .. } => (task, result.reason.unwrap()),
@@ -779,7 +914,7 @@ mod tests {
             Some(&[1]),
         );
         assert_eq!(
-            plan(&snap, &mut first),
+            plan(&snap, &mut first).actions,
             [Action::RemoveAssignDir {
                 worker: "w2".into()
             }]
@@ -848,10 +983,10 @@ mod tests {
         let tick = Duration::from_secs(2);
         let snap = one_waits_behind_a_busy_worker(tick);
         assert_eq!(
-            moves(&plan(&snap, &mut first)),
+            moves(&plan(&snap, &mut first).actions),
             [(name(2), "w1".into(), "w2".into())]
         );
-        let txn = ops(&plan(&snap, &mut first)[0], &Layout::new("/r"), 3);
+        let txn = ops(&plan(&snap, &mut first).actions[0], &Layout::new("/r"), 3);
         assert_eq!(txn[1].path(), "/r/assign/w2/task-0000000002");
         assert_eq!(
             txn[2],
@@ -862,11 +997,11 @@ mod tests {
         );
         // Not yet a tick: it may be claimed any moment.
         let snap = one_waits_behind_a_busy_worker(tick - Duration::from_millis(1));
-        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        assert!(moves(&plan(&snap, &mut first).actions).is_empty());
         // Only from full rounds, which read the versions.
         let mut snap = one_waits_behind_a_busy_worker(tick);
         snap.running = None;
-        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        assert!(moves(&plan(&snap, &mut first).actions).is_empty());
     }
 
     #[test]
@@ -876,14 +1011,14 @@ mod tests {
         // w2 takes pending work instead (and task 4 stays queued).
         snap.pending = (3..6).map(pending).collect();
         snap.live_workers.insert("w2".into(), 1);
-        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        assert!(moves(&plan(&snap, &mut first).actions).is_empty());
         // w2 busy too: nowhere to go.
         let mut snap = one_waits_behind_a_busy_worker(tick);
         snap.live_workers.insert("w2".into(), 1);
         snap.assign_dirs
             .insert("w2".into(), vec![assigned(7, 1, 1)]);
         snap.running = Some([name(1), name(7)].into_iter().collect());
-        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        assert!(moves(&plan(&snap, &mut first).actions).is_empty());
     }
 
     #[test]
@@ -896,10 +1031,10 @@ mod tests {
             Some(&[]),
         );
         snap.waiting.insert(name(1), tick);
-        assert!(moves(&plan(&snap, &mut first)).is_empty());
+        assert!(moves(&plan(&snap, &mut first).actions).is_empty());
         snap.waiting.insert(name(1), tick * 2);
         assert_eq!(
-            moves(&plan(&snap, &mut first)),
+            moves(&plan(&snap, &mut first).actions),
             [(name(1), "w1".into(), "w2".into())]
         );
     }
@@ -935,7 +1070,7 @@ mod tests {
         snap.cancels = [1, 2, 3, 4, 5].iter().map(|n| name(*n)).collect();
         snap.cancelled_pending = vec![pending(4)];
         snap.stale_cancels = vec![name(5)];
-        let actions = plan(&snap, &mut first);
+        let actions = plan(&snap, &mut first).actions;
         let cancelled = Some(FailReason::Cancelled);
         assert_eq!(
             failed_as(&actions),

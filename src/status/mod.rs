@@ -11,8 +11,8 @@ mod watch;
 pub use render::{render_cluster, render_task, render_tasks};
 pub use tasks::{Query, TaskRow, tasks};
 pub use view::{
-    ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView, WorkerState,
-    WorkerView,
+    ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView,
+    WaitingView, WorkerState, WorkerView,
 };
 pub use watch::watch;
 
@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::layout::{Layout, is_task_name};
 use crate::locate::{self, Place};
-use crate::model::{self, Claim, Task};
+use crate::model::{self, Claim, LockHolder, Task, WorkerInfo};
 use crate::zk::{Node, Zk, ZkError};
 use view::ClusterRead;
 
@@ -166,9 +166,66 @@ fn find_task(zk: &Zk, layout: &Layout, name: &str) -> Result<Option<TaskView>, Z
             ..
         } => assigned_view(name, &worker, task.ok(), claim),
         Place::Pending { task, .. } => {
-            view::in_flight_view(name, TaskState::Pending, None, task.ok().as_ref(), None)
+            let task = task.ok();
+            let mut view = view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None);
+            view.waiting_for = task
+                .as_ref()
+                .and_then(|t| why_waiting(zk, layout, name, t, &mut None));
+            view
         }
     }))
+}
+
+/// What a pending task waits for besides a free worker: its re-run delay,
+/// its lock's holder, or a worker with its labels (as far as can be read).
+/// `labels` caches the live workers' labels across calls.
+fn why_waiting(
+    zk: &Zk,
+    layout: &Layout,
+    name: &str,
+    task: &Task,
+    labels: &mut Option<Vec<Vec<String>>>,
+) -> Option<WaitingView> {
+    if let Some(until_ms) = task.not_before_ms.filter(|until| *until > model::now_ms()) {
+        return Some(WaitingView::Delay { until_ms });
+    }
+    if let Some(lock) = &task.lock
+        && let Ok(Some((data, _))) = zk.get(&layout.lock(lock))
+        && let Ok(holder) = model::decode::<LockHolder>(&data)
+        && holder.task != name
+    {
+        return Some(WaitingView::Lock {
+            lock: lock.clone(),
+            held_by: holder.task,
+            worker: holder.worker,
+        });
+    }
+    if task.on.is_empty() {
+        return None;
+    }
+    if labels.is_none() {
+        *labels = Some(live_labels(zk, layout)?);
+    }
+    let matched = labels
+        .iter()
+        .flatten()
+        .any(|have| task.on.iter().all(|label| have.contains(label)));
+    (!matched).then(|| WaitingView::Labels {
+        labels: task.on.clone(),
+    })
+}
+
+/// The labels of every live worker.
+fn live_labels(zk: &Zk, layout: &Layout) -> Option<Vec<Vec<String>>> {
+    let workers = or_empty(zk.children(&layout.workers())).ok()?;
+    let paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
+    let mut got = zk.get_many(&paths).into_iter();
+    Some(
+        records::<WorkerInfo>(workers, &mut got)
+            .into_iter()
+            .filter_map(|(_, info)| info.map(|i| i.labels))
+            .collect(),
+    )
 }
 
 /// A task in `worker`'s folder: running when a claim exists that names

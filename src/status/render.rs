@@ -7,7 +7,8 @@ use crate::model::Attempt;
 
 use super::tasks::TaskRow;
 use super::view::{
-    ClusterView, MasterView, StandbyView, TaskState, TaskView, WorkerState, WorkerView,
+    ClusterView, MasterView, StandbyView, TaskState, TaskView, WaitingView, WorkerState,
+    WorkerView,
 };
 
 /// The cluster view for people, at `now_ms`.
@@ -52,8 +53,13 @@ fn standby_line(s: &StandbyView) -> String {
 }
 
 fn worker_line(w: &WorkerView, now_ms: u64) -> String {
+    let labels = if w.labels.is_empty() {
+        String::new()
+    } else {
+        format!("  labels {}", w.labels.join(","))
+    };
     format!(
-        "{:<16} {:<20} threads {:<4} running {:<4} assigned {:<4} {}",
+        "{:<16} {:<20} threads {:<4} running {:<4} assigned {:<4} {}{labels}",
         w.id,
         or_dash(w.host.as_ref()),
         or_dash(w.threads),
@@ -125,6 +131,7 @@ fn task_fields(v: &TaskView, now_ms: u64) -> Vec<(&'static str, String)> {
             v.progress
                 .map(|p| progress_text(p, v.progress_message.as_deref())),
         ),
+        ("waiting for", v.waiting_for.as_ref().map(|w| waiting_text(w, now_ms))),
         ("exit_code", shown(r.and_then(|r| r.exit_code))),
         ("signal", shown(r.and_then(|r| r.signal))),
         ("reason", shown(r.and_then(|r| r.reason.as_ref()))),
@@ -192,12 +199,38 @@ fn row_time(row: &TaskRow, now_ms: u64) -> String {
 /// The exit code, signal or reason of a finished task; the progress of a
 /// running one.
 fn row_outcome(row: &TaskRow) -> String {
+    if let Some(waiting) = &row.waiting_for {
+        return match waiting {
+            WaitingView::Delay { .. } => "delayed (re-run)".to_string(),
+            WaitingView::Lock { lock, held_by, .. } => format!("lock {lock}: {held_by}"),
+            WaitingView::Labels { labels } => format!("no worker {}", labels.join(",")),
+        };
+    }
     match (&row.reason, row.exit_code, row.signal, row.progress) {
         (Some(reason), ..) => reason.to_string(),
         (None, Some(code), ..) => format!("exit {code}"),
         (None, None, Some(signal), _) => format!("signal {signal}"),
         (None, None, None, Some(p)) => progress_text(p, row.progress_message.as_deref()),
         _ => "-".to_string(),
+    }
+}
+
+/// What a pending task waits for, for people.
+fn waiting_text(w: &WaitingView, now_ms: u64) -> String {
+    match w {
+        WaitingView::Delay { until_ms } => format!(
+            "its re-run after a failed run, in {} ({})",
+            span(until_ms.saturating_sub(now_ms)),
+            utc(*until_ms)
+        ),
+        WaitingView::Lock {
+            lock,
+            held_by,
+            worker,
+        } => format!("lock {lock}, held by {held_by} (running on {worker})"),
+        WaitingView::Labels { labels } => {
+            format!("a worker with label {}: no live worker has it", labels.join(", "))
+        }
     }
 }
 
@@ -365,6 +398,7 @@ mod tests {
             attempts: 1,
             token: "secret-token".into(),
             history: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -424,6 +458,7 @@ mod tests {
             state,
             since_ms,
             until_ms,
+            labels: Vec::new(),
         };
         let v = ClusterView {
             root: "/zkmw".into(),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::view::{ClusterRead, TaskState, TaskView};
+use super::view::{ClusterRead, TaskState, TaskView, WaitingView};
 use super::{assigned_view, read_tasks, reading};
 use crate::error::Error;
 use crate::layout::{Layout, task_sequence};
@@ -58,6 +58,8 @@ pub struct TaskRow {
     pub progress: Option<f64>,
     /// The message of that progress.
     pub progress_message: Option<String>,
+    /// What a pending task waits for, besides a free worker.
+    pub waiting_for: Option<WaitingView>,
 }
 
 impl From<TaskView> for TaskRow {
@@ -77,6 +79,7 @@ impl From<TaskView> for TaskRow {
             started_ms: v.started_ms,
             progress: v.progress,
             progress_message: v.progress_message,
+            waiting_for: v.waiting_for,
         }
     }
 }
@@ -178,11 +181,17 @@ fn read_rows(zk: &Zk, layout: &Layout, batch: &[(String, Spot)]) -> Result<Vec<T
             .map_err(|e| reading(&layout.tasks(), e))
     };
     let mut rows = Vec::new();
+    let mut labels = None;
     for (name, spot) in batch {
         let view = match spot {
             Spot::Pending => next()?.map(|(data, _)| {
                 let task = model::decode_task(&data).ok();
-                super::view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None)
+                let mut view =
+                    super::view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None);
+                view.waiting_for = task
+                    .as_ref()
+                    .and_then(|t| super::why_waiting(zk, layout, name, t, &mut labels));
+                view
             }),
             Spot::Assigned(worker) => {
                 let task = next()?.and_then(|(data, _)| model::decode_task(&data).ok());

@@ -115,6 +115,8 @@ pub struct WorkerView {
     pub since_ms: Option<u64>,
     /// Until when a pause lasts (unix ms).
     pub until_ms: Option<u64>,
+    /// Its labels (`worker --label`).
+    pub labels: Vec<String>,
 }
 
 /// How many tasks are where; each task is counted once.
@@ -288,6 +290,7 @@ fn bare_view(id: String, state: WorkerState) -> WorkerView {
         state,
         since_ms: None,
         until_ms: None,
+        labels: Vec::new(),
     }
 }
 
@@ -297,6 +300,7 @@ fn live_view(id: String, info: Option<&WorkerInfo>) -> WorkerView {
         pid: info.map(|i| i.pid),
         threads: info.map(|i| i.threads),
         since_ms: info.map(|i| i.started_ms),
+        labels: info.map_or_else(Vec::new, |i| i.labels.clone()),
         ..bare_view(id, WorkerState::Live)
     }
 }
@@ -370,9 +374,36 @@ pub struct TaskView {
     pub progress_message: Option<String>,
     /// Every run so far, oldest first, each with how it ended.
     pub history: Vec<Attempt>,
+    /// What a pending task waits for, when it is more than a free worker.
+    pub waiting_for: Option<WaitingView>,
     /// Its result, once finished.
     #[serde(flatten)]
     pub result: Option<ResultView>,
+}
+
+/// What a pending task waits for, besides a free worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "why", rename_all = "lowercase")]
+pub enum WaitingView {
+    /// Its re-run after a failed run starts no earlier than `until_ms`.
+    Delay {
+        /// Unix ms.
+        until_ms: u64,
+    },
+    /// Another task of its lock runs.
+    Lock {
+        /// The lock.
+        lock: String,
+        /// The task holding it, and its worker.
+        held_by: String,
+        /// The worker running that task.
+        worker: String,
+    },
+    /// No live worker has all its labels.
+    Labels {
+        /// The labels it needs.
+        labels: Vec<String>,
+    },
 }
 
 /// What a finished task's result adds to its view.
@@ -416,6 +447,7 @@ pub fn in_flight_view(
         progress: claim.and_then(|c| c.progress),
         progress_message: claim.and_then(|c| c.progress_message.clone()),
         history: task.map_or_else(Vec::new, |t| t.history.clone()),
+        waiting_for: None,
         result: None,
     }
 }
@@ -437,6 +469,7 @@ pub fn finished_view(name: &str, result: TaskResult) -> TaskView {
         progress: None,
         progress_message: None,
         history: result.history,
+        waiting_for: None,
         result: Some(ResultView {
             finished_ms: Some(result.finished_ms).filter(|ms| *ms > 0),
             exit_code: result.exit_code,
@@ -464,6 +497,7 @@ pub fn unreadable_view(name: &str, why: &str, stored_ms: u64) -> TaskView {
         progress: None,
         progress_message: None,
         history: Vec::new(),
+        waiting_for: None,
         result: Some(ResultView {
             finished_ms: Some(stored_ms).filter(|ms| *ms > 0),
             exit_code: None,
@@ -499,6 +533,7 @@ mod tests {
             started_ms: 100,
             session_timeout_ms: None,
             rerun_grace_ms: None,
+            labels: Vec::new(),
         }
     }
 
@@ -685,6 +720,7 @@ mod tests {
             attempts: 1,
             token: "secret-token".into(),
             history: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -695,7 +731,7 @@ mod tests {
         }
     }
 
-    const IN_FLIGHT: [&str; 10] = [
+    const IN_FLIGHT: [&str; 11] = [
         "attempts",
         "history",
         "job",
@@ -705,6 +741,7 @@ mod tests {
         "state",
         "submitted_ms",
         "task",
+        "waiting_for",
         "worker",
     ];
 

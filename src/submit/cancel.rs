@@ -106,10 +106,24 @@ fn try_cancel(
         },
     ];
     match zk.multi(&txn) {
-        Ok(()) => Ok(Some(Cancelled::BeforeStart)),
+        Ok(()) => {
+            leave_lock_queue(zk, layout, &result);
+            Ok(Some(Cancelled::BeforeStart))
+        }
         // A result meanwhile, or the task moved on: look again.
         Err(err) if err.txn_cause().0.is_some() => Ok(None),
         Err(err) => Err(Attempt::Zk(err)),
+    }
+}
+
+/// Takes a cancelled task out of its lock's queue (best effort: the
+/// master forgets members of finished tasks too).
+fn leave_lock_queue(zk: &Zk, layout: &Layout, result: &TaskResult) {
+    if let Some(lock) = &result.lock {
+        let member = layout.lockq_member(lock, &result.token);
+        if let Err(err) = zk.multi(&[Op::Delete { path: member, version: None }]) {
+            debug!("leaving the lock queue of {lock}: {err}");
+        }
     }
 }
 

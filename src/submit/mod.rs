@@ -5,6 +5,7 @@
 //! stops tasks (`cancel.rs`).
 
 mod cancel;
+mod guarded;
 mod lines;
 mod live;
 mod store;
@@ -39,6 +40,25 @@ pub struct SubmitConfig {
     pub retries: u32,
     /// Refuse to queue beyond this many pending tasks.
     pub max_pending: usize,
+    /// Options of the task itself: its lock, key, re-runs and labels.
+    pub options: TaskOptions,
+}
+
+/// What a task asks beyond its job (each from a `submit` flag).
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// `--lock`: never run at the same time as another task of this lock.
+    pub lock: Option<String>,
+    /// `--skip-if-locked`: store nothing while a task of the lock is in flight.
+    pub skip_if_locked: bool,
+    /// `--unique`: at most one task per key.
+    pub unique: Option<String>,
+    /// `--retry-failed`: re-runs of runs that ended badly.
+    pub retry_failed: u32,
+    /// `--retry-delay`: the first wait before such a re-run.
+    pub retry_delay: Duration,
+    /// `--on`: the labels a worker needs to run it.
+    pub on: Vec<String>,
 }
 
 /// The longest job, in bytes: the worker passes it as one argument of
@@ -99,8 +119,13 @@ pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
     let task = new_task(cfg, job);
     let data = check_task(&task)?;
     let zk = session::connect(&cfg.connect)?;
-    let (zk, names) = store::store(zk, cfg, &[task], &[data])?;
-    let name = names.into_iter().next().unwrap_or_default();
+    let (zk, name) = match store_one(zk, cfg, &task, data)? {
+        (zk, Ok(name)) => (zk, name),
+        (zk, Err(code)) => {
+            zk.close(session::CLOSE_WAIT);
+            return Ok(code);
+        }
+    };
     if !cfg.wait {
         let printed = crate::output::line(&name, Some(&format!("{name} was stored")));
         zk.close(session::CLOSE_WAIT);
@@ -120,6 +145,39 @@ pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
         tx: &tx,
     };
     finish(waiting.wait(Some(zk), started), &name)
+}
+
+/// Stores one task: plainly, or with its lock queue and key (`guarded.rs`).
+/// `Ok(name)` for the task to go on with (the new one, or the one that has
+/// its key already); `Err(code)` when nothing was stored and the command
+/// ends with that exit code (the lock is held, with `--skip-if-locked`).
+fn store_one(zk: Zk, cfg: &SubmitConfig, task: &Task, data: Vec<u8>) -> Result<(Zk, Result<String, i32>), Error> {
+    if task.lock.is_none() && task.unique.is_none() {
+        let (zk, names) = store::store(zk, cfg, std::slice::from_ref(task), &[data])?;
+        return Ok((zk, Ok(names.into_iter().next().unwrap_or_default())));
+    }
+    let mut zk = zk;
+    let skip = cfg.options.skip_if_locked;
+    let stored = guarded::store_guarded(&mut zk, cfg, task, &data, skip)?;
+    let lock = task.lock.as_deref().unwrap_or_default();
+    let key = task.unique.as_deref().unwrap_or_default();
+    let outcome = match stored {
+        guarded::Stored::New(name) => Ok(name),
+        guarded::Stored::Existing(name) => {
+            eprintln!("zkmw: key '{key}' belongs to {name} already: nothing stored, going on with it");
+            Ok(name)
+        }
+        guarded::Stored::Locked(holders) => {
+            let by = if holders.is_empty() {
+                "a task being stored".to_string()
+            } else {
+                holders.join(", ")
+            };
+            eprintln!("zkmw: lock '{lock}' is held by {by} (pending, assigned or running): nothing stored (--skip-if-locked)");
+            Err(crate::error::EXIT_LOCKED)
+        }
+    };
+    Ok((zk, outcome))
 }
 
 /// `zkmw wait TASK`: waits for a stored task as `submit --wait` does.
@@ -243,6 +301,13 @@ fn new_task(cfg: &SubmitConfig, job: &str) -> Task {
         attempts: 0,
         token: new_token(),
         history: Vec::new(),
+        lock: cfg.options.lock.clone(),
+        unique: cfg.options.unique.clone(),
+        retry_failed: cfg.options.retry_failed,
+        retry_delay_ms: cfg.options.retry_delay.as_millis() as u64,
+        failed_runs: 0,
+        not_before_ms: None,
+        on: cfg.options.on.clone(),
     }
 }
 
@@ -297,6 +362,7 @@ mod tests {
             attempts: 0,
             token: new_token(),
             history: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -202,7 +202,7 @@ impl Storer<'_> {
 /// least `floor`, wherever they are now (pending, assigned or finished).
 /// Starts with a sync: the session may now be on a server that has not yet
 /// applied the create in question.
-fn find_by_tokens(
+pub(super) fn find_by_tokens(
     zk: &Zk,
     layout: &Layout,
     tokens: &HashMap<&str, usize>,

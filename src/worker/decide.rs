@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::layout::is_task_name;
 use crate::model::{Task, WorkerInfo};
+use crate::zk::ZkError;
 
 /// What to do with an assignment the worker has not seen before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,42 @@ pub fn on_listed(name: &str, task: Result<Task, String>, version: i32) -> OnList
         Ok(_) if !is_task_name(name) => OnListed::FailMalformed("not a task name".into()),
         Ok(_) if version > 0 => OnListed::SetAside,
         Ok(task) => OnListed::Run(task),
+    }
+}
+
+/// What the claim transaction's outcome means (see `job.rs`: operation 0
+/// raises the assignment from version 0, 1 creates the claim, 2 and 3
+/// prove there is no result, 4 takes the task's lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimVerdict {
+    /// The run is ours.
+    Ours,
+    /// The outcome is unknown: look whether the claim is this session's.
+    Unknown,
+    /// Another run holds the task's claim: look again later.
+    HeldByAnotherRun,
+    /// Another task of its lock runs: look again later.
+    LockHeld,
+    /// The task has its result: remove the stray assignment.
+    Finished,
+    /// The assignment changed or went away: not ours to run.
+    NotOurs,
+}
+
+/// Reads the claim transaction's outcome.
+pub fn on_claim(result: &Result<(), ZkError>) -> ClaimVerdict {
+    let err = match result {
+        Ok(()) => return ClaimVerdict::Ours,
+        Err(err) => err,
+    };
+    if err.is_unknown_outcome() {
+        return ClaimVerdict::Unknown;
+    }
+    match err.txn_cause() {
+        (Some(1), ZkError::NodeExists) => ClaimVerdict::HeldByAnotherRun,
+        (Some(2), ZkError::NodeExists) => ClaimVerdict::Finished,
+        (Some(4), ZkError::NodeExists) => ClaimVerdict::LockHeld,
+        _ => ClaimVerdict::NotOurs,
     }
 }
 
@@ -144,6 +181,7 @@ mod tests {
             attempts: 0,
             token: "t".into(),
             history: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -170,6 +208,7 @@ mod tests {
             started_ms: 0,
             session_timeout_ms: None,
             rerun_grace_ms: None,
+            labels: Vec::new(),
         }
     }
 
@@ -233,5 +272,22 @@ mod tests {
             t0 + hold - Duration::from_millis(1)
         ));
         assert!(hold_is_over(Some(t0), hold, t0 + hold));
+    }
+
+    #[test]
+    fn reads_the_claim_outcome() {
+        let failed = |index, cause| {
+            Err(ZkError::TxnFailed {
+                index,
+                cause: Box::new(cause),
+            })
+        };
+        assert_eq!(on_claim(&Ok(())), ClaimVerdict::Ours);
+        assert_eq!(on_claim(&Err(ZkError::ConnectionLoss)), ClaimVerdict::Unknown);
+        assert_eq!(on_claim(&failed(1, ZkError::NodeExists)), ClaimVerdict::HeldByAnotherRun);
+        assert_eq!(on_claim(&failed(2, ZkError::NodeExists)), ClaimVerdict::Finished);
+        assert_eq!(on_claim(&failed(4, ZkError::NodeExists)), ClaimVerdict::LockHeld);
+        assert_eq!(on_claim(&failed(0, ZkError::BadVersion)), ClaimVerdict::NotOurs);
+        assert_eq!(on_claim(&failed(0, ZkError::NoNode)), ClaimVerdict::NotOurs);
     }
 }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 
+use super::decide::{self, ClaimVerdict};
 use super::{Msg, relay};
 use crate::backoff::Backoff;
 use crate::exec::{self, Captured, JobReport, JobSpec, KillSwitch, Outcome};
 use crate::layout::Layout;
 use crate::model::{
-    self, AttemptEnd, Claim, FailReason, FinalState, MAX_NODE_BYTES, Task, TaskResult,
+    self, AttemptEnd, Claim, FailReason, FinalState, LockHolder, MAX_NODE_BYTES, Task, TaskResult,
 };
 use crate::zk::{Op, Zk, ZkError};
 
@@ -113,7 +114,13 @@ pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
         Ending::HandedBack
     } else {
         let could_not_start = matches!(report.outcome, Outcome::CouldNotStart(_));
-        finish(ctx, task_name, result_of(ctx, &task, report));
+        let end = attempt_end(&report.outcome);
+        let retried = task
+            .retry_after(&end)
+            .is_some_and(|delay| requeue_failed(ctx, task_name, &task, end, delay));
+        if !retried {
+            finish(ctx, task_name, result_of(ctx, &task, report));
+        }
         if could_not_start {
             Ending::CouldNotStart
         } else {
@@ -123,16 +130,30 @@ pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
     ctx.report(task_name, JobEvent::Ended(ending));
 }
 
-/// Puts a run the worker killed back in the queue: `/tasks/<t>` created
-/// again (its attempts count the run), the assignment (claimed: version 1)
-/// and the claim deleted. If that fails, the claim goes with the session
-/// and the master requeues the task.
-fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
-    let task = task.clone().ended(AttemptEnd::HandedBack, model::now_ms());
-    let txn = [
+/// How a run that the worker did not kill ended.
+fn attempt_end(outcome: &Outcome) -> AttemptEnd {
+    match outcome {
+        Outcome::Exited(code) => AttemptEnd::Exited { code: *code },
+        Outcome::Signaled(sig) => AttemptEnd::Signaled { signal: *sig },
+        other => AttemptEnd::Failed {
+            reason: fail_reason(other),
+        },
+    }
+}
+
+/// `--retry-failed`: puts a run that ended badly back in the queue, to run
+/// again after `delay_ms` (stored in the task, so a new master knows it);
+/// the lock goes with this run, the task keeps its place in the lock's
+/// queue. False if that could not be done: the result is stored instead.
+fn requeue_failed(ctx: &JobContext, name: &str, task: &Task, end: AttemptEnd, delay_ms: u64) -> bool {
+    let now = model::now_ms();
+    let mut again = task.clone().ended(end, now);
+    again.failed_runs += 1;
+    again.not_before_ms = Some(now + delay_ms);
+    let mut txn = vec![
         Op::Create {
             path: ctx.layout.task(name),
-            data: model::encode(&task),
+            data: model::encode(&again),
         },
         Op::Delete {
             path: ctx.layout.assignment(&ctx.worker, name),
@@ -143,6 +164,54 @@ fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
             version: None,
         },
     ];
+    txn.extend(release_lock(ctx, task));
+    match ctx.zk.multi(&txn) {
+        Ok(()) => {
+            info!(
+                "{name}: run {} ended badly; it runs again in {} s ({} of {} re-runs)",
+                task.attempts,
+                delay_ms / 1000,
+                again.failed_runs,
+                task.retry_failed
+            );
+            true
+        }
+        Err(err) => {
+            warn!("{name}: could not queue its re-run ({err}); storing the result");
+            false
+        }
+    }
+}
+
+/// The operation releasing a task's lock (its claim created it).
+fn release_lock(ctx: &JobContext, task: &Task) -> Option<Op> {
+    task.lock.as_ref().map(|lock| Op::Delete {
+        path: ctx.layout.lock(lock),
+        version: None,
+    })
+}
+
+/// Puts a run the worker killed back in the queue: `/tasks/<t>` created
+/// again (its attempts count the run), the assignment (claimed: version 1)
+/// and the claim deleted. If that fails, the claim goes with the session
+/// and the master requeues the task.
+fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
+    let back = task.clone().ended(AttemptEnd::HandedBack, model::now_ms());
+    let mut txn = vec![
+        Op::Create {
+            path: ctx.layout.task(name),
+            data: model::encode(&back),
+        },
+        Op::Delete {
+            path: ctx.layout.assignment(&ctx.worker, name),
+            version: Some(1),
+        },
+        Op::Delete {
+            path: ctx.layout.running_task(name),
+            version: None,
+        },
+    ];
+    txn.extend(release_lock(ctx, task));
     match ctx.zk.multi(&txn) {
         Ok(()) => info!("{name}: killed (worker stopping); handed back to the queue"),
         Err(err) => warn!("{name}: killed; not handed back ({err}): the master requeues it"),
@@ -175,7 +244,7 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
     };
     let assignment = ctx.layout.assignment(&ctx.worker, name);
     let status = ctx.layout.status_task(name);
-    let txn = [
+    let mut txn = vec![
         Op::SetData {
             path: assignment.clone(),
             data: model::encode(&task),
@@ -194,9 +263,21 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
             version: None,
         },
     ];
-    match ctx.zk.multi(&txn) {
-        Ok(()) => Claimed::Yes(task),
-        Err(err) if err.is_unknown_outcome() => {
+    if let Some(lock) = &task.lock {
+        // The lock is held by the run itself: ephemeral, with the claim.
+        let holder = LockHolder {
+            task: name.to_string(),
+            worker: ctx.worker.clone(),
+        };
+        txn.push(Op::CreateEphemeral {
+            path: ctx.layout.lock(lock),
+            data: model::encode(&holder),
+        });
+    }
+    let result = ctx.zk.multi(&txn);
+    match decide::on_claim(&result) {
+        ClaimVerdict::Ours => Claimed::Yes(task),
+        ClaimVerdict::Unknown => {
             // Ours if the claim node exists and this session owns it.
             let owner = settle(ctx, |zk| zk.exists(&ctx.layout.running_task(name)));
             let ours = owner
@@ -208,11 +289,15 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
                 Claimed::No
             }
         }
-        Err(err) if err.is_txn_failure(1, &ZkError::NodeExists) => {
+        ClaimVerdict::HeldByAnotherRun => {
             warn!("{name}: assigned here, but another run holds it; not running it");
             Claimed::Held
         }
-        Err(err) if err.is_txn_failure(2, &ZkError::NodeExists) => {
+        ClaimVerdict::LockHeld => {
+            info!("{name}: its lock is held by another run; not running it yet");
+            Claimed::Held
+        }
+        ClaimVerdict::Finished => {
             warn!("{name}: assigned here, but it already has its result; removing the assignment");
             let _ = ctx.zk.multi(&[Op::Delete {
                 path: assignment,
@@ -220,8 +305,8 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
             }]);
             Claimed::No
         }
-        Err(err) => {
-            debug!("{name}: not claimed: {err}");
+        ClaimVerdict::NotOurs => {
+            debug!("{name}: not claimed: {result:?}");
             Claimed::No
         }
     }
@@ -264,13 +349,7 @@ fn progress_sink(ctx: &JobContext, name: &str, task: &Task) -> exec::ProgressSin
 
 /// The /status record for a job's report.
 pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult {
-    let end = match &report.outcome {
-        Outcome::Exited(code) => AttemptEnd::Exited { code: *code },
-        Outcome::Signaled(sig) => AttemptEnd::Signaled { signal: *sig },
-        _ => AttemptEnd::Failed {
-            reason: fail_reason(&report.outcome),
-        },
-    };
+    let end = attempt_end(&report.outcome);
     let history = task.clone().ended(end, report.finished_ms).history;
     let (state, exit_code, signal, reason) = match report.outcome {
         Outcome::Exited(code) => (FinalState::Done, Some(code), None, None),
@@ -294,6 +373,8 @@ pub fn result_of(ctx: &JobContext, task: &Task, report: JobReport) -> TaskResult
         started_ms: Some(report.started_ms),
         finished_ms: report.finished_ms,
         history,
+        lock: task.lock.clone(),
+        unique: task.unique.clone(),
     }
 }
 
@@ -333,8 +414,19 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
             version: None,
         },
     ];
+    // What goes with the result, if there: its lock, its place in the
+    // lock's queue, a cancel request it carried out.
+    if let Some(lock) = &result.lock {
+        txn.push(Op::Delete {
+            path: layout.lock(lock),
+            version: None,
+        });
+        txn.push(Op::Delete {
+            path: layout.lockq_member(lock, &result.token),
+            version: None,
+        });
+    }
     if result.reason == Some(FailReason::Cancelled) {
-        // The request is carried out: it goes with the result.
         txn.push(Op::Delete {
             path: layout.cancel_task(name),
             version: None,
@@ -349,9 +441,10 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
             }
             Err(err) => err,
         };
-        if err.is_txn_failure(3, &ZkError::NoNode) {
-            // The cancel request is gone already (a master cleaned it up).
-            txn.pop();
+        if let (Some(i @ 3..), ZkError::NoNode) = err.txn_cause() {
+            // Something that goes with the result is gone already (a
+            // master cleaned it up): store the result without it.
+            txn.remove(i);
             continue;
         }
         if err.is_txn_failure(0, &ZkError::NodeExists) {

@@ -62,6 +62,8 @@ pub struct WorkerConfig {
     pub output_cap: usize,
     /// The shell that runs jobs (`sh`).
     pub shell: PathBuf,
+    /// The labels it advertises (`--label`).
+    pub labels: Vec<String>,
 }
 
 /// A message to the worker's control loop.
@@ -163,6 +165,7 @@ fn worker_info(cfg: &WorkerConfig, zk: &Zk) -> WorkerInfo {
         started_ms: model::now_ms(),
         session_timeout_ms: Some(t.as_millis() as u64),
         rerun_grace_ms: Some(session::rerun_grace(t).as_millis() as u64),
+        labels: cfg.labels.clone(),
     }
 }
 

@@ -499,6 +499,23 @@ impl Zk {
             .map(drop)
     }
 
+    /// Like [`Zk::multi`], and returns, for each operation, the name (last
+    /// path segment) of the node it created, if it created one: how a
+    /// sequential create in a transaction learns its name.
+    pub fn multi_created(&self, ops: &[Op]) -> Result<Vec<Option<String>>, ZkError> {
+        let (client, deadline) = self.client()?;
+        let results = self.wait(start_multi(&client, ops, self.acls)?, deadline)?;
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                zookeeper_client::MultiWriteResult::Create { path, .. } => {
+                    path.rsplit('/').next().map(str::to_string)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Applies many independent transactions with all of them in flight at
     /// once (pipelined on the one socket). One result per transaction.
     pub fn multi_many(&self, txns: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {

@@ -12,6 +12,8 @@ pub enum Op {
     Create { path: String, data: Vec<u8> },
     /// Create an ephemeral node, owned by this session.
     CreateEphemeral { path: String, data: Vec<u8> },
+    /// Create a persistent node named `prefix` and the next sequence number.
+    CreateSequential { prefix: String, data: Vec<u8> },
     /// Delete a node, at this version if one is given.
     Delete { path: String, version: Option<i32> },
     /// Replace a node's data, at this version if one is given.
@@ -36,6 +38,7 @@ pub fn request_bytes(ops: &[Op]) -> usize {
             let data = match op {
                 Op::Create { data, .. }
                 | Op::CreateEphemeral { data, .. }
+                | Op::CreateSequential { data, .. }
                 | Op::SetData { data, .. } => data.len(),
                 Op::Delete { .. } | Op::Check { .. } => 0,
             };
@@ -50,6 +53,7 @@ impl Op {
         match self {
             Op::Create { path, .. }
             | Op::CreateEphemeral { path, .. }
+            | Op::CreateSequential { prefix: path, .. }
             | Op::Delete { path, .. }
             | Op::SetData { path, .. }
             | Op::Check { path, .. } => path,
@@ -68,6 +72,11 @@ impl Op {
             Op::CreateEphemeral { path, data } => {
                 writer.add_create(path, data, &CreateMode::Ephemeral.with_acls(acls))
             }
+            Op::CreateSequential { prefix, data } => writer.add_create(
+                prefix,
+                data,
+                &CreateMode::PersistentSequential.with_acls(acls),
+            ),
             Op::Delete { path, version } => writer.add_delete(path, *version),
             Op::SetData {
                 path,

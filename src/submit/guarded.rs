@@ -1,0 +1,270 @@
+//! Storing one task with a lock or a unique key: the task, its place in
+//! its lock's queue (`/lockq/<lock>/<token>`) and its key
+//! (`/unique/<key>`) are created in ONE transaction, so no crash leaves one
+//! without the other, and two submits of one key (or of one lock with
+//! `--skip-if-locked`) cannot both store a task:
+//! - a key exists once: the second create fails, and the second submit
+//!   finds the task that has it;
+//! - a lock's queue node has its data version bumped by every task joining
+//!   it, and `--skip-if-locked` joins only at the version it read with the
+//!   queue empty: of two such submits racing, the second one's version
+//!   check fails, it reads again and finds the first's task.
+//!
+//! The task's id is known only once the transaction is done; it is then
+//! written into the key's and the queue member's data (status and the
+//! second submit read it there). The create is protected as every submit
+//! is: after an unknown outcome the task is looked for by its token.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use super::SubmitConfig;
+use super::store::find_by_tokens;
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::layout::{Layout, is_task_name};
+use crate::model::Task;
+use crate::session;
+use crate::zk::{NodeStat, Op, Zk, ZkError};
+
+/// How a guarded store ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// The task was stored under this id.
+    New(String),
+    /// Its key belongs to this task already: nothing was stored.
+    Existing(String),
+    /// `--skip-if-locked`, and these tasks of the lock are in flight:
+    /// nothing was stored.
+    Locked(Vec<String>),
+}
+
+/// How long a second submit waits for the first to write its task's id
+/// into the key it created.
+const NAME_WAIT: Duration = Duration::from_secs(2);
+
+/// Stores `task` (whose record is `data`) with its lock and key.
+pub fn store_guarded(
+    zk: &mut Zk,
+    cfg: &SubmitConfig,
+    task: &Task,
+    data: &[u8],
+    skip_if_locked: bool,
+) -> Result<Stored, Error> {
+    let layout = &cfg.layout;
+    let give_up = Instant::now() + cfg.connect.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let doing = |err| Error::zk("storing the task", err);
+    loop {
+        if Instant::now() > give_up {
+            return Err(doing(ZkError::Timeout));
+        }
+        if zk.is_lost() {
+            *zk = session::connect(&cfg.connect)?;
+        }
+        let floor = match zk.exists(&layout.tasks()) {
+            Ok(Some(stat)) => queue_floor(stat, cfg.max_pending)?,
+            Ok(None) => {
+                session::ensure_namespace(zk, layout).map_err(doing)?;
+                continue;
+            }
+            Err(err) if err.is_unknown_outcome() => {
+                backoff.sleep();
+                continue;
+            }
+            Err(err) => return Err(doing(err)),
+        };
+        let queue = match &task.lock {
+            Some(lock) => Some(lock_queue(zk, layout, lock).map_err(doing)?),
+            None => None,
+        };
+        if skip_if_locked && let Some((_, stat)) = &queue && stat.num_children > 0 {
+            let lock = task.lock.as_deref().unwrap_or_default();
+            return Ok(Stored::Locked(holders(zk, layout, lock)));
+        }
+        let ops = guarded_ops(layout, task, data, queue.map(|(v, _)| v), skip_if_locked);
+        match zk.multi_created(&ops) {
+            Ok(created) => {
+                let name = created.last().cloned().flatten().unwrap_or_default();
+                name_it(zk, layout, task, &name);
+                return Ok(Stored::New(name));
+            }
+            Err(err) => match on_failure(zk, cfg, task, &ops, &err, floor)? {
+                Some(stored) => return Ok(stored),
+                None => backoff.sleep(),
+            },
+        }
+    }
+}
+
+/// What a failed guarded transaction means: the task found after all, the
+/// key's task, or `None` to try again.
+fn on_failure(
+    zk: &Zk,
+    cfg: &SubmitConfig,
+    task: &Task,
+    ops: &[Op],
+    err: &ZkError,
+    floor: i32,
+) -> Result<Option<Stored>, Error> {
+    let layout = &cfg.layout;
+    match err.txn_cause() {
+        (Some(i), ZkError::NodeExists) if task.unique.is_some() && ops[i].path().starts_with(&layout.unique()) => {
+            let key = task.unique.as_deref().unwrap_or_default();
+            existing(zk, layout, key).map(|name| Some(Stored::Existing(name)))
+        }
+        // The queue moved (another task joined): read it again.
+        (Some(_), ZkError::BadVersion) => Ok(None),
+        (Some(_), ZkError::NoNode) => {
+            session::ensure_namespace(zk, layout)
+                .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))?;
+            Ok(None)
+        }
+        (None, cause) if cause.is_unknown_outcome() || cause.is_session_lost() => {
+            warn!("storing the task: {err}; checking whether it was stored");
+            let tokens = HashMap::from([(task.token.as_str(), 0)]);
+            match find_by_tokens(zk, layout, &tokens, floor) {
+                Ok(found) => Ok(found.get(&0).map(|name| {
+                    name_it(zk, layout, task, name);
+                    Stored::New(name.clone())
+                })),
+                Err(e) => {
+                    debug!("search not possible yet: {e}");
+                    Ok(None)
+                }
+            }
+        }
+        _ => Err(Error::zk(format!("storing the task in {}", layout.tasks()), err.clone())),
+    }
+}
+
+/// The transaction: the lock queue bumped and joined, the key created, the
+/// task created.
+fn guarded_ops(
+    layout: &Layout,
+    task: &Task,
+    data: &[u8],
+    queue_version: Option<i32>,
+    skip_if_locked: bool,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if let (Some(lock), Some(version)) = (&task.lock, queue_version) {
+        ops.push(Op::SetData {
+            path: layout.lockq_dir(lock),
+            data: Vec::new(),
+            version: skip_if_locked.then_some(version),
+        });
+        ops.push(Op::Create {
+            path: layout.lockq_member(lock, &task.token),
+            data: Vec::new(),
+        });
+    }
+    if let Some(key) = &task.unique {
+        ops.push(Op::Create {
+            path: layout.unique_key(key),
+            data: task.token.clone().into_bytes(),
+        });
+    }
+    ops.push(Op::CreateSequential {
+        prefix: layout.task_prefix(),
+        data: data.to_vec(),
+    });
+    ops
+}
+
+/// `/tasks`' child version, from its stat: every task created after this
+/// read has a sequence number at least that (the floor of a search by
+/// token). A full queue stores nothing.
+fn queue_floor(stat: NodeStat, max_pending: usize) -> Result<i32, Error> {
+    let pending = usize::try_from(stat.num_children).unwrap_or(0);
+    if pending >= max_pending {
+        return Err(Error::QueueFull {
+            pending,
+            adding: 1,
+            limit: max_pending,
+        });
+    }
+    Ok(stat.cversion)
+}
+
+/// The lock's queue node (made if missing): its data version and stat.
+fn lock_queue(zk: &Zk, layout: &Layout, lock: &str) -> Result<(i32, NodeStat), ZkError> {
+    let path = layout.lockq_dir(lock);
+    loop {
+        if let Some(stat) = zk.exists(&path)? {
+            return Ok((stat.version, stat));
+        }
+        zk.ensure(&path)?;
+    }
+}
+
+/// The ids of the tasks in a lock's queue (as far as they are written).
+fn holders(zk: &Zk, layout: &Layout, lock: &str) -> Vec<String> {
+    let members = zk.children(&layout.lockq_dir(lock)).unwrap_or_default();
+    let paths: Vec<String> = members.iter().map(|m| layout.lockq_member(lock, m)).collect();
+    zk.get_many(&paths)
+        .into_iter()
+        .filter_map(|got| got.ok().flatten())
+        .map(|(data, _)| String::from_utf8_lossy(&data).into_owned())
+        .filter(|name| is_task_name(name))
+        .collect()
+}
+
+/// Writes the new task's id into its key and its queue member.
+fn name_it(zk: &Zk, layout: &Layout, task: &Task, name: &str) {
+    let mut ops = Vec::new();
+    if let Some(key) = &task.unique {
+        ops.push(layout.unique_key(key));
+    }
+    if let Some(lock) = &task.lock {
+        ops.push(layout.lockq_member(lock, &task.token));
+    }
+    let txns: Vec<Vec<Op>> = ops
+        .into_iter()
+        .map(|path| {
+            vec![Op::SetData {
+                path,
+                data: name.as_bytes().to_vec(),
+                version: Some(0),
+            }]
+        })
+        .collect();
+    for result in zk.multi_many(&txns) {
+        if let Err(err) = result {
+            debug!("writing {name} into its key or lock queue: {err}");
+        }
+    }
+}
+
+/// The task that has `key`: its id as the key's node gives it (written by
+/// its submit just after the create, so wait a moment for it), or found
+/// by the token the node holds meanwhile.
+fn existing(zk: &Zk, layout: &Layout, key: &str) -> Result<String, Error> {
+    let path = layout.unique_key(key);
+    let until = Instant::now() + NAME_WAIT;
+    let doing = |err| Error::zk(format!("reading {path}"), err);
+    loop {
+        let data = match zk.get(&path).map_err(doing)? {
+            Some((data, _)) => String::from_utf8_lossy(&data).into_owned(),
+            // Purged meanwhile: the caller's next try stores a new task.
+            None => return Err(doing(ZkError::NoNode)),
+        };
+        if is_task_name(&data) {
+            return Ok(data);
+        }
+        if Instant::now() >= until {
+            let tokens = HashMap::from([(data.as_str(), 0)]);
+            return find_by_tokens(zk, layout, &tokens, 0)
+                .map_err(doing)?
+                .remove(&0)
+                .ok_or_else(|| {
+                    Error::BadInput(format!(
+                        "the task with key '{key}' is still being stored by another submit; try again"
+                    ))
+                });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
