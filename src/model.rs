@@ -76,17 +76,20 @@ impl Task {
     pub fn retry_after(&self, end: &AttemptEnd) -> Option<u64> {
         let bad = match end {
             AttemptEnd::Exited { code } => *code != 0,
-            AttemptEnd::Failed { reason } => matches!(
-                reason,
-                FailReason::TimedOut | FailReason::CouldNotStart(_)
-            ),
+            AttemptEnd::Failed { reason } => {
+                matches!(reason, FailReason::TimedOut | FailReason::CouldNotStart(_))
+            }
             _ => false,
         };
         if !bad || self.failed_runs >= self.retry_failed {
             return None;
         }
         let factor = 1u64 << self.failed_runs.min(40);
-        Some(self.retry_delay_ms.saturating_mul(factor).min(MAX_RETRY_DELAY_MS))
+        Some(
+            self.retry_delay_ms
+                .saturating_mul(factor)
+                .min(MAX_RETRY_DELAY_MS),
+        )
     }
 
     /// The task with a new run started by `worker` at `now_ms` counted.

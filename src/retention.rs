@@ -132,7 +132,12 @@ fn raise_mark(zk: &Zk, layout: &Layout, seq: i64, fence: Option<i32>) -> Result<
 
 /// Deletes the results `chunk` names, each with its unique key (read from
 /// the result: the key goes with it); returns how many were deleted.
-fn delete_chunk(zk: &Zk, layout: &Layout, chunk: &[String], fence: Option<i32>) -> Result<usize, ZkError> {
+fn delete_chunk(
+    zk: &Zk,
+    layout: &Layout,
+    chunk: &[String],
+    fence: Option<i32>,
+) -> Result<usize, ZkError> {
     let paths: Vec<String> = chunk.iter().map(|t| layout.status_task(t)).collect();
     let keys: Vec<Option<String>> = zk
         .get_many(&paths)
@@ -157,7 +162,11 @@ fn delete_chunk(zk: &Zk, layout: &Layout, chunk: &[String], fence: Option<i32>) 
         });
         fence.into_iter().chain([delete]).chain(unique).collect()
     };
-    let txns: Vec<Vec<Op>> = paths.iter().zip(&keys).map(|(p, k)| txn(p, k.as_ref())).collect();
+    let txns: Vec<Vec<Op>> = paths
+        .iter()
+        .zip(&keys)
+        .map(|(p, k)| txn(p, k.as_ref()))
+        .collect();
     // Operation `status_at` deletes the result, the next one its key.
     let status_at = usize::from(fence.is_some());
     let mut deleted = 0;

@@ -408,9 +408,7 @@ impl Core {
         let labels = &self.labels;
         let workers = &self.workers;
         let mut pending = self.parked.release(now_ms, &held_locks, round.full, |on| {
-            workers
-                .keys()
-                .any(|w| plan::matches(labels.get(w), on))
+            workers.keys().any(|w| plan::matches(labels.get(w), on))
         });
         pending.extend(self.pending(round.details.heads, read.heads));
         pending.sort_by_key(|p| task_sequence(&p.name).unwrap_or(i64::MAX));
@@ -509,7 +507,10 @@ impl Core {
         }
         self.locks_of
             .retain(|task, (worker, _)| listed.contains(task) || !assign_dirs.contains_key(worker));
-        self.locks_of.values().map(|(_, lock)| lock.clone()).collect()
+        self.locks_of
+            .values()
+            .map(|(_, lock)| lock.clone())
+            .collect()
     }
 
     /// The head tasks as read; whatever happens to them, they leave the

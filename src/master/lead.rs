@@ -255,8 +255,14 @@ fn read_lock_queues(
             members.push((lock.clone(), token));
         }
     }
-    let paths: Vec<String> = members.iter().map(|(l, t)| layout.lockq_member(l, t)).collect();
-    let nodes = zk.get_many(&paths).into_iter().collect::<Result<Vec<_>, _>>()?;
+    let paths: Vec<String> = members
+        .iter()
+        .map(|(l, t)| layout.lockq_member(l, t))
+        .collect();
+    let nodes = zk
+        .get_many(&paths)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     let named: Vec<(Option<String>, u64)> = nodes
         .iter()
         .map(|node| match node {
@@ -272,12 +278,17 @@ fn read_lock_queues(
         .iter()
         .map(|(t, _)| layout.status_task(t.as_deref().unwrap_or("none")))
         .collect();
-    let finished = zk.exists_many(&results).into_iter().collect::<Result<Vec<_>, _>>()?;
+    let finished = zk
+        .exists_many(&results)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(members
         .into_iter()
         .zip(named)
         .zip(finished)
-        .map(|(((lock, token), (task, created)), result)| (lock, token, task, created, result.is_some()))
+        .map(|(((lock, token), (task, created)), result)| {
+            (lock, token, task, created, result.is_some())
+        })
         .collect())
 }
 

@@ -60,7 +60,10 @@ impl Parked {
                 self.by_lock.entry(lock.clone()).or_default().insert(key);
             }
             Wait::Labels(labels) => {
-                self.by_labels.entry(labels.clone()).or_default().insert(key);
+                self.by_labels
+                    .entry(labels.clone())
+                    .or_default()
+                    .insert(key);
             }
         }
         self.tasks.insert(name, (pending, wait));
@@ -131,7 +134,11 @@ impl Parked {
     }
 }
 
-fn remove_from<K: Ord>(index: &mut BTreeMap<K, BTreeSet<(i64, String)>>, at: &K, key: &(i64, String)) {
+fn remove_from<K: Ord>(
+    index: &mut BTreeMap<K, BTreeSet<(i64, String)>>,
+    at: &K,
+    key: &(i64, String),
+) {
     if let Some(set) = index.get_mut(at) {
         set.remove(key);
         if set.is_empty() {

@@ -349,7 +349,9 @@ fn place_pending(
             break;
         }
         let Some(worker) = least_loaded(load, snap, &task.on, pick) else {
-            placed.parked.push((p.clone(), Wait::Labels(task.on.clone())));
+            placed
+                .parked
+                .push((p.clone(), Wait::Labels(task.on.clone())));
             continue;
         };
         *load.entry(worker).or_default() += 1;
@@ -372,7 +374,8 @@ fn has_room(load: &BTreeMap<&str, usize>, threads: &BTreeMap<String, usize>) -> 
 
 /// Whether a worker with `labels` can run a task that needs `on`.
 pub fn matches(labels: Option<&BTreeSet<String>>, on: &[String]) -> bool {
-    on.iter().all(|label| labels.is_some_and(|l| l.contains(label)))
+    on.iter()
+        .all(|label| labels.is_some_and(|l| l.contains(label)))
 }
 
 /// Rule 6 for the cancel requests no folder holds: fail the queued ones,
@@ -885,7 +888,8 @@ mod tests {
             version: 4,
             task: Err("invalid".into()),
         }];
-        let reasons: Vec<_> = plan(&snap, &mut first).actions
+        let reasons: Vec<_> = plan(&snap, &mut first)
+            .actions
             .into_iter()
             .map(|a| match a {
                 Action::Fail { task, result, .. } => (task, result.reason.unwrap()),

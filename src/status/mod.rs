@@ -11,8 +11,8 @@ mod watch;
 pub use render::{render_cluster, render_task, render_tasks};
 pub use tasks::{Query, TaskRow, tasks};
 pub use view::{
-    ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView,
-    WaitingView, WorkerState, WorkerView,
+    ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView, WaitingView,
+    WorkerState, WorkerView,
 };
 pub use watch::watch;
 
@@ -167,7 +167,8 @@ fn find_task(zk: &Zk, layout: &Layout, name: &str) -> Result<Option<TaskView>, Z
         } => assigned_view(name, &worker, task.ok(), claim),
         Place::Pending { task, .. } => {
             let task = task.ok();
-            let mut view = view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None);
+            let mut view =
+                view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None);
             view.waiting_for = task
                 .as_ref()
                 .and_then(|t| why_waiting(zk, layout, name, t, &mut None));

@@ -7,8 +7,7 @@ use crate::model::Attempt;
 
 use super::tasks::TaskRow;
 use super::view::{
-    ClusterView, MasterView, StandbyView, TaskState, TaskView, WaitingView, WorkerState,
-    WorkerView,
+    ClusterView, MasterView, StandbyView, TaskState, TaskView, WaitingView, WorkerState, WorkerView,
 };
 
 /// The cluster view for people, at `now_ms`.
@@ -131,7 +130,10 @@ fn task_fields(v: &TaskView, now_ms: u64) -> Vec<(&'static str, String)> {
             v.progress
                 .map(|p| progress_text(p, v.progress_message.as_deref())),
         ),
-        ("waiting for", v.waiting_for.as_ref().map(|w| waiting_text(w, now_ms))),
+        (
+            "waiting for",
+            v.waiting_for.as_ref().map(|w| waiting_text(w, now_ms)),
+        ),
         ("exit_code", shown(r.and_then(|r| r.exit_code))),
         ("signal", shown(r.and_then(|r| r.signal))),
         ("reason", shown(r.and_then(|r| r.reason.as_ref()))),
@@ -229,7 +231,10 @@ fn waiting_text(w: &WaitingView, now_ms: u64) -> String {
             worker,
         } => format!("lock {lock}, held by {held_by} (running on {worker})"),
         WaitingView::Labels { labels } => {
-            format!("a worker with label {}: no live worker has it", labels.join(", "))
+            format!(
+                "a worker with label {}: no live worker has it",
+                labels.join(", ")
+            )
         }
     }
 }

@@ -186,8 +186,13 @@ fn read_rows(zk: &Zk, layout: &Layout, batch: &[(String, Spot)]) -> Result<Vec<T
         let view = match spot {
             Spot::Pending => next()?.map(|(data, _)| {
                 let task = model::decode_task(&data).ok();
-                let mut view =
-                    super::view::in_flight_view(name, TaskState::Pending, None, task.as_ref(), None);
+                let mut view = super::view::in_flight_view(
+                    name,
+                    TaskState::Pending,
+                    None,
+                    task.as_ref(),
+                    None,
+                );
                 view.waiting_for = task
                     .as_ref()
                     .and_then(|t| super::why_waiting(zk, layout, name, t, &mut labels));

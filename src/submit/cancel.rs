@@ -121,7 +121,10 @@ fn try_cancel(
 fn leave_lock_queue(zk: &Zk, layout: &Layout, result: &TaskResult) {
     if let Some(lock) = &result.lock {
         let member = layout.lockq_member(lock, &result.token);
-        if let Err(err) = zk.multi(&[Op::Delete { path: member, version: None }]) {
+        if let Err(err) = zk.multi(&[Op::Delete {
+            path: member,
+            version: None,
+        }]) {
             debug!("leaving the lock queue of {lock}: {err}");
         }
     }

@@ -54,7 +54,11 @@ pub fn store_guarded(
     skip_if_locked: bool,
 ) -> Result<Stored, Error> {
     let layout = &cfg.layout;
-    let give_up = Instant::now() + cfg.connect.connect_timeout.unwrap_or(Duration::from_secs(10));
+    let give_up = Instant::now()
+        + cfg
+            .connect
+            .connect_timeout
+            .unwrap_or(Duration::from_secs(10));
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let doing = |err| Error::zk("storing the task", err);
     loop {
@@ -80,7 +84,10 @@ pub fn store_guarded(
             Some(lock) => Some(lock_queue(zk, layout, lock).map_err(doing)?),
             None => None,
         };
-        if skip_if_locked && let Some((_, stat)) = &queue && stat.num_children > 0 {
+        if skip_if_locked
+            && let Some((_, stat)) = &queue
+            && stat.num_children > 0
+        {
             let lock = task.lock.as_deref().unwrap_or_default();
             return Ok(Stored::Locked(holders(zk, layout, lock)));
         }
@@ -111,9 +118,11 @@ fn on_failure(
 ) -> Result<Option<Stored>, Error> {
     let layout = &cfg.layout;
     match err.txn_cause() {
-        (Some(i), ZkError::NodeExists) if task.unique.is_some() && ops[i].path().starts_with(&layout.unique()) => {
+        (Some(i), ZkError::NodeExists)
+            if task.unique.is_some() && ops[i].path().starts_with(&layout.unique()) =>
+        {
             let key = task.unique.as_deref().unwrap_or_default();
-            existing(zk, layout, key).map(|name| Some(Stored::Existing(name)))
+            existing(zk, layout, key).map(|name| name.map(Stored::Existing))
         }
         // The queue moved (another task joined): read it again.
         (Some(_), ZkError::BadVersion) => Ok(None),
@@ -136,7 +145,10 @@ fn on_failure(
                 }
             }
         }
-        _ => Err(Error::zk(format!("storing the task in {}", layout.tasks()), err.clone())),
+        _ => Err(Error::zk(
+            format!("storing the task in {}", layout.tasks()),
+            err.clone(),
+        )),
     }
 }
 
@@ -203,7 +215,10 @@ fn lock_queue(zk: &Zk, layout: &Layout, lock: &str) -> Result<(i32, NodeStat), Z
 /// The ids of the tasks in a lock's queue (as far as they are written).
 fn holders(zk: &Zk, layout: &Layout, lock: &str) -> Vec<String> {
     let members = zk.children(&layout.lockq_dir(lock)).unwrap_or_default();
-    let paths: Vec<String> = members.iter().map(|m| layout.lockq_member(lock, m)).collect();
+    let paths: Vec<String> = members
+        .iter()
+        .map(|m| layout.lockq_member(lock, m))
+        .collect();
     zk.get_many(&paths)
         .into_iter()
         .filter_map(|got| got.ok().flatten())
@@ -240,25 +255,26 @@ fn name_it(zk: &Zk, layout: &Layout, task: &Task, name: &str) {
 
 /// The task that has `key`: its id as the key's node gives it (written by
 /// its submit just after the create, so wait a moment for it), or found
-/// by the token the node holds meanwhile.
-fn existing(zk: &Zk, layout: &Layout, key: &str) -> Result<String, Error> {
+/// by the token the node holds meanwhile; `None` if the key was purged
+/// meanwhile (the caller tries to store again).
+fn existing(zk: &Zk, layout: &Layout, key: &str) -> Result<Option<String>, Error> {
     let path = layout.unique_key(key);
     let until = Instant::now() + NAME_WAIT;
     let doing = |err| Error::zk(format!("reading {path}"), err);
     loop {
         let data = match zk.get(&path).map_err(doing)? {
             Some((data, _)) => String::from_utf8_lossy(&data).into_owned(),
-            // Purged meanwhile: the caller's next try stores a new task.
-            None => return Err(doing(ZkError::NoNode)),
+            None => return Ok(None),
         };
         if is_task_name(&data) {
-            return Ok(data);
+            return Ok(Some(data));
         }
         if Instant::now() >= until {
             let tokens = HashMap::from([(data.as_str(), 0)]);
             return find_by_tokens(zk, layout, &tokens, 0)
                 .map_err(doing)?
                 .remove(&0)
+                .map(Some)
                 .ok_or_else(|| {
                     Error::BadInput(format!(
                         "the task with key '{key}' is still being stored by another submit; try again"

@@ -151,7 +151,12 @@ pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
 /// `Ok(name)` for the task to go on with (the new one, or the one that has
 /// its key already); `Err(code)` when nothing was stored and the command
 /// ends with that exit code (the lock is held, with `--skip-if-locked`).
-fn store_one(zk: Zk, cfg: &SubmitConfig, task: &Task, data: Vec<u8>) -> Result<(Zk, Result<String, i32>), Error> {
+fn store_one(
+    zk: Zk,
+    cfg: &SubmitConfig,
+    task: &Task,
+    data: Vec<u8>,
+) -> Result<(Zk, Result<String, i32>), Error> {
     if task.lock.is_none() && task.unique.is_none() {
         let (zk, names) = store::store(zk, cfg, std::slice::from_ref(task), &[data])?;
         return Ok((zk, Ok(names.into_iter().next().unwrap_or_default())));
@@ -164,7 +169,9 @@ fn store_one(zk: Zk, cfg: &SubmitConfig, task: &Task, data: Vec<u8>) -> Result<(
     let outcome = match stored {
         guarded::Stored::New(name) => Ok(name),
         guarded::Stored::Existing(name) => {
-            eprintln!("zkmw: key '{key}' belongs to {name} already: nothing stored, going on with it");
+            eprintln!(
+                "zkmw: key '{key}' belongs to {name} already: nothing stored, going on with it"
+            );
             Ok(name)
         }
         guarded::Stored::Locked(holders) => {
@@ -173,7 +180,9 @@ fn store_one(zk: Zk, cfg: &SubmitConfig, task: &Task, data: Vec<u8>) -> Result<(
             } else {
                 holders.join(", ")
             };
-            eprintln!("zkmw: lock '{lock}' is held by {by} (pending, assigned or running): nothing stored (--skip-if-locked)");
+            eprintln!(
+                "zkmw: lock '{lock}' is held by {by} (pending, assigned or running): nothing stored (--skip-if-locked)"
+            );
             Err(crate::error::EXIT_LOCKED)
         }
     };

@@ -283,11 +283,26 @@ mod tests {
             })
         };
         assert_eq!(on_claim(&Ok(())), ClaimVerdict::Ours);
-        assert_eq!(on_claim(&Err(ZkError::ConnectionLoss)), ClaimVerdict::Unknown);
-        assert_eq!(on_claim(&failed(1, ZkError::NodeExists)), ClaimVerdict::HeldByAnotherRun);
-        assert_eq!(on_claim(&failed(2, ZkError::NodeExists)), ClaimVerdict::Finished);
-        assert_eq!(on_claim(&failed(4, ZkError::NodeExists)), ClaimVerdict::LockHeld);
-        assert_eq!(on_claim(&failed(0, ZkError::BadVersion)), ClaimVerdict::NotOurs);
+        assert_eq!(
+            on_claim(&Err(ZkError::ConnectionLoss)),
+            ClaimVerdict::Unknown
+        );
+        assert_eq!(
+            on_claim(&failed(1, ZkError::NodeExists)),
+            ClaimVerdict::HeldByAnotherRun
+        );
+        assert_eq!(
+            on_claim(&failed(2, ZkError::NodeExists)),
+            ClaimVerdict::Finished
+        );
+        assert_eq!(
+            on_claim(&failed(4, ZkError::NodeExists)),
+            ClaimVerdict::LockHeld
+        );
+        assert_eq!(
+            on_claim(&failed(0, ZkError::BadVersion)),
+            ClaimVerdict::NotOurs
+        );
         assert_eq!(on_claim(&failed(0, ZkError::NoNode)), ClaimVerdict::NotOurs);
     }
 }

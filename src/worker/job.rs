@@ -145,7 +145,13 @@ fn attempt_end(outcome: &Outcome) -> AttemptEnd {
 /// again after `delay_ms` (stored in the task, so a new master knows it);
 /// the lock goes with this run, the task keeps its place in the lock's
 /// queue. False if that could not be done: the result is stored instead.
-fn requeue_failed(ctx: &JobContext, name: &str, task: &Task, end: AttemptEnd, delay_ms: u64) -> bool {
+fn requeue_failed(
+    ctx: &JobContext,
+    name: &str,
+    task: &Task,
+    end: AttemptEnd,
+    delay_ms: u64,
+) -> bool {
     let now = model::now_ms();
     let mut again = task.clone().ended(end, now);
     again.failed_runs += 1;
