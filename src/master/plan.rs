@@ -211,8 +211,8 @@ pub enum Action {
         from: Origin,
         /// Version of the node at `from` as read.
         version: i32,
-        /// The result to store.
-        result: TaskResult,
+        /// The result to store (boxed: it is by far the largest action).
+        result: Box<TaskResult>,
         /// Remove its cancel request too (it is carried out).
         cancel: bool,
     },
@@ -330,7 +330,12 @@ fn place_pending(
                     task: p.name.clone(),
                     from: Origin::Pending,
                     version: p.version,
-                    result: TaskResult::failed(None, FailReason::Malformed, None, snap.now_ms),
+                    result: Box::new(TaskResult::failed(
+                        None,
+                        FailReason::Malformed,
+                        None,
+                        snap.now_ms,
+                    )),
                     cancel: false,
                 });
                 continue;
@@ -385,12 +390,12 @@ fn cancel_the_rest(snap: &Snapshot) -> Vec<Action> {
         task: p.name.clone(),
         from: Origin::Pending,
         version: p.version,
-        result: TaskResult::failed(
+        result: Box::new(TaskResult::failed(
             p.task.as_ref().ok(),
             FailReason::Cancelled,
             None,
             snap.now_ms,
-        ),
+        )),
         cancel: true,
     });
     let forgotten = snap
@@ -408,7 +413,7 @@ fn repair(worker: &str, live: bool, a: &Assigned, snap: &Snapshot) -> Option<Act
         task: a.name.clone(),
         from: Origin::Assigned(worker.to_string()),
         version: detail.version,
-        result: TaskResult::failed(task, reason, Some(worker), snap.now_ms),
+        result: Box::new(TaskResult::failed(task, reason, Some(worker), snap.now_ms)),
         cancel,
     };
     let task = match &detail.task {

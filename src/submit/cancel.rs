@@ -171,7 +171,7 @@ pub fn wait_for_end(waiting: &Waiting, zk: Zk) -> (Option<Zk>, Result<bool, Erro
             eprintln!(
                 "zkmw: {} was not cancelled: {} before the cancel took effect",
                 waiting.task,
-                how_it_ended(&Ok(result))
+                how_it_ended(&Ok(*result))
             );
             Ok(false)
         }

@@ -28,7 +28,7 @@ use crate::zk::{ConnectOptions, Zk, ZkError};
 #[derive(Debug)]
 pub enum WaitEnd {
     /// The task's result.
-    Result(TaskResult),
+    Result(Box<TaskResult>),
     /// `--wait-timeout` ran out after this long.
     TimedOut(Duration),
     /// A signal asked us to stop.
@@ -91,7 +91,7 @@ impl Waiting<'_> {
                 },
             };
             match self.look(&live, &path, &mut armed, std::mem::take(&mut fired)) {
-                Ok(Some(result)) => return (Some(live), WaitEnd::Result(result)),
+                Ok(Some(result)) => return (Some(live), WaitEnd::Result(Box::new(result))),
                 Ok(None) => {}
                 Err(err) => return (Some(live), WaitEnd::Failed(err)),
             }

@@ -100,7 +100,7 @@ pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
         return ctx.report(task_name, JobEvent::Ended(Ending::Skipped));
     }
     let task = match claim(ctx, task_name, task) {
-        Claimed::Yes(task) => task,
+        Claimed::Yes(task) => *task,
         Claimed::Held => return ctx.report(task_name, JobEvent::Held),
         Claimed::No => return ctx.report(task_name, JobEvent::Ended(Ending::Skipped)),
     };
@@ -227,7 +227,7 @@ fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
 /// How a claim attempt ended.
 enum Claimed {
     /// Ours: the task, with this run counted.
-    Yes(Task),
+    Yes(Box<Task>),
     /// Another run holds the task's claim: look again later.
     Held,
     /// Not ours to run (the assignment changed or went away).
@@ -282,7 +282,7 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
     }
     let result = ctx.zk.multi(&txn);
     match decide::on_claim(&result) {
-        ClaimVerdict::Ours => Claimed::Yes(task),
+        ClaimVerdict::Ours => Claimed::Yes(Box::new(task)),
         ClaimVerdict::Unknown => {
             // Ours if the claim node exists and this session owns it.
             let owner = settle(ctx, |zk| zk.exists(&ctx.layout.running_task(name)));
@@ -290,7 +290,7 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
                 .flatten()
                 .is_some_and(|s| s.ephemeral_owner == ctx.zk.session_id());
             if ours {
-                Claimed::Yes(task)
+                Claimed::Yes(Box::new(task))
             } else {
                 Claimed::No
             }
