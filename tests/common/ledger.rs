@@ -174,6 +174,13 @@ impl Watch {
         book.runs.clone()
     }
 
+    /// The runs still going, as of the watch's last look.
+    pub fn running(&self) -> Vec<Run> {
+        let book = lock(&self.book);
+        let running = book.runs.iter().filter(|r| r.finished_ns().is_none());
+        running.cloned().collect()
+    }
+
     /// The lines that are neither a start nor an end line.
     pub fn malformed(&self) -> Vec<String> {
         lock(&self.book).malformed.clone()
