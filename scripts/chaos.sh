@@ -130,5 +130,4 @@ case "$(tail -n 1 "$RUN/verdict" 2>/dev/null)" in
   "chaos: PASS"*) exit 0 ;;
   "chaos: FAIL"*) exit 1 ;;
 esac
-tail -n 20 "$RUN/libtest.log" >&2
 die "the suite reached no verdict (exit $rc); see $RUN/libtest.log"

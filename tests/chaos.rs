@@ -41,6 +41,7 @@ mod verdict;
 #[path = "chaos/zk_faults.rs"]
 mod zk_faults;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -95,35 +96,17 @@ fn chaos() {
     let settings = Settings::from_env().unwrap_or_else(|e: String| setup_failed(&e));
     let dir = run_folder(&settings);
     let bin = copy_binary(&settings, &dir);
+    write_build_info(&settings, &dir);
     let ensemble = settings.external_zk.is_none().then(|| {
         say("starting this run's ZooKeeper ensemble (stopped at the end)");
         Ensemble::start_in(dir.join("zk"))
     });
-    let hosts = match (&settings.external_zk, &ensemble) {
-        (Some(hosts), _) => hosts.clone(),
-        (None, ensemble) => ensemble.as_ref().map(Ensemble::hosts).unwrap_or_default(),
-    };
+    let hosts = (settings.external_zk.clone())
+        .or_else(|| ensemble.as_ref().map(Ensemble::hosts))
+        .unwrap_or_default();
     let ns = Namespace::in_folder("chaos", &hosts, dir.clone(), bin);
     let events = Events::create(&dir.join("chaos.log"));
-    say(&format!(
-        "run folder {}; root {}; zk {hosts}; seed {}",
-        dir.display(),
-        ns.root,
-        settings.seed
-    ));
-    say(&format!(
-        "tasks={} over {}s by {} submitters; masters={} workers={} x {} threads",
-        settings.tasks,
-        settings.load.as_secs(),
-        settings.submitters,
-        settings.masters,
-        settings.workers,
-        settings.threads
-    ));
-    events.log(&format!(
-        "run start root={} zk={hosts} seed={}",
-        ns.root, settings.seed
-    ));
+    announce(&settings, &dir, &ns, &events);
     let ledger = Ledger::create(dir.join("ledger"));
     let watch = ledger.watch();
     let observer = Observer::start(&hosts, ns.layout());
@@ -138,39 +121,68 @@ fn chaos() {
         zk: zk_faults.as_ref(),
     };
     let (evidence, names) = suite.run(started);
-    let tally = Tally::of(&evidence);
-    let passed = tally.passed(&evidence);
-    let verdict = if passed {
-        format!(
-            "chaos: PASS ({} chaos actions); run folder {}",
-            events.faults(),
-            dir.display()
-        )
-    } else {
-        format!(
-            "chaos: FAIL: details in {0}/report.txt (run folder {0})",
-            dir.display()
-        )
-    };
-    let report = Report {
-        evidence: &evidence,
-        tally: &tally,
-        events: &events,
-        names: &names,
-    };
-    report.write(&dir, &verdict);
-    if evidence.anomalies > 0 {
-        say(&format!(
-            "{} anomalies logged (grep ANOMALY {}/chaos.log)",
-            evidence.anomalies,
-            dir.display()
-        ));
-    }
-    let lines = format!("{}\n{verdict}\n", tally.summary(&evidence));
-    eprint_now(&lines);
-    fs::write(dir.join("verdict"), &lines).unwrap_or_else(|e| setup_failed(&e.to_string()));
+    let (passed, verdict) = conclude(&dir, &events, &evidence, &names);
     // While the ensemble is still up: a failing run keeps its data.
     assert!(passed, "{verdict}");
+}
+
+/// Says what the run is about to do, on stderr and in the journal.
+fn announce(settings: &Settings, dir: &Path, ns: &Namespace, events: &Events) {
+    let (hosts, seed) = (ns.hosts(), settings.seed);
+    let root = &ns.root;
+    say(&format!(
+        "run folder {}; root {root}; zk {hosts}; seed {seed}",
+        dir.display()
+    ));
+    say(&format!(
+        "tasks={} over {}s by {} submitters; masters={} workers={} x {} threads",
+        settings.tasks,
+        settings.load.as_secs(),
+        settings.submitters,
+        settings.masters,
+        settings.workers,
+        settings.threads
+    ));
+    events.log(&format!("run start root={root} zk={hosts} seed={seed}"));
+}
+
+/// The verdict on `evidence`: writes the report, prints the summary line
+/// and PASS or FAIL (also into `verdict`); whether the run passed, and
+/// that last line.
+fn conclude(
+    dir: &Path,
+    events: &Events,
+    evidence: &Evidence,
+    names: &HashMap<u32, String>,
+) -> (bool, String) {
+    let tally = Tally::of(evidence);
+    let passed = tally.passed(evidence);
+    let folder = dir.display();
+    let verdict = if passed {
+        format!(
+            "chaos: PASS ({} chaos actions); run folder {folder}",
+            events.faults()
+        )
+    } else {
+        format!("chaos: FAIL: details in {folder}/report.txt (run folder {folder})")
+    };
+    let report = Report {
+        evidence,
+        tally: &tally,
+        events,
+        names,
+    };
+    report.write(dir, &verdict);
+    if evidence.anomalies > 0 {
+        let n = evidence.anomalies;
+        say(&format!(
+            "{n} anomalies logged (grep ANOMALY {folder}/chaos.log)"
+        ));
+    }
+    let lines = format!("{}\n{verdict}\n", tally.summary(evidence));
+    eprint_now(&lines);
+    fs::write(dir.join("verdict"), &lines).unwrap_or_else(|e| setup_failed(&e.to_string()));
+    (passed, verdict)
 }
 
 /// What a run works with.
@@ -187,7 +199,7 @@ struct Suite<'a> {
 impl Suite<'_> {
     /// The cluster, the load and the faults, until every result is in (or
     /// the wait is over); the evidence, and the role of every pid.
-    fn run(&self, started: Instant) -> (Evidence, std::collections::HashMap<u32, String>) {
+    fn run(&self, started: Instant) -> (Evidence, HashMap<u32, String>) {
         let mut cluster = Cluster::start(self.ns, self.events, self.settings);
         if !self.wait_cluster(&mut cluster) {
             setup_failed("no active master and every worker after 60 s; see logs/");
@@ -322,16 +334,27 @@ fn run_folder(settings: &Settings) -> PathBuf {
     dir
 }
 
-/// The run's own copy of the binary under test (a rebuild during the run
-/// must not change the roles it starts again), and what it was built from
-/// in `build-info.txt`.
+/// The binary under test.
+fn binary(settings: &Settings) -> PathBuf {
+    settings.bin.clone().unwrap_or_else(|| PathBuf::from(BIN))
+}
+
+/// The run's own copy of the binary under test: a rebuild during the run
+/// must not change the roles it starts again.
 fn copy_binary(settings: &Settings, dir: &Path) -> PathBuf {
-    let source = settings.bin.clone().unwrap_or_else(|| PathBuf::from(BIN));
+    let source = binary(settings);
     let copy = dir.join("bin").join("zkmw");
     let copied = fs::create_dir_all(dir.join("bin")).and_then(|()| fs::copy(&source, &copy));
     if let Err(e) = copied {
         setup_failed(&format!("cannot copy {}: {e}", source.display()));
     }
+    copy
+}
+
+/// What was tested, in `build-info.txt`: others may edit the checkout
+/// while the run goes on.
+fn write_build_info(settings: &Settings, dir: &Path) {
+    let source = binary(settings);
     let script = r#"echo "git HEAD: $(git rev-parse HEAD 2>/dev/null)"
 echo "binary: $(sha256sum "$1" | cut -d' ' -f1) built $(date -r "$1" '+%F %T')"
 echo "uncommitted changes:"; git status --short 2>/dev/null"#;
@@ -342,7 +365,6 @@ echo "uncommitted changes:"; git status --short 2>/dev/null"#;
     if let Ok(Some(out)) = run_within(cmd, Duration::from_secs(30)) {
         let _ = fs::write(dir.join("build-info.txt"), out.stdout);
     }
-    copy
 }
 
 /// Writes `text` to stderr at once (not captured by the test harness).

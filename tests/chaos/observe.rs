@@ -11,6 +11,8 @@ use zkmw::layout::Layout;
 use zkmw::model::{self, MasterInfo};
 use zkmw::zk::{ConnectOptions, Zk, ZkError};
 
+use crate::common::namespace::connect_options;
+
 /// How often the view is read again.
 const EVERY: Duration = Duration::from_millis(200);
 
@@ -87,13 +89,9 @@ fn observe(hosts: &str, layout: &Layout, latest: &Mutex<Option<Snapshot>>, stop:
 /// maximum), with short calls.
 fn options(hosts: &str) -> ConnectOptions {
     ConnectOptions {
-        hosts: hosts.to_string(),
         session_timeout: Duration::from_secs(20),
         call_timeout: Duration::from_secs(2),
-        connect_timeout: Some(Duration::from_secs(10)),
-        auth: None,
-        tls: None,
-        service: false,
+        ..connect_options(hosts)
     }
 }
 

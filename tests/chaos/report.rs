@@ -113,6 +113,9 @@ impl Report<'_> {
             out.push(format!("\n== {title}: {}", lines.len()));
             out.extend(lines.iter().map(|line| format!("  {line}")));
         }
+        if !t.phantom.is_empty() {
+            out.push(PHANTOM_HINT.into());
+        }
         out
     }
 
@@ -241,6 +244,14 @@ impl Report<'_> {
         (duplicates, failed)
     }
 }
+
+/// Where ZooKeeper's own record of a phantom's create is (the data of a
+/// failed run is kept).
+const PHANTOM_HINT: &str = "\nZooKeeper's record of every create (session, cxid, zxid, time) is in the \
+ensemble's kept data: java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:\
+/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar \
+org.apache.zookeeper.server.persistence.TxnLogToolkit -d zk/ensemble-1/data/version-2/log.* \
+(two creates of one marker from one session: one submit stored its task twice)";
 
 /// The marker in a job of the load (`...; : s1-00042; sleep ...`).
 fn marker_in(job: &str) -> Option<&str> {

@@ -403,7 +403,9 @@ impl Drop for Namespace {
     }
 }
 
-fn connect_options(hosts: &str) -> ConnectOptions {
+/// The options of the harness's own sessions to `hosts`: no auth, no TLS,
+/// a 3 s session, 5 s calls, 10 s to connect.
+pub fn connect_options(hosts: &str) -> ConnectOptions {
     ConnectOptions {
         hosts: hosts.to_string(),
         session_timeout: Duration::from_secs(3),
