@@ -49,6 +49,7 @@ cd "$PROJECT" || exit 2
 BUILD=1
 usage() { sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
+  option="$1"
   case "$1" in
     --short) export CHAOS_SHORT=1 ;;
     --tasks) export CHAOS_TASKS="${2-}"; shift ;;
@@ -67,7 +68,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage ;;
     *) echo "chaos: unknown option '$1'" >&2; usage ;;
   esac
-  [ $# -gt 0 ] || { echo "chaos: option needs a value" >&2; usage; }
+  [ $# -gt 0 ] || { echo "chaos: $option needs a value" >&2; usage; }
   shift
 done
 
