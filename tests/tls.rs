@@ -17,6 +17,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use common::namespace::connect_options;
 use common::servers::ZkServers;
 use common::{COMMAND_LIMIT, Namespace, describe, parse_json, run_bounded, secs, stderr, stdout};
 use common::{SESSION_TIMEOUT, delete_tree, free_port, wait_until};
@@ -262,13 +263,8 @@ impl TlsNs {
     /// A library session through the plain port of the same server.
     fn plain_library(&self) -> Zk {
         Zk::connect(&ConnectOptions {
-            hosts: self.server.plain.clone(),
-            session_timeout: Duration::from_secs(3),
-            call_timeout: Duration::from_secs(5),
-            connect_timeout: Some(Duration::from_secs(10)),
             auth: self.creds.clone(),
-            tls: None,
-            service: false,
+            ..connect_options(&self.server.plain)
         })
         .expect("library session to the TLS server's plain port")
     }
@@ -562,15 +558,7 @@ fn auth_and_tls_together() {
         "{}",
         describe(&out)
     );
-    let mut anonymous = ConnectOptions {
-        hosts: t.server.plain.clone(),
-        session_timeout: Duration::from_secs(3),
-        call_timeout: Duration::from_secs(5),
-        connect_timeout: Some(Duration::from_secs(10)),
-        auth: None,
-        tls: None,
-        service: false,
-    };
+    let mut anonymous = connect_options(&t.server.plain);
     let zk = Zk::connect(&anonymous).expect("plain session");
     assert_eq!(
         zk.get(&t.ns.layout().task(&task)).map(|n| n.is_some()),

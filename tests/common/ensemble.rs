@@ -1,19 +1,21 @@
 //! A 3-node ensemble of `scripts/zk.sh` of one test's own, for tests that
-//! stop and start ZooKeeper nodes: free client, peer and election ports and
-//! a private files folder (see [`super::servers`]), so another run of the
-//! tests on this machine neither meets nor stops it. Dropping the value
-//! stops every node, pass or fail.
+//! stop, start and freeze ZooKeeper nodes: free client, peer and election
+//! ports and a private files folder (see [`super::servers`]), so another
+//! run of the tests on this machine neither meets nor stops it. Dropping
+//! the value stops every node, pass or fail.
 //!
 //! One ensemble at a time per test process: the tests using one ran one
 //! after another when they shared the machine's only ensemble, and three
 //! more JVMs beside three would starve the timing of both on 2 cores.
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::free_port;
+use super::ports::free_port;
 use super::servers::ZkServers;
 
 /// A running ensemble of this test's own.
@@ -32,6 +34,16 @@ impl Ensemble {
     /// ports) once no other test of this process holds one; every node
     /// serves when this returns.
     pub fn start() -> Ensemble {
+        Ensemble::start_with(ZkServers::new("ensemble"))
+    }
+
+    /// Like [`Ensemble::start`], with its files in the caller's folder
+    /// `dir` (see [`ZkServers::at`]).
+    pub fn start_in(dir: PathBuf) -> Ensemble {
+        Ensemble::start_with(ZkServers::at(dir))
+    }
+
+    fn start_with(files: ZkServers) -> Ensemble {
         static TURN: Mutex<()> = Mutex::new(());
         let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
@@ -43,7 +55,7 @@ impl Ensemble {
                 ("ZKMW_ENSEMBLE_PEER_PORTS", list(&ports[3..6])),
                 ("ZKMW_ENSEMBLE_ELECTION_PORTS", list(&ports[6..9])),
             ],
-            files: ZkServers::new("ensemble"),
+            files,
             _turn: turn,
         };
         ensemble.zk_sh(&["ensemble-start"]);
@@ -66,13 +78,57 @@ impl Ensemble {
 
     /// `scripts/zk.sh node-stop N`: the node is stopped when this returns.
     pub fn stop_node(&mut self, n: usize) {
-        self.zk_sh(&["node-stop", &n.to_string()]);
+        self.try_stop_node(n).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// `scripts/zk.sh node-start N`: the node serves (in a quorum) when
     /// this returns.
     pub fn start_node(&mut self, n: usize) {
-        self.zk_sh(&["node-start", &n.to_string()]);
+        self.try_start_node(n).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Like [`Ensemble::stop_node`], returning what went wrong instead.
+    pub fn try_stop_node(&self, n: usize) -> Result<(), String> {
+        self.files
+            .try_zk_sh(&self.env, &["node-stop", &n.to_string()])
+    }
+
+    /// Like [`Ensemble::start_node`], returning what went wrong instead.
+    pub fn try_start_node(&self, n: usize) -> Result<(), String> {
+        self.files
+            .try_zk_sh(&self.env, &["node-start", &n.to_string()])
+    }
+
+    /// True when every node serves clients (as leader or follower).
+    pub fn all_serving(&self) -> bool {
+        (1..=3).all(|n| self.mode(n).is_some())
+    }
+
+    /// SIGSTOPs node `n`'s server (clients then see timeouts, not closed
+    /// connections) until the guard is dropped; `None` when it is not
+    /// running.
+    pub fn freeze_node(&self, n: usize) -> Option<FrozenNode> {
+        let pid = self.node_pid(n)?;
+        // SAFETY: kill only sends a signal, to a server of this ensemble.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Some(FrozenNode { pid })
+    }
+
+    /// The pid of node `n`'s server, while its pid file names a process
+    /// running this node's configuration.
+    pub fn node_pid(&self, n: usize) -> Option<i32> {
+        let node = self.files.dir.join(format!("ensemble-{n}"));
+        let pid: i32 = fs::read_to_string(node.join("zookeeper.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let config = format!("{}", node.join("zoo.cfg").display());
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == config.as_bytes())
+            .then_some(pid)
     }
 
     /// `leader` or `follower` when node `n` serves clients; `None` when it
@@ -100,6 +156,19 @@ impl Ensemble {
 
     fn zk_sh(&self, args: &[&str]) {
         self.files.zk_sh(&self.env, args);
+    }
+}
+
+/// A ZooKeeper server stopped with SIGSTOP; SIGCONT when dropped.
+pub struct FrozenNode {
+    /// Its pid.
+    pub pid: i32,
+}
+
+impl Drop for FrozenNode {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
     }
 }
 

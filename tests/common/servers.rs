@@ -11,17 +11,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{describe, run_bounded, scratch_dir};
+use super::command::{describe, run_bounded};
+use super::scratch::scratch_dir;
 
 /// Longest a `zk.sh` start may take (its own start timeout is 60 s).
 const SCRIPT_LIMIT: Duration = Duration::from_secs(100);
 
 /// A private files folder for `scripts/zk.sh`. Dropping it stops every
 /// server started in it (`zk.sh stop-all`) and removes the folder, kept
-/// (with the servers' logs) when the test is failing.
+/// (with the servers' logs) when the test is failing. A folder of the
+/// caller's ([`ZkServers::at`]) keeps the servers' logs in any case.
 pub struct ZkServers {
     /// The folder (`ZKMW_ZK_DIR` of every `zk.sh` run through this value).
     pub dir: PathBuf,
+    /// True when the folder is the caller's.
+    kept: bool,
 }
 
 impl ZkServers {
@@ -29,20 +33,34 @@ impl ZkServers {
     pub fn new(name: &str) -> ZkServers {
         ZkServers {
             dir: scratch_dir(&format!("zk-{name}")),
+            kept: false,
         }
+    }
+
+    /// The caller's folder `dir`: when dropped, its servers are stopped and
+    /// only their data is removed (kept too while the thread panics).
+    pub fn at(dir: PathBuf) -> ZkServers {
+        ZkServers { dir, kept: true }
     }
 
     /// `scripts/zk.sh ARGS` with these `env` settings (ports); it must
     /// succeed within [`SCRIPT_LIMIT`].
     pub fn zk_sh(&self, env: &[(&str, String)], args: &[&str]) {
+        self.try_zk_sh(env, args).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Like [`ZkServers::zk_sh`], returning what went wrong instead.
+    pub fn try_zk_sh(&self, env: &[(&str, String)], args: &[&str]) -> Result<(), String> {
         let out = run_bounded(self.command(env, args), SCRIPT_LIMIT);
-        assert!(
-            out.status.success(),
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "`scripts/zk.sh {}` ({}) failed: {}",
             args.join(" "),
             self.dir.display(),
             describe(&out)
-        );
+        ))
     }
 
     /// Stops every server of the folder and removes it (or, while the
@@ -56,8 +74,18 @@ impl ZkServers {
                 "===== kept for inspection: ZooKeeper files in {}",
                 self.dir.display()
             );
+        } else if self.kept {
+            self.remove_data();
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Removes the data folder of every server of the folder.
+    fn remove_data(&self) {
+        let servers = std::fs::read_dir(&self.dir).into_iter().flatten();
+        for server in servers.filter_map(Result::ok) {
+            let _ = std::fs::remove_dir_all(server.path().join("data"));
         }
     }
 
@@ -93,7 +121,7 @@ impl Standalone {
     pub fn start(name: &str) -> Standalone {
         let server = Standalone {
             servers: ZkServers::new(name),
-            port: super::free_port(),
+            port: super::ports::free_port(),
         };
         server.zk_sh("start");
         server
