@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::SubmitConfig;
-use super::store::find_by_tokens;
+use super::store::{find_by_tokens, find_until};
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::layout::{Layout, is_task_name};
@@ -98,7 +98,7 @@ pub fn store_guarded(
                 name_it(zk, layout, task, &name);
                 return Ok(Stored::New(name));
             }
-            Err(err) => match on_failure(zk, cfg, task, &ops, &err, floor)? {
+            Err(err) => match on_failure(zk, cfg, task, &ops, &err, (floor, give_up))? {
                 Some(stored) => return Ok(stored),
                 None => backoff.sleep(),
             },
@@ -107,14 +107,15 @@ pub fn store_guarded(
 }
 
 /// What a failed guarded transaction means: the task found after all, the
-/// key's task, or `None` to try again.
+/// key's task, or `None` to try again (only once it is known that nothing
+/// was stored). `search` is the floor and the deadline of a search by token.
 fn on_failure(
-    zk: &Zk,
+    zk: &mut Zk,
     cfg: &SubmitConfig,
     task: &Task,
     ops: &[Op],
     err: &ZkError,
-    floor: i32,
+    search: (i32, Instant),
 ) -> Result<Option<Stored>, Error> {
     let layout = &cfg.layout;
     match err.txn_cause() {
@@ -134,16 +135,11 @@ fn on_failure(
         (None, cause) if cause.is_unknown_outcome() || cause.is_session_lost() => {
             warn!("storing the task: {err}; checking whether it was stored");
             let tokens = HashMap::from([(task.token.as_str(), 0)]);
-            match find_by_tokens(zk, layout, &tokens, floor) {
-                Ok(found) => Ok(found.get(&0).map(|name| {
-                    name_it(zk, layout, task, name);
-                    Stored::New(name.clone())
-                })),
-                Err(e) => {
-                    debug!("search not possible yet: {e}");
-                    Ok(None)
-                }
-            }
+            let found = find_until(zk, cfg, &tokens, search.0, search.1)?;
+            Ok(found.get(&0).map(|name| {
+                name_it(zk, layout, task, name);
+                Stored::New(name.clone())
+            }))
         }
         _ => Err(Error::zk(
             format!("storing the task in {}", layout.tasks()),

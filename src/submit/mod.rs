@@ -11,6 +11,8 @@ mod live;
 mod store;
 mod wait;
 
+pub use store::find_by_tokens;
+
 use std::time::{Duration, Instant};
 
 use crate::error::Error;

@@ -160,27 +160,11 @@ impl Storer<'_> {
             .iter()
             .map(|i| (tasks[*i].token.as_str(), *i))
             .collect();
-        loop {
-            self.renew()?;
-            match find_by_tokens(&self.zk, &self.cfg.layout, &tokens, floor) {
-                Ok(found) => {
-                    for (i, name) in found {
-                        names[i] = Some(name);
-                    }
-                    return Ok(());
-                }
-                Err(err) if Instant::now() > self.give_up => {
-                    return Err(Error::zk(
-                        "checking whether the task was stored (it may or may not be)",
-                        err,
-                    ));
-                }
-                Err(err) => {
-                    debug!("search not possible yet: {err}");
-                    self.backoff.sleep();
-                }
-            }
+        let found = find_until(&mut self.zk, self.cfg, &tokens, floor, self.give_up)?;
+        for (i, name) in found {
+            names[i] = Some(name);
         }
+        Ok(())
     }
 
     /// A new session if this one is over.
@@ -198,51 +182,146 @@ impl Storer<'_> {
     }
 }
 
-/// Which of `tokens` were stored, among the tasks whose sequence is at
-/// least `floor`, wherever they are now (pending, assigned or finished).
+/// [`find_by_tokens`] until it can answer (renewing a lost session): a
+/// create whose outcome is unknown is never made again before the search
+/// said it did not happen. Gives up at `give_up`, saying the task may or
+/// may not be stored.
+pub(super) fn find_until(
+    zk: &mut Zk,
+    cfg: &SubmitConfig,
+    tokens: &HashMap<&str, usize>,
+    floor: i32,
+    give_up: Instant,
+) -> Result<HashMap<usize, String>, Error> {
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        if zk.is_lost() {
+            *zk = session::connect(&cfg.connect)?;
+        }
+        match find_by_tokens(zk, &cfg.layout, tokens, floor) {
+            Ok(found) => return Ok(found),
+            Err(err) if Instant::now() > give_up => {
+                return Err(Error::zk(
+                    "checking whether the task was stored (it may or may not be)",
+                    err,
+                ));
+            }
+            Err(err) => {
+                debug!("search not possible yet: {err}");
+                backoff.sleep();
+            }
+        }
+    }
+}
+
+/// How many times a search starts over because a task moved under it
+/// before it gives up (the caller tries again later).
+const SEARCH_ROUNDS: usize = 20;
+
+/// Which of `tokens` (token → the caller's index) were stored, among the
+/// tasks whose sequence is at least `floor`, wherever they are now (pending, assigned or finished).
 /// Starts with a sync: the session may now be on a server that has not yet
 /// applied the create in question.
-pub(super) fn find_by_tokens(
+///
+/// Tasks move while the search runs (assigned, moved between workers,
+/// requeued, finished): a search that listed `/tasks` and then `/assign`
+/// could miss a task requeued in between, and a task listed and then moved
+/// has no data left to read. So all folders are listed in one multi-read
+/// (one state of the server, where each task is in exactly one place), and
+/// a task gone from where it was listed is read from every place at once.
+pub fn find_by_tokens(
     zk: &Zk,
     layout: &Layout,
     tokens: &HashMap<&str, usize>,
     floor: i32,
 ) -> Result<HashMap<usize, String>, ZkError> {
     zk.sync(layout.root())?;
-    let recent = |names: Vec<String>| -> Vec<String> {
-        names
-            .into_iter()
-            .filter(|n| task_sequence(n).is_some_and(|s| s >= i64::from(floor)))
-            .collect()
+    for _ in 0..SEARCH_ROUNDS {
+        if let Some(found) = search_once(zk, layout, tokens, floor)? {
+            return Ok(found);
+        }
+    }
+    Err(ZkError::Other(format!(
+        "tasks kept moving during {SEARCH_ROUNDS} searches for a token"
+    )))
+}
+
+/// One search; `None` if it must start over (a task it listed moved, then
+/// could not be found in one read of every place, and a token is still
+/// missing).
+fn search_once(
+    zk: &Zk,
+    layout: &Layout,
+    tokens: &HashMap<&str, usize>,
+    floor: i32,
+) -> Result<Option<HashMap<usize, String>>, ZkError> {
+    let Some(places) = list_places(zk, layout)? else {
+        return Ok(None);
     };
-    let mut paths: Vec<(String, String)> = Vec::new();
-    for name in recent(zk.children(&layout.tasks())?) {
-        paths.push((layout.task(&name), name));
-    }
-    for worker in zk.children(&layout.assign())? {
-        let names = match zk.children(&layout.assign_dir(&worker)) {
-            Ok(names) => names,
-            Err(ZkError::NoNode) => continue,
-            Err(err) => return Err(err),
-        };
-        for name in recent(names) {
-            paths.push((layout.assignment(&worker, &name), name));
-        }
-    }
-    for name in recent(zk.children(&layout.status())?) {
-        paths.push((layout.status_task(&name), name));
-    }
-    let reads: Vec<String> = paths.iter().map(|(path, _)| path.clone()).collect();
+    let folders: Vec<String> = places.iter().map(|(folder, _)| folder.clone()).collect();
+    let recent: Vec<(String, String)> = places
+        .into_iter()
+        .flat_map(|(folder, names)| names.into_iter().map(move |n| (format!("{folder}/{n}"), n)))
+        .filter(|(_, n)| task_sequence(n).is_some_and(|s| s >= i64::from(floor)))
+        .collect();
+    let reads: Vec<String> = recent.iter().map(|(path, _)| path.clone()).collect();
     let mut found = HashMap::new();
-    for ((_, name), got) in paths.into_iter().zip(zk.get_many(&reads)) {
-        if let Some((data, _)) = got? {
-            let token = model::decode::<Task>(&data)
-                .map(|t| t.token)
-                .or_else(|_| model::decode::<TaskResult>(&data).map(|r| r.token));
-            if let Some(i) = token.ok().and_then(|t| tokens.get(t.as_str()).copied()) {
-                found.insert(i, name);
-            }
+    for ((_, name), got) in recent.into_iter().zip(zk.get_many(&reads)) {
+        let data = match got? {
+            Some((data, _)) => data,
+            // Moved since the listing: it is in exactly one place now.
+            None if found.len() < tokens.len() => match read_anywhere(zk, &folders, &name)? {
+                Some(data) => data,
+                None => return Ok(None),
+            },
+            None => continue,
+        };
+        if let Some(i) = token_of(&data).and_then(|t| tokens.get(t.as_str()).copied()) {
+            found.insert(i, name);
         }
     }
-    Ok(found)
+    Ok(Some(found))
+}
+
+/// The token of a task or result record.
+fn token_of(data: &[u8]) -> Option<String> {
+    model::decode::<Task>(data)
+        .map(|t| t.token)
+        .or_else(|_| model::decode::<TaskResult>(data).map(|r| r.token))
+        .ok()
+}
+
+/// Task `name`'s record wherever it is among `folders`, read in one
+/// state of the server.
+fn read_anywhere(zk: &Zk, folders: &[String], name: &str) -> Result<Option<Vec<u8>>, ZkError> {
+    let paths: Vec<String> = folders.iter().map(|f| format!("{f}/{name}")).collect();
+    let nodes = zk.get_at_once(&paths)?;
+    Ok(nodes.into_iter().flatten().map(|(data, _)| data).next())
+}
+
+/// A folder's path and its children's names.
+type Folder = (String, Vec<String>);
+
+/// Every folder a task can be in (`/tasks`, each `/assign/<worker>`,
+/// `/status`) with its children, from one state of the server; `None` if a
+/// worker's folder came or went between listing `/assign` and that read.
+fn list_places(zk: &Zk, layout: &Layout) -> Result<Option<Vec<Folder>>, ZkError> {
+    let mut workers = zk.children(&layout.assign())?;
+    workers.sort();
+    let mut folders = vec![layout.assign(), layout.tasks(), layout.status()];
+    folders.extend(workers.iter().map(|w| layout.assign_dir(w)));
+    let mut listed = zk.children_at_once(&folders)?.into_iter();
+    let mut now = listed.next().flatten().unwrap_or_default();
+    now.sort();
+    if now != workers {
+        return Ok(None);
+    }
+    Ok(Some(
+        folders
+            .into_iter()
+            .skip(1)
+            .zip(listed)
+            .map(|(folder, names)| (folder, names.unwrap_or_default()))
+            .collect(),
+    ))
 }

@@ -235,9 +235,8 @@ async fn watch_over(shared: Weak<Shared>, mut watcher: StateWatcher) {
 /// Reconnects to the same session until the server takes it back (the new
 /// client's state watcher) or says it is over (`None`).
 async fn resume(shared: &Weak<Shared>) -> Option<StateWatcher> {
-    // Each attempt tries every host once (`with_fail_eagerly`) and the pace
-    // is ours: short, so a server that is back is found within a few
-    // hundred milliseconds (the crate's own retrying would take seconds).
+    // Each attempt tries every host once (the connector fails eagerly) and
+    // the pace is ours: short, so a server that is back is found soon.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
     let mut warned = false;
     loop {
@@ -254,7 +253,7 @@ async fn resume(shared: &Weak<Shared>) -> Option<StateWatcher> {
         // answers must not hold the keeper.
         let limit = opts.session_timeout.max(Duration::from_secs(2));
         let connecting = match connector(&opts) {
-            Ok(connecting) => connecting.with_session(session).with_fail_eagerly(),
+            Ok(connecting) => connecting.with_session(session),
             Err(err) => return give_up(shared, id, &err),
         };
         let attempt = async {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::{debug, warn};
-use zookeeper_client::{Acls, Client, Connector, CreateMode, TlsOptions};
+use zookeeper_client::{Acls, Client, Connector, CreateMode, MultiReadResult, TlsOptions};
 
 use crate::backoff::Backoff;
 use keeper::Shared;
@@ -363,6 +363,59 @@ impl Zk {
         self.wait(client.list_children(path), deadline)
     }
 
+    /// Lists the children of many nodes in ONE read (a ZooKeeper multi-read),
+    /// which the server answers from one state: a node that moves from one
+    /// of these folders to another shows up in exactly one listing. `None`
+    /// for each folder that is not there.
+    pub fn children_at_once(&self, paths: &[String]) -> Result<Vec<Option<Vec<String>>>, ZkError> {
+        let results = self.read_at_once(paths, |reader, path| reader.add_get_children(path))?;
+        results
+            .into_iter()
+            .map(|result| match result {
+                MultiReadResult::Children { children } => Ok(Some(children)),
+                other => multi_read_miss(other),
+            })
+            .collect()
+    }
+
+    /// Reads many nodes in ONE read (a multi-read, from one state of the
+    /// server); `None` for each node that is not there.
+    pub fn get_at_once(&self, paths: &[String]) -> Result<Vec<Node>, ZkError> {
+        let results = self.read_at_once(paths, |reader, path| reader.add_get_data(path))?;
+        results
+            .into_iter()
+            .map(|result| match result {
+                MultiReadResult::Data { data, stat } => Ok(Some((data, stat.into()))),
+                other => multi_read_miss(other),
+            })
+            .collect()
+    }
+
+    /// One multi-read of one operation per path; one result per path.
+    fn read_at_once(
+        &self,
+        paths: &[String],
+        add: impl Fn(
+            &mut zookeeper_client::MultiReader<'_>,
+            &str,
+        ) -> Result<(), zookeeper_client::Error>,
+    ) -> Result<Vec<MultiReadResult>, ZkError> {
+        let (client, deadline) = self.client()?;
+        let mut reader = client.new_multi_reader();
+        for path in paths {
+            add(&mut reader, path)?;
+        }
+        let results = self.wait(reader.commit(), deadline)?;
+        if results.len() != paths.len() {
+            return Err(ZkError::Other(format!(
+                "a multi-read of {} nodes answered {}",
+                paths.len(),
+                results.len()
+            )));
+        }
+        Ok(results)
+    }
+
     /// Like [`Zk::children`], and arms a one-shot watch on the set of
     /// children (and the node's deletion) that sends one event into `tx`.
     pub fn children_watch<M>(&self, path: &str, tx: &Sender<M>) -> Result<Vec<String>, ZkError>
@@ -631,6 +684,20 @@ where
     match block::block_on_until(fut, deadline) {
         Some(result) => result.map_err(ZkError::from),
         None => Err(ZkError::Timeout),
+    }
+}
+
+/// A multi-read's answer for a node that is not there (`None`), or the
+/// error it gives.
+fn multi_read_miss<T>(result: MultiReadResult) -> Result<Option<T>, ZkError> {
+    match result {
+        MultiReadResult::Error { err } => match ZkError::from(err) {
+            ZkError::NoNode => Ok(None),
+            err => Err(err),
+        },
+        _ => Err(ZkError::Other(
+            "a multi-read answered another kind of read".into(),
+        )),
     }
 }
 
