@@ -12,6 +12,7 @@
 //! <root>/running/<t>       ephemeral: the claim of the worker running <t>
 //! <root>/status/<t>        the final result of <t> (TaskResult)
 //! <root>/cancel/<t>        a request to cancel <t> (CancelRequest)
+//! <root>/config            the cluster settings (see `settings`)
 //! ```
 
 /// Prefix of every task name; the rest is ZooKeeper's 10-digit sequence.
@@ -134,6 +135,11 @@ impl Layout {
     /// The request to cancel one task.
     pub fn cancel_task(&self, task: &str) -> String {
         format!("{}/cancel/{task}", self.root)
+    }
+
+    /// The cluster settings, followed live by masters and workers.
+    pub fn config(&self) -> String {
+        format!("{}/config", self.root)
     }
 
     /// The nodes above the root (`/a` for root `/a/b`), parents first. They
