@@ -73,6 +73,12 @@ const SCRUBBED_ENV: &[&str] = &[
     "ZKMW_TLS_KEY",
     "ZKMW_RESULT_TTL",
     "ZKMW_KEEP_RESULTS",
+    "ZKMW_MAX_PENDING",
+    "ZKMW_OUTPUT_CAP",
+    "ZKMW_DRAIN_TIMEOUT",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     "RUST_LOG",
 ];
 
