@@ -271,10 +271,24 @@ impl Namespace {
         session_timeout: &str,
         args: &[&str],
     ) -> Proc {
+        self.spawn_env(name, hosts, session_timeout, &[], args)
+    }
+
+    /// Like [`Namespace::spawn_with`], with the variables `env` set (e.g.
+    /// systemd's `NOTIFY_SOCKET`).
+    pub fn spawn_env(
+        &self,
+        name: &str,
+        hosts: &str,
+        session_timeout: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proc {
         let log = self.dir.join(format!("{name}.log"));
         let file = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = self
-            .cmd_with(hosts, session_timeout)
+        let mut cmd = self.cmd_with(hosts, session_timeout);
+        cmd.envs(env.iter().copied());
+        let child = cmd
             .args(args)
             .env(
                 "RUST_LOG",
