@@ -35,7 +35,7 @@ pub fn run(cli: Cli) -> i32 {
             })
             .map(|()| 0),
         Command::Completions(args) => completions(&args.shell).map(|()| 0),
-        Command::Man => manual().map(|()| 0),
+        Command::Man(args) => manual(args.command.as_deref()).map(|()| 0),
     };
     outcome.unwrap_or_else(|err| {
         let err = match err {
@@ -174,11 +174,33 @@ fn completions(shell: &str) -> Result<(), Error> {
     output::write(&script, None)
 }
 
-/// `zkmw man`: the manual page, in roff, from the same definitions.
-fn manual() -> Result<(), Error> {
+/// `zkmw man [COMMAND]`: zkmw(1), or zkmw-COMMAND(1), in roff, from the
+/// same definitions as `--help`.
+fn manual(command: Option<&str>) -> Result<(), Error> {
+    let mut root = Cli::command();
+    // Built, so that each command's page lists the connection options too.
+    root.build();
+    let man = match command {
+        None => clap_mangen::Man::new(root),
+        Some(name) => {
+            let names: Vec<&str> = root
+                .get_subcommands()
+                .map(|c| c.get_name())
+                .filter(|n| *n != "help")
+                .collect();
+            let sub = root.find_subcommand(name).filter(|_| name != "help");
+            let sub = sub.ok_or_else(|| {
+                Error::BadInput(format!("no command '{name}': one of {}", names.join(", ")))
+            })?;
+            let sub = sub
+                .clone()
+                .bin_name(format!("zkmw {name}"))
+                .version(env!("CARGO_PKG_VERSION"));
+            clap_mangen::Man::new(sub).title(format!("zkmw-{name}"))
+        }
+    };
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut page)
+    man.render(&mut page)
         .map_err(|err| Error::BadInput(format!("rendering the manual page: {err}")))?;
     output::write(&page, None)
 }

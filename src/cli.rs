@@ -112,8 +112,8 @@ pub enum Command {
     Config(ConfigArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(CompletionsArgs),
-    /// Print the manual page (roff), generated from these definitions.
-    Man,
+    /// Print a manual page (roff), generated from these definitions.
+    Man(ManArgs),
 }
 
 /// `zkmw master`.
@@ -319,6 +319,14 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_parser = ["bash", "zsh", "fish"])]
     pub shell: String,
+}
+
+/// `zkmw man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command's own page (`zkmw man worker` is zkmw-worker(1)); without
+    /// it, zkmw(1).
+    pub command: Option<String>,
 }
 
 /// A comma list of host:port, each with a non-empty host and a valid port.
