@@ -78,7 +78,7 @@ run "grep -v '^#' $D/zk/ensemble-1/zoo.cfg"
 run "cat $D/zk/ensemble-1/data/myid"
 
 echo "## 2. Installing zkmw"
-cargo build --release --bin zkmw
+run cargo build --release --bin zkmw
 run install -m 0755 target/release/zkmw "$D/bin/zkmw"
 run "$D/bin/zkmw man > $D/man/zkmw.1"
 run "for c in master worker submit wait cancel status tasks purge config; do $D/bin/zkmw man \$c > $D/man/zkmw-\$c.1; done"
