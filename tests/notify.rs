@@ -6,7 +6,8 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -16,16 +17,32 @@ use common::{Namespace, SESSION_TIMEOUT, secs};
 
 /// The service manager's socket: every datagram it gets, with its time.
 struct Manager {
-    path: PathBuf,
+    /// What `NOTIFY_SOCKET` says: a path, or `@name` for an abstract socket.
+    name: String,
+    /// The socket's file, removed on drop.
+    file: Option<PathBuf>,
     messages: Receiver<(Instant, String)>,
 }
 
 impl Manager {
-    /// Binds a socket in the namespace's folder and reads it on a thread,
-    /// which ends once this value is dropped.
-    fn new(ns: &Namespace, name: &str) -> Manager {
-        let path = ns.dir.join(format!("{name}.sock"));
+    /// A socket at a path: short, under the system temp dir (a socket path
+    /// has at most 107 bytes, and the tests' own folders are longer).
+    fn at_path(name: &str) -> Manager {
+        let path = std::env::temp_dir().join(format!("zkmw-{}-{name}.sock", unique()));
         let socket = UnixDatagram::bind(&path).expect("notify socket");
+        Manager::reading(socket, path.display().to_string(), Some(path))
+    }
+
+    /// An abstract socket (`@name`), as service managers may give.
+    fn abstract_named(name: &str) -> Manager {
+        let name = format!("zkmw-{}-{name}", unique());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+        let socket = UnixDatagram::bind_addr(&addr).expect("notify socket");
+        Manager::reading(socket, format!("@{name}"), None)
+    }
+
+    /// Reads `socket` on a thread, which ends once this value is dropped.
+    fn reading(socket: UnixDatagram, name: String, file: Option<PathBuf>) -> Manager {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("read timeout");
@@ -44,12 +61,16 @@ impl Manager {
                 }
             }
         });
-        Manager { path, messages }
+        Manager {
+            name,
+            file,
+            messages,
+        }
     }
 
     /// The `NOTIFY_SOCKET` value that names it.
     fn socket(&self) -> String {
-        self.path.display().to_string()
+        self.name.clone()
     }
 
     /// The next datagram holding a line that starts with `line`, or `None`
@@ -80,6 +101,22 @@ impl Manager {
     }
 }
 
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// A name no other test process uses.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
 /// The longest time between two of `times`, counting from `from`.
 fn longest_gap(from: Instant, times: &[Instant]) -> Duration {
     let mut last = from;
@@ -96,7 +133,7 @@ fn a_worker_is_ready_once_registered_and_stopping_on_sigterm() {
     let ns = Namespace::new("notify-worker");
     let proxy = Proxy::start(common::zk());
     proxy.blackhole();
-    let manager = Manager::new(&ns, "w1");
+    let manager = Manager::at_path("w1");
     let socket = manager.socket();
     let mut w1 = ns.spawn_env(
         "w1",
@@ -140,8 +177,8 @@ fn a_worker_is_ready_once_registered_and_stopping_on_sigterm() {
 #[test]
 fn a_master_is_ready_when_active_or_a_standby_watching() {
     let ns = Namespace::new("notify-master");
-    let first = Manager::new(&ns, "m1");
-    let second = Manager::new(&ns, "m2");
+    let first = Manager::abstract_named("m1");
+    let second = Manager::abstract_named("m2");
     let (s1, s2) = (first.socket(), second.socket());
     let start = |id: &str, socket: &str| {
         let env = [("NOTIFY_SOCKET", socket)];
@@ -166,7 +203,7 @@ fn a_master_is_ready_when_active_or_a_standby_watching() {
 fn the_watchdog_is_pinged_by_the_control_loop_and_not_while_it_is_stuck() {
     let ns = Namespace::new("notify-watchdog");
     let proxy = Proxy::start(common::zk());
-    let manager = Manager::new(&ns, "w1");
+    let manager = Manager::abstract_named("w1");
     let socket = manager.socket();
     // A 1 s watchdog: a ping every 0.5 s. A 5 s session: a call stuck on a
     // silent network is given up after seconds.
