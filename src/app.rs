@@ -4,12 +4,15 @@
 
 use std::path::PathBuf;
 
+use clap::CommandFactory;
+
 use crate::cli::{
     self, CancelArgs, Cli, Command, GlobalArgs, MasterArgs, ProgressArgs, PurgeArgs, StatusArgs,
     SubmitArgs, TasksArgs, WaitArgs, WorkerArgs,
 };
 use crate::error::Error;
 use crate::layout::Layout;
+use crate::settings::{self, Given, Key, Value};
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
 use crate::{exec, master, model, output, retention, session, shutdown, status, submit, worker};
 
@@ -26,6 +29,13 @@ pub fn run(cli: Cli) -> i32 {
         Command::Tasks(args) => run_tasks(global, args).map(|()| 0),
         Command::Status(args) => run_status(global, args).map(|()| 0),
         Command::Purge(args) => run_purge(global, args).map(|()| 0),
+        Command::Config(args) => connect_options(global, false)
+            .and_then(|connect| {
+                settings::run_command(&connect, &Layout::new(&global.root), &args.action)
+            })
+            .map(|()| 0),
+        Command::Completions(args) => completions(&args.shell).map(|()| 0),
+        Command::Man(args) => manual(args.command.as_deref()).map(|()| 0),
     };
     outcome.unwrap_or_else(|err| {
         let err = match err {
@@ -85,10 +95,13 @@ fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
             .clone()
             .unwrap_or_else(|| format!("{}-{}", session::host_name(), std::process::id())),
         tick: args.tick,
-        retention: retention::Policy {
-            older_than: Some(args.result_ttl),
-            keep: Some(args.keep_results),
-        },
+        given: given(&[
+            (Key::ResultTtl, args.result_ttl.map(Value::Duration)),
+            (
+                Key::KeepResults,
+                args.keep_results.map(|n| Value::Count(n as u64)),
+            ),
+        ]),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
@@ -102,8 +115,13 @@ fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
         id: args.id.clone(),
         threads: usize::from(args.threads),
         tick: args.tick,
-        drain_timeout: args.drain_timeout,
-        output_cap: args.output_cap as usize,
+        given: given(&[
+            (
+                Key::OutputCap,
+                args.output_cap.map(|n| Value::Count(n.into())),
+            ),
+            (Key::DrainTimeout, args.drain_timeout.map(Value::Duration)),
+        ]),
         shell: PathBuf::from(&args.shell),
         labels: args.labels.clone(),
     };
@@ -119,9 +137,17 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
         job: args.job.clone(),
         wait: args.wait,
         wait_timeout: args.wait_timeout,
-        timeout: args.timeout,
-        retries: args.retries,
-        max_pending: args.max_pending,
+        timeout: None,
+        retries: 0,
+        max_pending: 0,
+        given: given(&[
+            (Key::Timeout, args.timeout.map(Value::Duration)),
+            (Key::Retries, args.retries.map(|n| Value::Count(n.into()))),
+            (
+                Key::MaxPending,
+                args.max_pending.map(|n| Value::Count(n as u64)),
+            ),
+        ]),
         options: submit::TaskOptions {
             lock: args.lock.clone(),
             skip_if_locked: args.skip_if_locked,
@@ -131,7 +157,61 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
             on: args.on.clone(),
         },
     };
-    submit::run(&cfg)
+    submit::run(&cfg.settled(&settings::Values::new()))
+}
+
+/// The settings a role was given by its flags or environment, each with
+/// where it came from.
+fn given(values: &[(Key, Option<Value>)]) -> Given {
+    let args: Vec<String> = std::env::args().collect();
+    values
+        .iter()
+        .filter_map(|(key, value)| value.map(|v| (*key, (v, settings::origin(*key, &args)))))
+        .collect()
+}
+
+/// `zkmw completions SHELL`: the completion script, from the definitions
+/// `--help` shows.
+fn completions(shell: &str) -> Result<(), Error> {
+    let shell = match shell {
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        _ => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "zkmw", &mut script);
+    output::write(&script, None)
+}
+
+/// `zkmw man [COMMAND]`: zkmw(1), or zkmw-COMMAND(1), in roff, from the
+/// same definitions as `--help`.
+fn manual(command: Option<&str>) -> Result<(), Error> {
+    let mut root = Cli::command();
+    // Built, so that each command's page lists the connection options too.
+    root.build();
+    let man = match command {
+        None => clap_mangen::Man::new(root),
+        Some(name) => {
+            let names: Vec<&str> = root
+                .get_subcommands()
+                .map(|c| c.get_name())
+                .filter(|n| *n != "help")
+                .collect();
+            let sub = root.find_subcommand(name).filter(|_| name != "help");
+            let sub = sub.ok_or_else(|| {
+                Error::BadInput(format!("no command '{name}': one of {}", names.join(", ")))
+            })?;
+            let sub = sub
+                .clone()
+                .bin_name(format!("zkmw {name}"))
+                .version(env!("CARGO_PKG_VERSION"));
+            clap_mangen::Man::new(sub).title(format!("zkmw-{name}"))
+        }
+    };
+    let mut page = Vec::new();
+    man.render(&mut page)
+        .map_err(|err| Error::BadInput(format!("rendering the manual page: {err}")))?;
+    output::write(&page, None)
 }
 
 /// `zkmw progress`: one line into the job's progress channel, whose

@@ -17,6 +17,21 @@ const MIN_TICK: Duration = Duration::from_millis(100);
 /// The shortest session, connect, job and result timeouts.
 const SECOND: Duration = Duration::from_secs(1);
 
+/// The rule of `submit --timeout`, and of the cluster setting `timeout`.
+pub const JOB_TIMEOUT: DurationIn = DurationIn::at_least(SECOND);
+/// The rule of `submit --retries`, and of the cluster setting `retries`.
+pub const RETRIES: CountIn<u32> = CountIn::up_to(u32::MAX as u64);
+/// The rule of `worker --output-cap`, and of the cluster setting `output-cap`.
+pub const OUTPUT_CAP: CountIn<u32> = CountIn::up_to(400_000);
+/// The rule of `master --result-ttl`, and of the cluster setting `result-ttl`.
+pub const RESULT_TTL: DurationIn = DurationIn::at_least(SECOND);
+/// The rule of `master --keep-results`, and of the cluster setting `keep-results`.
+pub const KEEP_RESULTS: CountIn<usize> = CountIn::up_to(u32::MAX as u64);
+/// The rule of `submit --max-pending`, and of the cluster setting `max-pending`.
+pub const MAX_PENDING: CountIn<usize> = CountIn::up_to(u32::MAX as u64);
+/// The rule of `worker --drain-timeout`, and of the cluster setting `drain-timeout`.
+pub const DRAIN_TIMEOUT: DurationIn = DurationIn::at_least(Duration::ZERO);
+
 /// zkmw runs shell jobs across machines, coordinated by ZooKeeper.
 #[derive(Debug, Parser)]
 #[command(name = "zkmw", version, about)]
@@ -29,8 +44,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every role shares, each with an environment fallback.
+/// Options every role shares, each with an environment fallback: how to
+/// reach ZooKeeper, shown under a heading of their own in `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct GlobalArgs {
     /// ZooKeeper servers, a comma list of host:port (no chroot: use --root).
     #[arg(long = "zk", env = "ZKMW_ZK", default_value = "127.0.0.1:2181", global = true, value_parser = parse_hosts)]
@@ -91,6 +108,12 @@ pub enum Command {
     Tasks(TasksArgs),
     /// Delete old results from /status now.
     Purge(PurgeArgs),
+    /// Read and change the cluster-wide settings, live (`/config`).
+    Config(ConfigArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(CompletionsArgs),
+    /// Print a manual page (roff), generated from these definitions.
+    Man(ManArgs),
 }
 
 /// `zkmw master`.
@@ -103,12 +126,14 @@ pub struct MasterArgs {
     /// say (at least 100ms).
     #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = DurationIn::at_least(MIN_TICK))]
     pub tick: Duration,
-    /// Delete results older than this (checked every minute; at least 1s).
-    #[arg(long, env = "ZKMW_RESULT_TTL", default_value = "7d", value_parser = DurationIn::at_least(SECOND))]
-    pub result_ttl: Duration,
-    /// Keep at most this many results (the newest).
-    #[arg(long, env = "ZKMW_KEEP_RESULTS", default_value_t = 100_000)]
-    pub keep_results: usize,
+    /// Delete results older than this (checked every minute; at least 1s)
+    /// [default: the cluster's result-ttl, else 7d].
+    #[arg(long, env = "ZKMW_RESULT_TTL", value_parser = RESULT_TTL)]
+    pub result_ttl: Option<Duration>,
+    /// Keep at most this many results (the newest) [default: the cluster's
+    /// keep-results, else 100000].
+    #[arg(long, env = "ZKMW_KEEP_RESULTS", value_parser = KEEP_RESULTS)]
+    pub keep_results: Option<usize>,
 }
 
 /// `zkmw worker`.
@@ -125,9 +150,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "ZKMW_TICK", default_value = "2s", value_parser = DurationIn::at_least(MIN_TICK))]
     pub tick: Duration,
     /// On SIGTERM, how long running jobs may take to finish before they are
-    /// killed (0 kills them at once).
-    #[arg(long, default_value = "30s", value_parser = DurationIn::at_least(Duration::ZERO))]
-    pub drain_timeout: Duration,
+    /// killed (0 kills them at once) [default: the cluster's drain-timeout,
+    /// else 30s].
+    #[arg(long, env = "ZKMW_DRAIN_TIMEOUT", value_parser = DRAIN_TIMEOUT)]
+    pub drain_timeout: Option<Duration>,
     /// The shell that runs each job as `SHELL -c JOB`.
     #[arg(long, env = "ZKMW_SHELL", default_value = "sh")]
     pub shell: String,
@@ -135,9 +161,10 @@ pub struct WorkerArgs {
     /// `--on` run only on workers with all of theirs.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<String>,
-    /// Bytes of stdout, and of stderr, kept from each job.
-    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(0..=400_000))]
-    pub output_cap: u32,
+    /// Bytes of stdout, and of stderr, kept from each job (at most 400000)
+    /// [default: the cluster's output-cap, else 65536].
+    #[arg(long, env = "ZKMW_OUTPUT_CAP", value_parser = OUTPUT_CAP)]
+    pub output_cap: Option<u32>,
 }
 
 /// `zkmw submit`.
@@ -157,15 +184,17 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = DurationIn::at_least(Duration::from_millis(100)), requires = "wait")]
     pub wait_timeout: Option<Duration>,
     /// Kill the job if it runs longer than this; it then fails "timed out"
-    /// (at least 1s).
-    #[arg(long, value_parser = DurationIn::at_least(SECOND))]
+    /// (at least 1s) [default: the cluster's timeout, else no limit].
+    #[arg(long, value_parser = JOB_TIMEOUT)]
     pub timeout: Option<Duration>,
-    /// Re-runs allowed when the worker running the job dies.
-    #[arg(long, default_value_t = 2)]
-    pub retries: u32,
-    /// Refuse (exit 75) when this many tasks are already pending.
-    #[arg(long, env = "ZKMW_MAX_PENDING", default_value_t = 50_000)]
-    pub max_pending: usize,
+    /// Re-runs allowed when the worker running the job dies [default: the
+    /// cluster's retries, else 2].
+    #[arg(long, value_parser = RETRIES)]
+    pub retries: Option<u32>,
+    /// Refuse (exit 75) when this many tasks are already pending [default:
+    /// the cluster's max-pending, else 50000].
+    #[arg(long, env = "ZKMW_MAX_PENDING", value_parser = MAX_PENDING)]
+    pub max_pending: Option<usize>,
     /// Never run at the same time as another task of this lock.
     #[arg(long, value_parser = parse_lock, conflicts_with = "stdin")]
     pub lock: Option<String>,
@@ -178,7 +207,7 @@ pub struct SubmitArgs {
     pub unique: Option<String>,
     /// Run a job that exited non-zero, timed out or could not start up to
     /// this many more times.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    #[arg(long, default_value_t = 0, value_parser = CountIn::<u32>::up_to(100))]
     pub retry_failed: u32,
     /// With --retry-failed: the wait before the first re-run; it doubles
     /// each time, up to 1h.
@@ -270,6 +299,59 @@ pub struct PurgeArgs {
     /// Keep only this many results (the newest).
     #[arg(long, group = "policy")]
     pub keep: Option<usize>,
+}
+
+/// `zkmw config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// What to do with the settings.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+/// The actions of `zkmw config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Store a cluster setting (validated as its flag is); running roles
+    /// pick it up within a second or two.
+    Set {
+        /// The setting, named after its flag (timeout, retries, ...).
+        key: String,
+        /// Its value, as its flag takes it (30s, 5, ...).
+        value: String,
+    },
+    /// Print the value this process would use (flag/env, cluster, default).
+    Get {
+        /// The setting.
+        key: String,
+    },
+    /// Remove a cluster setting: the default applies again.
+    Unset {
+        /// The setting.
+        key: String,
+    },
+    /// Every setting, its value for this process and where it comes from.
+    List {
+        /// Print JSON: an object of settings (fields documented in README).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `zkmw completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
+}
+
+/// `zkmw man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command's own page (`zkmw man worker` is zkmw-worker(1)); without
+    /// it, zkmw(1).
+    pub command: Option<String>,
 }
 
 /// A comma list of host:port, each with a non-empty host and a valid port.
@@ -479,8 +561,8 @@ impl DurationIn {
     }
 
     /// The duration `text` says, if it lies within the bounds; `flag` names
-    /// the value in the message.
-    fn check(&self, flag: &str, text: &str) -> Result<Duration, String> {
+    /// the value in the message (a flag, or a cluster setting's key).
+    pub fn check(&self, flag: &str, text: &str) -> Result<Duration, String> {
         let value = parse_duration(text).map_err(|err| format!("{flag}: {err}"))?;
         let text = text.trim();
         if value < self.min {
@@ -508,22 +590,98 @@ impl TypedValueParser for DurationIn {
         arg: Option<&Arg>,
         value: &OsStr,
     ) -> Result<Duration, clap::Error> {
-        let text = value.to_string_lossy();
-        let mut flag = arg
-            .and_then(Arg::get_long)
-            .map_or_else(|| "the duration".to_string(), |long| format!("--{long}"));
-        if let Some(env) = arg.and_then(Arg::get_env)
-            && std::env::var_os(env).as_deref() == Some(value)
-        {
-            flag = format!("{flag} (from {})", env.to_string_lossy());
-        }
-        self.check(&flag, &text)
+        let flag = value_name(arg, value, "the duration");
+        self.check(&flag, &value.to_string_lossy())
             .map_err(|msg| clap::Error::raw(ErrorKind::ValueValidation, msg).with_cmd(cmd))
     }
 }
 
-/// A bound for messages, in the largest unit that shows it whole: 100ms, 1s, 1h.
-fn show_duration(d: Duration) -> String {
+/// How a value parser's message names the value: its flag, and the
+/// environment variable when the value came from there
+/// (`--keep-results (from ZKMW_KEEP_RESULTS)`), else `fallback`.
+fn value_name(arg: Option<&Arg>, value: &OsStr, fallback: &str) -> String {
+    let mut flag = arg
+        .and_then(Arg::get_long)
+        .map_or_else(|| fallback.to_string(), |long| format!("--{long}"));
+    if let Some(env) = arg.and_then(Arg::get_env)
+        && std::env::var_os(env).as_deref() == Some(value)
+    {
+        flag = format!("{flag} (from {})", env.to_string_lossy());
+    }
+    flag
+}
+
+/// The value parser of a count flag: a whole number from 0 to a bound,
+/// with messages that name the flag, like [`DurationIn`]'s
+/// ("--output-cap must be at most 400000, got 500000").
+#[derive(Debug)]
+pub struct CountIn<T> {
+    max: u64,
+    kind: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for CountIn<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for CountIn<T> {}
+
+impl<T> CountIn<T> {
+    /// From 0 to `max`, both included.
+    pub const fn up_to(max: u64) -> Self {
+        CountIn {
+            max,
+            kind: std::marker::PhantomData,
+        }
+    }
+
+    /// The bound.
+    pub const fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The count `text` says, if it is at most the bound; `name` names the
+    /// value in the message (a flag, or a cluster setting's key).
+    pub fn check(&self, name: &str, text: &str) -> Result<u64, String> {
+        let text = text.trim();
+        let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        match text.parse::<u64>() {
+            Ok(n) if digits && n <= self.max => Ok(n),
+            _ if digits => Err(format!("{name} must be at most {}, got {text}", self.max)),
+            _ => Err(format!("{name} must be a whole number, got '{text}'")),
+        }
+    }
+}
+
+impl<T> TypedValueParser for CountIn<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = value_name(arg, value, "the count");
+        let refuse = |msg| clap::Error::raw(ErrorKind::ValueValidation, msg).with_cmd(cmd);
+        let n = self
+            .check(&name, &value.to_string_lossy())
+            .map_err(refuse)?;
+        T::try_from(n).map_err(|_| refuse(format!("{name} is too large for this machine")))
+    }
+}
+
+/// A duration in the largest unit that shows it whole (100ms, 1s, 1h): for
+/// bounds in messages, and for settings as zkmw shows and stores them.
+pub fn show_duration(d: Duration) -> String {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}s", d.as_secs_f64());
+    }
     let ms = d.as_millis();
     let units = [
         ("d", 86_400_000),
@@ -768,7 +926,7 @@ mod tests {
             let err = Cli::try_parse_from(args).expect_err("no command");
             assert_eq!(
                 usage_error(&err),
-                "missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge (see zkmw --help)"
+                "missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge, config, completions, man (see zkmw --help)"
             );
         }
     }

@@ -15,6 +15,7 @@
 //! <root>/locks/<name>      ephemeral: the running holder of a lock (LockHolder)
 //! <root>/lockq/<name>/<k>  a task of that lock in flight, by its token (its id)
 //! <root>/unique/<key>      the task that has this key (its id)
+//! <root>/config            the cluster settings (see `settings`)
 //! ```
 
 /// Prefix of every task name; the rest is ZooKeeper's 10-digit sequence.
@@ -172,6 +173,11 @@ impl Layout {
     /// The node of one unique key.
     pub fn unique_key(&self, key: &str) -> String {
         format!("{}/unique/{key}", self.root)
+    }
+
+    /// The cluster settings, followed live by masters and workers.
+    pub fn config(&self) -> String {
+        format!("{}/config", self.root)
     }
 
     /// The nodes above the root (`/a` for root `/a/b`), parents first. They

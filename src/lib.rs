@@ -14,6 +14,8 @@
 //!   [`locate`]: where one task is, for the commands that take a task id.
 //! - [`session`]: opening a role's session; [`shutdown`]: signals as messages.
 //! - [`retention`]: which results to delete, for the master and `zkmw purge`.
+//! - [`settings`]: the cluster-wide settings (`zkmw config`), followed live.
+//! - [`notify`]: telling systemd how a service stands (READY, STATUS, WATCHDOG).
 //! - [`backoff`]: the pacing of every retry loop; [`output`]: checked writes to stdout.
 //! - [`zk`]: the only module that touches zookeeper-client.
 
@@ -26,9 +28,11 @@ pub mod layout;
 pub mod locate;
 pub mod master;
 pub mod model;
+pub mod notify;
 pub mod output;
 pub mod retention;
 pub mod session;
+pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod submit;

@@ -10,6 +10,7 @@ use log::warn;
 use crate::error::Error;
 use crate::exec::KILL_GRACE;
 use crate::layout::Layout;
+use crate::notify;
 use crate::zk::{ConnectOptions, SessionEvent, Zk, ZkError};
 
 /// How long a worker cut off from ZooKeeper keeps its jobs running, given
@@ -62,7 +63,9 @@ where
         connect_timeout: Some(opts.session_timeout + Duration::from_secs(2)),
         ..opts.clone()
     };
+    notify::status(&format!("waiting for ZooKeeper at {}", opts.hosts));
     loop {
+        notify::watchdog();
         if rx.try_iter().any(|m| is_stop(&m)) {
             return Ok(None);
         }

@@ -303,7 +303,7 @@ fn a_missing_command_is_named() {
     assert_refused(
         &out,
         &[
-            "zkmw: missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge",
+            "zkmw: missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge, config, completions, man",
         ],
     );
     assert_one_line(&out);

@@ -3,12 +3,15 @@
 //! version in one transaction; the new version is its fencing token.
 //! Standbys watch /master and run again when it disappears.
 
+use std::time::Instant;
+
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{info, warn};
 
 use super::{MasterConfig, Msg};
 use crate::layout::Layout;
 use crate::model::{self, MasterInfo};
+use crate::notify;
 use crate::session::{self, Next};
 use crate::zk::{Op, Zk, ZkError};
 
@@ -28,6 +31,7 @@ pub fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg
     let mut announced = false;
     let mut registered = false;
     loop {
+        notify::watchdog();
         if zk.is_lost() {
             return Elected::No(Next::Restart);
         }
@@ -43,6 +47,10 @@ pub fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg
                         watching = true;
                         if !announced {
                             info!("master {}: standby", cfg.id);
+                            notify::ready(&format!(
+                                "standby master, watching {}",
+                                cfg.layout.master()
+                            ));
                             announced = true;
                         }
                     }
@@ -52,7 +60,7 @@ pub fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg
                 Err(err) => warn!("master {}: election attempt failed: {err}", cfg.id),
             }
         }
-        match rx.recv_timeout(cfg.tick) {
+        match rx.recv_deadline(notify::wake_by(Instant::now() + cfg.tick)) {
             Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 return Elected::No(Next::Stop);
             }

@@ -13,15 +13,25 @@ use super::core::{Core, Deposed, DetailsRead, fenced_out};
 use super::plan::{Action, Origin};
 use super::{MasterConfig, Msg};
 use crate::model;
+use crate::notify;
 use crate::retention;
 use crate::session::{self, Next};
+use crate::settings::{self, Key, Tuning};
 use crate::zk::{Node, Zk, ZkError};
 
 /// How often the active master applies the retention policy.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
-/// Leads under `epoch` until the session or the lead is lost, or a stop.
-pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Next {
+/// Leads under `epoch` until the session or the lead is lost, or a stop;
+/// follows the retention settings in `tuning` live.
+pub fn lead(
+    cfg: &MasterConfig,
+    zk: &Zk,
+    epoch: i32,
+    tx: &Sender<Msg>,
+    rx: &Receiver<Msg>,
+    tuning: &mut Tuning,
+) -> Next {
     let default_grace = session::rerun_grace(zk.session_timeout());
     let mut core = Core::new(
         cfg.layout.clone(),
@@ -31,15 +41,20 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
         Instant::now(),
     );
     let mut next_retention = Instant::now();
+    let mut settings_read = false;
     let mut rng = rand::rng();
     loop {
+        notify::watchdog();
         if zk.is_lost() {
             warn!("master {}: session lost; stepping down", cfg.id);
             return Next::Restart;
         }
+        if zk.is_connected() && !settings_read {
+            settings_read = follow_settings(cfg, zk, tx, tuning, &mut next_retention);
+        }
         if zk.is_connected() && Instant::now() >= next_retention {
             next_retention = Instant::now() + RETENTION_EVERY;
-            match retention::purge(zk, &cfg.layout, cfg.retention, Some(epoch)) {
+            match retention::purge(zk, &cfg.layout, policy(tuning), Some(epoch)) {
                 Err(err) if fenced_out(&err) => return Next::Restart,
                 Err(err) => warn!("master {}: retention not applied: {err}", cfg.id),
                 Ok(_) => {}
@@ -56,7 +71,9 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
             }
         }
         // Wait for something to happen, then take every message queued.
-        let first = match rx.recv_deadline(core.next_wake(Instant::now(), model::now_ms())) {
+        let first = match rx.recv_deadline(notify::wake_by(
+            core.next_wake(Instant::now(), model::now_ms()),
+        )) {
             Ok(msg) => Some(msg),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return Next::Stop,
@@ -64,10 +81,44 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
         for msg in first.into_iter().chain(rx.try_iter()) {
             match msg {
                 Msg::Shutdown => return Next::Stop,
+                Msg::Watch(event) if event.path == cfg.layout.config() => settings_read = false,
                 Msg::Watch(event) => core.watch_fired(&event.path),
                 Msg::Session(_) => core.session_changed(),
             }
         }
+    }
+}
+
+/// Reads the cluster settings into `tuning`, arming their watch; a change
+/// of the retention settings is applied at once. False when the read
+/// failed: it is tried again on the next turn.
+fn follow_settings(
+    cfg: &MasterConfig,
+    zk: &Zk,
+    tx: &Sender<Msg>,
+    tuning: &mut Tuning,
+    next_retention: &mut Instant,
+) -> bool {
+    let who = format!("master {}", cfg.id);
+    match settings::follow(zk, &cfg.layout, tx, tuning, &who) {
+        Ok(changed) => {
+            if changed {
+                *next_retention = Instant::now();
+            }
+            true
+        }
+        Err(err) => {
+            debug!("{who}: cannot read the cluster settings yet ({err})");
+            false
+        }
+    }
+}
+
+/// The retention policy the settings say now.
+fn policy(tuning: &Tuning) -> retention::Policy {
+    retention::Policy {
+        older_than: Some(tuning.duration(Key::ResultTtl)),
+        keep: Some(usize::try_from(tuning.count(Key::KeepResults)).unwrap_or(usize::MAX)),
     }
 }
 

@@ -28,8 +28,9 @@ use log::info;
 
 use crate::error::Error;
 use crate::layout::Layout;
-use crate::retention::Policy;
+use crate::notify;
 use crate::session::{self, Next};
+use crate::settings::{Given, MASTER_KEYS, Tuning};
 use crate::shutdown::Shutdown;
 use crate::zk::{SessionEvent, WatchEvent};
 use election::Elected;
@@ -45,8 +46,9 @@ pub struct MasterConfig {
     pub id: String,
     /// Longest time between two full rounds.
     pub tick: Duration,
-    /// Which results to delete from /status, checked every minute.
-    pub retention: Policy,
+    /// The retention settings this master was given itself (flags, env):
+    /// they beat the cluster's (see [`crate::settings`]).
+    pub given: Given,
 }
 
 /// How long a stopping master waits for ZooKeeper to confirm the end of its
@@ -85,6 +87,8 @@ impl From<Shutdown> for Msg {
 /// Runs a master until a [`Msg::Shutdown`] arrives on `rx`. Session loss
 /// starts the election over with a new session.
 pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(), Error> {
+    // Followed live while active, and kept across elections.
+    let mut tuning = Tuning::new(MASTER_KEYS, cfg.given.clone());
     loop {
         let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, |m| {
             matches!(m, Msg::Shutdown)
@@ -95,12 +99,14 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
         let next = match election::campaign(cfg, &zk, tx, rx) {
             Elected::Yes(epoch) => {
                 info!("master {}: active (epoch {epoch})", cfg.id);
-                lead::lead(cfg, &zk, epoch, tx, rx)
+                notify::ready(&format!("active master, epoch {epoch}"));
+                lead::lead(cfg, &zk, epoch, tx, rx, &mut tuning)
             }
             Elected::No(next) => next,
         };
         match next {
             Next::Stop => {
+                notify::stopping("stopping: closing the session", CLOSE_WAIT);
                 zk.close(CLOSE_WAIT);
                 info!("master {}: stopped", cfg.id);
                 return Ok(());

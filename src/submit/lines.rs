@@ -25,6 +25,7 @@ pub fn submit_lines(
     rx: &Receiver<Wake>,
 ) -> Result<i32, Error> {
     let mut zk = session::connect(&cfg.connect)?;
+    let cfg = &super::settle(&zk, cfg).inspect_err(|_| zk.close(session::CLOSE_WAIT))?;
     let mut lines = input.split(b'\n').enumerate();
     let mut stored = 0usize;
     loop {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::layout::{Layout, is_task_name};
 use crate::model::{self, MAX_NODE_BYTES, Task};
+use crate::settings::{self, Key};
 use crate::shutdown::{self, Shutdown};
 use crate::zk::{ConnectOptions, SessionEvent, WatchEvent, Zk};
 use crate::{locate, session};
@@ -44,6 +45,10 @@ pub struct SubmitConfig {
     pub max_pending: usize,
     /// Options of the task itself: its lock, key, re-runs and labels.
     pub options: TaskOptions,
+    /// What the process was given of the settings `submit` reads: the
+    /// three above come from these, else the cluster's, else the defaults
+    /// (see [`SubmitConfig::settled`]).
+    pub given: settings::Given,
 }
 
 /// What a task asks beyond its job (each from a `submit` flag).
@@ -61,6 +66,30 @@ pub struct TaskOptions {
     pub retry_delay: Duration,
     /// `--on`: the labels a worker needs to run it.
     pub on: Vec<String>,
+}
+
+impl SubmitConfig {
+    /// This configuration with `timeout`, `retries` and `max_pending` taken
+    /// from what the process was given, else from `cluster`, else from the
+    /// defaults.
+    pub fn settled(&self, cluster: &settings::Values) -> SubmitConfig {
+        let value = |key| settings::pick(key, &self.given, cluster).0;
+        let count = |key| value(key).and_then(settings::Value::count).unwrap_or(0);
+        SubmitConfig {
+            timeout: value(Key::Timeout).and_then(settings::Value::duration),
+            retries: u32::try_from(count(Key::Retries)).unwrap_or(u32::MAX),
+            max_pending: usize::try_from(count(Key::MaxPending)).unwrap_or(usize::MAX),
+            ..self.clone()
+        }
+    }
+}
+
+/// Reads the cluster settings once, on the session `zk` just opened, and
+/// settles `cfg` with them.
+fn settle(zk: &Zk, cfg: &SubmitConfig) -> Result<SubmitConfig, Error> {
+    let cluster = settings::read_cluster(zk, &cfg.layout)
+        .map_err(|err| Error::zk(format!("reading {}", cfg.layout.config()), err))?;
+    Ok(cfg.settled(&cluster))
 }
 
 /// The longest job, in bytes: the worker passes it as one argument of
@@ -118,9 +147,22 @@ pub fn run(cfg: &SubmitConfig) -> Result<i32, Error> {
     let Some(job) = &cfg.job else {
         return lines::submit_lines(cfg, std::io::stdin().lock(), &rx);
     };
-    let task = new_task(cfg, job);
-    let data = check_task(&task)?;
+    // Refused input is refused before connecting.
+    check_task(&new_task(cfg, job))?;
     let zk = session::connect(&cfg.connect)?;
+    let settled = settle(&zk, cfg).and_then(|cfg| {
+        let task = new_task(&cfg, job);
+        let data = check_task(&task)?;
+        Ok((cfg, task, data))
+    });
+    let (cfg, task, data) = match settled {
+        Ok(settled) => settled,
+        Err(err) => {
+            zk.close(session::CLOSE_WAIT);
+            return Err(err);
+        }
+    };
+    let cfg = &cfg;
     let (zk, name) = match store_one(zk, cfg, &task, data)? {
         (zk, Ok(name)) => (zk, name),
         (zk, Err(code)) => {

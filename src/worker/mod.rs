@@ -36,7 +36,9 @@ use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::model::{self, WorkerInfo};
+use crate::notify;
 use crate::session::{self, Next};
+use crate::settings::{Given, Tuning, WORKER_KEYS};
 use crate::shutdown::Shutdown;
 use crate::zk::{ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
 use decide::{Holder, InTheWay, Me};
@@ -56,10 +58,9 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// Longest time between two reads of the assignments.
     pub tick: Duration,
-    /// How long running jobs may take to finish after SIGTERM.
-    pub drain_timeout: Duration,
-    /// Bytes kept of each job's stdout and stderr.
-    pub output_cap: usize,
+    /// The settings this worker was given itself (flags, env): the drain
+    /// timeout and the output cap, which beat the cluster's.
+    pub given: Given,
     /// The shell that runs jobs (`sh`).
     pub shell: PathBuf,
     /// The labels it advertises (`--label`).
@@ -120,6 +121,8 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     let accepting = Arc::new(AtomicBool::new(true));
     // The session this worker last registered with, if any.
     let mut previous: Option<i64> = None;
+    // Followed live, and kept across sessions.
+    let mut tuning = Tuning::new(WORKER_KEYS, cfg.given.clone());
     loop {
         let is_stop = |m: &Msg| matches!(m, Msg::Shutdown);
         let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, is_stop)? else {
@@ -128,6 +131,7 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
         match register(cfg, &zk, previous, tx, rx)? {
             Registered::Yes => {}
             Registered::Stop => {
+                notify::stopping("stopping before registering", CLOSE_WAIT);
                 zk.close(CLOSE_WAIT);
                 return Ok(());
             }
@@ -135,7 +139,12 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
         }
         previous = Some(zk.session_id());
         info!("worker {}: registered ({} threads)", cfg.id, cfg.threads);
-        let mut session = WorkerSession::new(cfg, &zk, &pool, tx, &generation, &accepting);
+        notify::ready(&format!(
+            "worker {}: registered, {} threads",
+            cfg.id, cfg.threads
+        ));
+        let mut session =
+            WorkerSession::new(cfg, &zk, &pool, tx, &generation, &accepting, &mut tuning);
         match session.serve(rx) {
             Next::Stop => {
                 session.stop(rx);
@@ -210,6 +219,7 @@ fn register(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut said = false;
     loop {
+        notify::watchdog();
         if zk.is_lost() {
             return Ok(Registered::Lost);
         }
@@ -253,6 +263,10 @@ fn register(
                             holding.as_ref().map_or(0, |i| i.pid),
                             zk.session_timeout().as_secs()
                         );
+                        notify::status(&format!(
+                            "waiting for an earlier session of worker {} to expire",
+                            cfg.id
+                        ));
                         said = true;
                     }
                     wait = Duration::from_secs(1);
@@ -269,7 +283,7 @@ fn register(
                 cfg.id
             );
         }
-        match rx.recv_deadline(Instant::now() + wait) {
+        match rx.recv_deadline(notify::wake_by(Instant::now() + wait)) {
             Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 return Ok(Registered::Stop);
             }

@@ -18,7 +18,9 @@ use super::job::{self, Ending, JobContext, JobEvent};
 use super::{Msg, WorkerConfig, register_ops, worker_info};
 use crate::exec::KillSwitch;
 use crate::model::{self, Away, CancelRequest, FailReason, TaskResult};
+use crate::notify;
 use crate::session::{self, Next};
+use crate::settings::{self, Key, Tuning};
 use crate::zk::{Op, SessionEvent, Zk, ZkError};
 
 /// Where a task this worker knows of stands locally.
@@ -54,6 +56,10 @@ pub struct WorkerSession<'a> {
     cut_off_since: Option<Instant>,
     /// How long a disconnected worker keeps its jobs.
     hold: Duration,
+    /// The settings followed live: the output cap, the drain timeout.
+    tuning: &'a mut Tuning,
+    /// The watch on the cluster settings is armed and has not fired.
+    settings_armed: bool,
     health: StartHealth,
     /// Taking no work until then: its recent jobs could not start.
     paused_until: Option<Instant>,
@@ -68,13 +74,14 @@ impl<'a> WorkerSession<'a> {
         tx: &Sender<Msg>,
         generation: &Arc<AtomicU64>,
         accepting: &Arc<AtomicBool>,
+        tuning: &'a mut Tuning,
     ) -> Self {
         accepting.store(true, Ordering::SeqCst);
         let ctx = JobContext {
             zk: zk.clone(),
             layout: cfg.layout.clone(),
             worker: cfg.id.clone(),
-            output_cap: cfg.output_cap,
+            output_cap: usize::try_from(tuning.count(Key::OutputCap)).unwrap_or(usize::MAX),
             shell: cfg.shell.clone(),
             generation: generation.clone(),
             my_generation: generation.load(Ordering::SeqCst),
@@ -93,6 +100,8 @@ impl<'a> WorkerSession<'a> {
             cancels: HashSet::new(),
             cut_off_since: None,
             hold: session::hold(zk.session_timeout()),
+            tuning,
+            settings_armed: false,
             health: StartHealth::default(),
             paused_until: None,
         }
@@ -105,6 +114,7 @@ impl<'a> WorkerSession<'a> {
         let mut stale = true;
         let mut next_tick = Instant::now();
         loop {
+            notify::watchdog();
             let now = Instant::now();
             if self.zk.is_lost() {
                 return Next::Restart;
@@ -140,7 +150,7 @@ impl<'a> WorkerSession<'a> {
             .flatten()
             .min()
             .unwrap_or(next_tick);
-            let first = match rx.recv_deadline(wake) {
+            let first = match rx.recv_deadline(notify::wake_by(wake)) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Next::Stop,
@@ -151,6 +161,8 @@ impl<'a> WorkerSession<'a> {
                     Msg::Watch(event) => {
                         if event.path == self.cfg.layout.cancel() {
                             self.cancel_armed = false;
+                        } else if event.path == self.cfg.layout.config() {
+                            self.settings_armed = false;
                         } else {
                             self.armed = false;
                         }
@@ -215,8 +227,24 @@ impl<'a> WorkerSession<'a> {
         Ok(())
     }
 
+    /// Reads the cluster settings when they may have changed (arming their
+    /// watch): jobs started from now on keep the new output cap, and a
+    /// drain takes the drain timeout of when it starts.
+    fn read_settings(&mut self) -> Result<(), ZkError> {
+        if self.settings_armed {
+            return Ok(());
+        }
+        let who = format!("worker {}", self.cfg.id);
+        settings::follow(self.zk, &self.cfg.layout, &self.ctx.tx, self.tuning, &who)?;
+        self.settings_armed = true;
+        self.ctx.output_cap =
+            usize::try_from(self.tuning.count(Key::OutputCap)).unwrap_or(usize::MAX);
+        Ok(())
+    }
+
     /// Reads the assignments and starts the ones it has not seen.
     fn round(&mut self) -> Result<(), ZkError> {
+        self.read_settings()?;
         self.read_cancels()?;
         let dir = self.cfg.layout.assign_dir(&self.cfg.id);
         let listed = if self.armed {
@@ -410,7 +438,16 @@ impl<'a> WorkerSession<'a> {
         );
         self.ctx.accepting.store(false, Ordering::SeqCst);
         self.step_away("draining", None);
-        let deadline = Instant::now() + self.cfg.drain_timeout;
+        let drain_timeout = self.tuning.duration(Key::DrainTimeout);
+        notify::stopping(
+            &format!(
+                "worker {}: draining, {} jobs to finish",
+                self.cfg.id,
+                self.busy()
+            ),
+            drain_timeout + STOP_WAIT + super::CLOSE_WAIT,
+        );
+        let deadline = Instant::now() + drain_timeout;
         if !self.wait_for_jobs(rx, deadline) {
             warn!(
                 "worker {}: drain timeout; killing {} jobs and handing them back",

@@ -46,6 +46,12 @@ const SCRUBBED_ENV: &[&str] = &[
     "ZKMW_TLS_KEY",
     "ZKMW_RESULT_TTL",
     "ZKMW_KEEP_RESULTS",
+    "ZKMW_MAX_PENDING",
+    "ZKMW_OUTPUT_CAP",
+    "ZKMW_DRAIN_TIMEOUT",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     "RUST_LOG",
 ];
 
@@ -153,7 +159,21 @@ impl Namespace {
         session_timeout: &str,
         args: &[&str],
     ) -> Proc {
+        self.spawn_env(name, hosts, session_timeout, &[], args)
+    }
+
+    /// Like [`Namespace::spawn_with`], with the variables `env` set (e.g.
+    /// systemd's `NOTIFY_SOCKET`).
+    pub fn spawn_env(
+        &self,
+        name: &str,
+        hosts: &str,
+        session_timeout: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proc {
         let mut cmd = self.cmd_with(hosts, session_timeout);
+        cmd.envs(env.iter().copied());
         cmd.args(args).env(
             "RUST_LOG",
             std::env::var("ZKMW_TEST_LOG").unwrap_or_else(|_| "info".into()),
