@@ -302,7 +302,9 @@ fn a_missing_command_is_named() {
     let out = run_at_once(ns.raw_cmd());
     assert_refused(
         &out,
-        &["zkmw: missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge"],
+        &[
+            "zkmw: missing command: one of master, worker, submit, wait, progress, cancel, status, tasks, purge",
+        ],
     );
     assert_one_line(&out);
 }

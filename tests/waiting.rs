@@ -69,7 +69,10 @@ fn a_signal_while_waiting_exits_128_plus_it_naming_the_task() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let child = cmd.spawn().expect("submit --wait");
-        assert!(wait_until(secs(15), || started.exists()), "the job never ran");
+        assert!(
+            wait_until(secs(15), || started.exists()),
+            "the job never ran"
+        );
         // SAFETY: kill only sends a signal to our own child.
         unsafe { libc::kill(child.id() as libc::pid_t, signal) };
         let out = child.wait_with_output().expect("submit --wait ends");

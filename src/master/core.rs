@@ -29,9 +29,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::load;
 use super::plan::{self, Action, Assigned, AssignedDetail, Pending, Snapshot};
 use crate::layout::Layout;
 use crate::model::{self, WorkerInfo};
+use crate::obs::metrics::Load;
 use crate::zk::{Node, Op, ZkError};
 
 /// This master's epoch is stale: another master was elected.
@@ -115,6 +117,8 @@ pub struct Core {
     cancels: BTreeSet<String>,
     /// The round in progress.
     round: Round,
+    /// What the last decided round saw, for the metrics.
+    load: Load,
 }
 
 /// What a round has learnt so far.
@@ -152,6 +156,7 @@ impl Core {
             waiting_since: HashMap::new(),
             cancels: BTreeSet::new(),
             round: Round::default(),
+            load: Load::default(),
         }
     }
 
@@ -391,7 +396,13 @@ impl Core {
             cancelled_pending,
             stale_cancels,
         };
+        self.load = load::measure(&snap, self.queue.len(), self.load);
         plan::plan(&snap, pick)
+    }
+
+    /// What the last decided round saw: workers, queue, assigned, running.
+    pub fn load(&self) -> Load {
+        self.load
     }
 
     /// The head tasks as read; whatever happens to them, they leave the

@@ -13,6 +13,7 @@ use super::core::{Core, Deposed, DetailsRead, fenced_out};
 use super::plan::{Action, Origin};
 use super::{MasterConfig, Msg};
 use crate::model;
+use crate::obs::Obs;
 use crate::retention;
 use crate::session::{self, Next};
 use crate::zk::{Node, Zk, ZkError};
@@ -33,6 +34,7 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
     let mut next_retention = Instant::now();
     let mut rng = rand::rng();
     loop {
+        cfg.obs.beat();
         if zk.is_lost() {
             warn!("master {}: session lost; stepping down", cfg.id);
             return Next::Restart;
@@ -47,13 +49,14 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
         }
         if zk.is_connected() {
             let mut pick = |n| rand::RngExt::random_range(&mut rng, 0..n);
-            if round(&mut core, zk, tx, &mut pick).is_err() {
+            if round(&mut core, zk, &cfg.obs, tx, &mut pick).is_err() {
                 warn!(
                     "master {}: deposed (epoch {epoch} is stale); stepping down",
                     cfg.id
                 );
                 return Next::Restart;
             }
+            cfg.obs.metrics().master_load(core.load());
         }
         // Wait for something to happen, then take every message queued.
         let first = match rx.recv_deadline(core.next_wake()) {
@@ -76,6 +79,7 @@ pub fn lead(cfg: &MasterConfig, zk: &Zk, epoch: i32, tx: &Sender<Msg>, rx: &Rece
 fn round(
     core: &mut Core,
     zk: &Zk,
+    obs: &Obs,
     tx: &Sender<Msg>,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Result<(), Deposed> {
@@ -94,8 +98,9 @@ fn round(
     }
     let results = zk.multi_many(&core.transactions(&actions));
     for (action, result) in actions.iter().zip(&results) {
+        let _ = obs.metrics().txn(kind(action), result.as_ref());
         match result {
-            Ok(()) => log_applied(action),
+            Ok(()) => applied(action, obs),
             Err(err) => debug!("master: {action:?} not applied: {err}"),
         }
     }
@@ -103,7 +108,31 @@ fn round(
     if cleanups.is_empty() {
         return Ok(());
     }
-    core.cleaned(&zk.multi_many(&cleanups))
+    let results = zk.multi_many(&cleanups);
+    for result in &results {
+        let _ = obs.metrics().txn("cleanup", result.as_ref());
+    }
+    core.cleaned(&results)
+}
+
+/// The kind of an action's transaction, as the metrics label it.
+fn kind(action: &Action) -> &'static str {
+    match action {
+        Action::Assign { .. } => "assign",
+        Action::Requeue { .. } => "requeue",
+        Action::Move { .. } => "move",
+        Action::Fail { .. } => "fail",
+        Action::ForgetCancel { .. } => "forget_cancel",
+        Action::RemoveAssignDir { .. } => "remove_assign_dir",
+    }
+}
+
+/// An action went through: a result it stored counts as finished.
+fn applied(action: &Action, obs: &Obs) {
+    if let Action::Fail { result, .. } = action {
+        obs.metrics().task_finished(result);
+    }
+    log_applied(action);
 }
 
 /// Why a round's reads stopped.
@@ -230,28 +259,34 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
     })
 }
 
+/// Says what the master did; a line about a worker names it (`worker`
+/// in JSON logs).
 fn log_applied(action: &Action) {
     match action {
-        Action::Assign { task, worker, .. } => debug!("master: assigned {task} to {worker}"),
-        Action::Requeue { task, worker, .. } => info!("master: requeued {task} from {worker}"),
+        Action::Assign { task, worker, .. } => {
+            debug!(worker = worker.as_str(); "master: assigned {task} to {worker}")
+        }
+        Action::Requeue { task, worker, .. } => {
+            info!(worker = worker.as_str(); "master: requeued {task} from {worker}")
+        }
         Action::Move { task, from, to, .. } => {
-            info!("master: moved {task} from busy {from} to {to}, which has a free thread")
+            info!(worker = to.as_str(); "master: moved {task} from busy {from} to {to}, which has a free thread")
         }
         Action::Fail {
             task, result, from, ..
         } => {
-            let at = match from {
-                Origin::Pending => String::new(),
-                Origin::Assigned(worker) => format!(" (worker {worker})"),
+            let (at, worker) = match from {
+                Origin::Pending => (String::new(), ""),
+                Origin::Assigned(worker) => (format!(" (worker {worker})"), worker.as_str()),
             };
             match &result.reason {
-                Some(reason) => warn!("master: failed {task}{at}: {reason}"),
-                None => warn!("master: failed {task}{at}"),
+                Some(reason) => warn!(worker; "master: failed {task}{at}: {reason}"),
+                None => warn!(worker; "master: failed {task}{at}"),
             }
         }
         Action::ForgetCancel { task } => debug!("master: forgot the cancel request of {task}"),
         Action::RemoveAssignDir { worker } => {
-            info!("master: removed the assignments folder of gone worker {worker}")
+            info!(worker = worker.as_str(); "master: removed the assignments folder of gone worker {worker}")
         }
     }
 }

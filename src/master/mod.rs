@@ -18,6 +18,7 @@
 mod core;
 mod election;
 mod lead;
+mod load;
 pub mod plan;
 
 use std::time::Duration;
@@ -27,6 +28,8 @@ use log::info;
 
 use crate::error::Error;
 use crate::layout::Layout;
+use crate::obs::health::Stage;
+use crate::obs::{self, Obs};
 use crate::retention::Policy;
 use crate::session::{self, Next};
 use crate::shutdown::Shutdown;
@@ -46,6 +49,8 @@ pub struct MasterConfig {
     pub tick: Duration,
     /// Which results to delete from /status, checked every minute.
     pub retention: Policy,
+    /// What this master shows of itself (metrics, health, its session).
+    pub obs: Obs,
 }
 
 /// How long a stopping master waits for ZooKeeper to confirm the end of its
@@ -85,21 +90,28 @@ impl From<Shutdown> for Msg {
 /// starts the election over with a new session.
 pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(), Error> {
     loop {
-        let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, |m| {
+        cfg.obs.stage(Stage::Connecting);
+        let Some(zk) = session::open(&cfg.connect, &cfg.layout, &cfg.obs, tx, rx, |m| {
             matches!(m, Msg::Shutdown)
         })?
         else {
             return Ok(());
         };
+        cfg.obs.stage(Stage::Campaigning);
         let next = match election::campaign(cfg, &zk, tx, rx) {
             Elected::Yes(epoch) => {
+                leading(cfg, Some(epoch));
                 info!("master {}: active (epoch {epoch})", cfg.id);
-                lead::lead(cfg, &zk, epoch, tx, rx)
+                let next = lead::lead(cfg, &zk, epoch, tx, rx);
+                leading(cfg, None);
+                next
             }
             Elected::No(next) => next,
         };
+        cfg.obs.session_ended(&zk);
         match next {
             Next::Stop => {
+                cfg.obs.stage(Stage::Stopping);
                 zk.close(CLOSE_WAIT);
                 info!("master {}: stopped", cfg.id);
                 return Ok(());
@@ -110,4 +122,14 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
             }
         }
     }
+}
+
+/// This master now leads under `epoch`, or (`None`) no longer leads: its
+/// stage, its gauges and its log lines say so.
+fn leading(cfg: &MasterConfig, epoch: Option<i32>) {
+    if epoch.is_some() {
+        cfg.obs.stage(Stage::Active);
+    }
+    cfg.obs.metrics().master_epoch(epoch);
+    obs::log::set_epoch(epoch);
 }

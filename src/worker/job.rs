@@ -24,6 +24,7 @@ use crate::layout::Layout;
 use crate::model::{
     self, AttemptEnd, Claim, FailReason, FinalState, MAX_NODE_BYTES, Task, TaskResult,
 };
+use crate::obs::{self, Obs};
 use crate::zk::{Op, Zk, ZkError};
 
 /// What a job thread reports to the control loop.
@@ -76,6 +77,8 @@ pub struct JobContext {
     pub tx: Sender<Msg>,
     /// The session's progress relay.
     pub progress: Sender<relay::Update>,
+    /// The worker's metrics and health.
+    pub obs: Obs,
 }
 
 impl JobContext {
@@ -95,6 +98,7 @@ impl JobContext {
 /// Claims, runs and finishes one task; always reports `Ended` or `Held` at
 /// the end.
 pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
+    let _about = obs::log::task_scope(task_name);
     if !ctx.current() || !ctx.accepting.load(Ordering::SeqCst) || kill.is_killed() {
         return ctx.report(task_name, JobEvent::Ended(Ending::Skipped));
     }
@@ -143,7 +147,7 @@ fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
             version: None,
         },
     ];
-    match ctx.zk.multi(&txn) {
+    match ctx.obs.metrics().txn("hand_back", ctx.zk.multi(&txn)) {
         Ok(()) => info!("{name}: killed (worker stopping); handed back to the queue"),
         Err(err) => warn!("{name}: killed; not handed back ({err}): the master requeues it"),
     }
@@ -194,7 +198,7 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
             version: None,
         },
     ];
-    match ctx.zk.multi(&txn) {
+    match ctx.obs.metrics().txn("claim", ctx.zk.multi(&txn)) {
         Ok(()) => Claimed::Yes(task),
         Err(err) if err.is_unknown_outcome() => {
             // Ours if the claim node exists and this session owns it.
@@ -342,11 +346,8 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
     }
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     while ctx.current() && !ctx.zk.is_lost() {
-        let err = match ctx.zk.multi(&txn) {
-            Ok(()) => {
-                debug!("{name}: finished ({:?})", result.state);
-                return;
-            }
+        let err = match ctx.obs.metrics().txn("finish", ctx.zk.multi(&txn)) {
+            Ok(()) => return stored(ctx, name, &result),
             Err(err) => err,
         };
         if err.is_txn_failure(3, &ZkError::NoNode) {
@@ -358,7 +359,7 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
             // Already has its one result (an earlier try of ours whose reply
             // was lost): remove the leftovers.
             let _ = ctx.zk.multi(&txn[1..]);
-            return;
+            return stored(ctx, name, &result);
         }
         if !err.is_unknown_outcome() {
             warn!("{name}: result not stored ({err}); the master will run it again");
@@ -371,6 +372,24 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
         }
         backoff.sleep();
     }
+}
+
+/// A run's result is stored: it counts, and the log says how it ended.
+fn stored(ctx: &JobContext, name: &str, result: &TaskResult) {
+    ctx.obs.metrics().task_finished(result);
+    let took = result
+        .finished_ms
+        .saturating_sub(result.started_ms.unwrap_or(0));
+    let how = match (&result.reason, result.exit_code, result.signal) {
+        (Some(reason), ..) => reason.to_string(),
+        (None, Some(code), _) => format!("exit {code}"),
+        (None, None, Some(signal)) => format!("signal {signal}"),
+        (None, None, None) => "done".to_string(),
+    };
+    info!(
+        "{name}: finished: {how} after {} ms (attempt {})",
+        took, result.attempts
+    );
 }
 
 /// Runs a read once the session is connected again; `None` if the session

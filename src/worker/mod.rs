@@ -36,6 +36,8 @@ use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::model::{self, WorkerInfo};
+use crate::obs::Obs;
+use crate::obs::health::Stage;
 use crate::session::{self, Next};
 use crate::shutdown::Shutdown;
 use crate::zk::{ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
@@ -62,6 +64,8 @@ pub struct WorkerConfig {
     pub output_cap: usize,
     /// The shell that runs jobs (`sh`).
     pub shell: PathBuf,
+    /// What this worker shows of itself (metrics, health).
+    pub obs: Obs,
 }
 
 /// A message to the worker's control loop.
@@ -118,12 +122,19 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     let accepting = Arc::new(AtomicBool::new(true));
     // The session this worker last registered with, if any.
     let mut previous: Option<i64> = None;
+    cfg.obs.metrics().worker_jobs(0, cfg.threads);
     loop {
+        cfg.obs.stage(Stage::Connecting);
         let is_stop = |m: &Msg| matches!(m, Msg::Shutdown);
-        let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, is_stop)? else {
+        let Some(zk) = session::open(&cfg.connect, &cfg.layout, &cfg.obs, tx, rx, is_stop)? else {
             return Ok(());
         };
-        match register(cfg, &zk, previous, tx, rx)? {
+        cfg.obs.stage(Stage::Registering);
+        let registered = register(cfg, &zk, previous, tx, rx);
+        if !matches!(registered, Ok(Registered::Yes)) {
+            cfg.obs.session_ended(&zk);
+        }
+        match registered? {
             Registered::Yes => {}
             Registered::Stop => {
                 zk.close(CLOSE_WAIT);
@@ -132,17 +143,22 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
             Registered::Lost => continue,
         }
         previous = Some(zk.session_id());
+        cfg.obs.stage(Stage::Registered);
         info!("worker {}: registered ({} threads)", cfg.id, cfg.threads);
         let mut session = WorkerSession::new(cfg, &zk, &pool, tx, &generation, &accepting);
-        match session.serve(rx) {
+        let next = session.serve(rx);
+        match next {
             Next::Stop => {
                 session.stop(rx);
+                cfg.obs.stage(Stage::Stopping);
+                cfg.obs.session_ended(&zk);
                 zk.close(CLOSE_WAIT);
                 info!("worker {}: stopped", cfg.id);
                 return Ok(());
             }
             Next::Restart => {
                 session.abandon();
+                cfg.obs.session_ended(&zk);
                 zk.close(Duration::ZERO);
                 warn!(
                     "worker {}: session lost; killed its jobs, registering again",
@@ -207,12 +223,14 @@ fn register(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut said = false;
     loop {
+        cfg.obs.beat();
         if zk.is_lost() {
             return Ok(Registered::Lost);
         }
-        let attempt = zk
-            .ensure(&layout.assign_dir(&cfg.id))
-            .and_then(|()| zk.multi(&register_ops(cfg, &info)));
+        let attempt = zk.ensure(&layout.assign_dir(&cfg.id)).and_then(|()| {
+            let txn = zk.multi(&register_ops(cfg, &info));
+            cfg.obs.metrics().txn("register", txn)
+        });
         let err = match attempt {
             Ok(()) => return Ok(Registered::Yes),
             Err(err) => err,
