@@ -17,6 +17,8 @@
 //!   be cut, black-holed or muted at run time (network faults).
 //! - [`ensemble::Ensemble`]: a 3-node ensemble of the test's own, with nodes
 //!   stopped and started by number.
+//! - [`http`]: GETs and scrapes of zkmw's HTTP endpoint, and a headless
+//!   Chromium to load its status page.
 //! - [`servers::ZkServers`]: a private folder of `scripts/zk.sh` servers,
 //!   stopped and removed on drop.
 //! - [`scratch_dir`]: where all of these keep their files: under the run
@@ -28,6 +30,7 @@
 #![allow(dead_code)]
 
 pub mod ensemble;
+pub mod http;
 pub mod proxy;
 pub mod servers;
 
@@ -73,6 +76,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "ZKMW_TLS_KEY",
     "ZKMW_RESULT_TTL",
     "ZKMW_KEEP_RESULTS",
+    "ZKMW_HTTP",
+    "ZKMW_HTTP_NO_OUTPUT",
+    "ZKMW_LOG_FORMAT",
     "RUST_LOG",
 ];
 
