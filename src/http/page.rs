@@ -156,10 +156,7 @@ fn masters(c: &ClusterView) -> String {
 }
 
 fn workers(workers: &[WorkerView], now_ms: u64) -> String {
-    if workers.is_empty() {
-        return "<p class=\"empty\">No worker.</p>".to_string();
-    }
-    let rows: String = workers
+    let rows: Vec<String> = workers
         .iter()
         .map(|w| {
             let threads = w.threads.unwrap_or(0);
@@ -179,18 +176,12 @@ fn workers(workers: &[WorkerView], now_ms: u64) -> String {
             )
         })
         .collect();
-    table(
-        "workers",
-        &["worker", "state", "host", "threads", "load", "for"],
-        &rows,
-    )
+    let headings = ["worker", "state", "host", "threads", "load", "for"];
+    table("workers", &headings, &rows, "No worker.")
 }
 
 fn running(rows: &[TaskRow], now_ms: u64) -> String {
-    if rows.is_empty() {
-        return "<p class=\"empty\">Nothing is running.</p>".to_string();
-    }
-    let rows: String = rows
+    let rows: Vec<String> = rows
         .iter()
         .map(|t| {
             let progress = match t.progress {
@@ -210,18 +201,12 @@ fn running(rows: &[TaskRow], now_ms: u64) -> String {
             )
         })
         .collect();
-    table(
-        "running",
-        &["task", "worker", "job", "progress", "for"],
-        &rows,
-    )
+    let headings = ["task", "worker", "job", "progress", "for"];
+    table("running", &headings, &rows, "Nothing is running.")
 }
 
 fn failures(failures: &[Failure], now_ms: u64) -> String {
-    if failures.is_empty() {
-        return "<p class=\"empty\">No failure among the recent tasks.</p>".to_string();
-    }
-    let rows: String = failures
+    let rows: Vec<String> = failures
         .iter()
         .map(|f| {
             let stderr = f
@@ -238,18 +223,25 @@ fn failures(failures: &[Failure], now_ms: u64) -> String {
             )
         })
         .collect();
+    let headings = ["task", "why", "worker", "job", "finished"];
     table(
         "failures",
-        &["task", "why", "worker", "job", "finished"],
+        &headings,
         &rows,
+        "No failure among the recent tasks.",
     )
 }
 
-/// A table with its headings, scrolling sideways on a narrow screen.
-fn table(id: &str, headings: &[&str], rows: &str) -> String {
+/// A table with its headings, scrolling sideways on a narrow screen; the
+/// `empty` sentence instead when there is no row.
+fn table(id: &str, headings: &[&str], rows: &[String], empty: &str) -> String {
+    if rows.is_empty() {
+        return format!("<p class=\"empty\">{empty}</p>");
+    }
     let head: String = headings.iter().map(|h| format!("<th>{h}</th>")).collect();
     format!(
-        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr>{head}</tr></thead><tbody>{}</tbody></table></div>",
+        rows.concat()
     )
 }
 

@@ -275,13 +275,15 @@ fn log_applied(action: &Action) {
         Action::Fail {
             task, result, from, ..
         } => {
-            let (at, worker) = match from {
-                Origin::Pending => (String::new(), ""),
-                Origin::Assigned(worker) => (format!(" (worker {worker})"), worker.as_str()),
-            };
-            match &result.reason {
-                Some(reason) => warn!(worker; "master: failed {task}{at}: {reason}"),
-                None => warn!(worker; "master: failed {task}{at}"),
+            let reason = result
+                .reason
+                .as_ref()
+                .map_or(String::new(), |r| format!(": {r}"));
+            match from {
+                Origin::Pending => warn!("master: failed {task}{reason}"),
+                Origin::Assigned(worker) => {
+                    warn!(worker = worker.as_str(); "master: failed {task} (worker {worker}){reason}")
+                }
             }
         }
         Action::ForgetCancel { task } => debug!("master: forgot the cancel request of {task}"),

@@ -29,6 +29,7 @@ use log::info;
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::obs::health::Stage;
+use crate::obs::metrics::Load;
 use crate::obs::{self, Obs};
 use crate::retention::Policy;
 use crate::session::{self, Next};
@@ -125,10 +126,12 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
 }
 
 /// This master now leads under `epoch`, or (`None`) no longer leads: its
-/// stage, its gauges and its log lines say so.
+/// stage, its gauges (a master that does not lead shows no load) and its
+/// log lines say so.
 fn leading(cfg: &MasterConfig, epoch: Option<i32>) {
-    if epoch.is_some() {
-        cfg.obs.stage(Stage::Active);
+    match epoch {
+        Some(_) => cfg.obs.stage(Stage::Active),
+        None => cfg.obs.metrics().master_load(Load::default()),
     }
     cfg.obs.metrics().master_epoch(epoch);
     obs::log::set_epoch(epoch);

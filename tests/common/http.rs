@@ -95,32 +95,31 @@ impl Drop for Profile {
     }
 }
 
-/// The document Chromium renders for `url`.
-pub fn rendered(url: &str) -> String {
-    let (mut cmd, _profile) = browser(&["--dump-dom".into()]);
+/// Runs Chromium with `args` on `url`; its stdout.
+fn run_browser(args: &[String], url: &str) -> String {
+    let (mut cmd, _profile) = browser(args);
     cmd.arg(url);
     let out = run_bounded(cmd, Duration::from_secs(60));
     assert!(
         out.status.success(),
-        "chromium --dump-dom {url}: {}",
+        "chromium {args:?} {url}: {}",
         describe(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The document Chromium renders for `url`.
+pub fn rendered(url: &str) -> String {
+    run_browser(&["--dump-dom".into()], url)
+}
+
 /// Chromium's screenshot of `url` in a window of `width` × `height`, as
 /// `file`.
 pub fn screenshot(url: &str, file: &Path, width: u32, height: u32) {
-    let (mut cmd, _profile) = browser(&[
+    let args = [
         format!("--screenshot={}", file.display()),
         format!("--window-size={width},{height}"),
         "--hide-scrollbars".into(),
-    ]);
-    cmd.arg(url);
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "chromium --screenshot {url}: {}",
-        describe(&out)
-    );
+    ];
+    run_browser(&args, url);
 }
