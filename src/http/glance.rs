@@ -1,9 +1,10 @@
 //! What the master's status page and its `/api/` show: the cluster read
 //! through the master's own session with the viewer's functions
 //! (`crate::status`), at most once a second whatever the request rate, and
-//! what this master remembers between two reads: the recent failures, and
-//! when each result was stored (its node's creation time, read once per
-//! result), for the chart of tasks finished per minute.
+//! what this master remembers between two reads: when each result was
+//! stored (its node's creation time, read once per result), for the chart
+//! of tasks finished per minute; and the recent failures, found by reading
+//! each result of the last hour once.
 //!
 //! The master's loop never waits for this: the page reads on the HTTP
 //! threads, and only while someone looks.
@@ -33,6 +34,9 @@ pub const MINUTES: usize = 60;
 /// Most results whose creation time one read looks up (newest first): the
 /// first look at a namespace of 100,000 results is spread over reads.
 const TIMES_PER_READ: usize = 5000;
+
+/// Most results one read inspects for failures (newest first).
+const INSPECTED_PER_READ: usize = 500;
 
 /// One read of the cluster, as the page shows it.
 #[derive(Debug, Clone)]
@@ -91,9 +95,19 @@ pub struct Glances {
 struct Memory {
     last: Option<(Instant, Arc<Glance>)>,
     trouble: Option<String>,
-    /// When each listed result was stored (unix ms).
-    stored: HashMap<String, u64>,
-    failures: BTreeMap<i64, Failure>,
+    /// Each listed result whose time was read.
+    stored: HashMap<String, Stored>,
+    /// The newest failures, by when they finished and their sequence.
+    failures: BTreeMap<(u64, i64), Failure>,
+}
+
+/// What is known of one result.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    /// When it was stored (unix ms).
+    at_ms: u64,
+    /// Whether it was read to see if it is a failure.
+    inspected: bool,
 }
 
 impl Glances {
@@ -136,8 +150,9 @@ impl Glances {
         }
     }
 
-    /// One read of the cluster, the newest tasks, the running ones, and
-    /// the times of the results not seen before.
+    /// One read of the cluster, the newest tasks, the running ones, the
+    /// times of the results not seen before, and the results of the last
+    /// hour not inspected yet.
     fn read(&self, zk: &Zk, memory: &mut Memory) -> Result<Glance, String> {
         let layout = &self.layout;
         let read = status::cluster_read(zk, layout).map_err(|e| e.to_string())?;
@@ -152,28 +167,27 @@ impl Glances {
             ..Query::default()
         };
         let running = status::task_views(zk, layout, &read, &running).map_err(|e| e.to_string())?;
-        self.note_stored(zk, &read.finished, &mut memory.stored);
-        for failure in views.iter().filter_map(|v| failure(v, self.no_output)) {
-            let seq = task_sequence(&failure.task).unwrap_or(0);
-            memory.failures.insert(seq, failure);
-        }
-        while memory.failures.len() > FAILURES {
-            memory.failures.pop_first();
-        }
         let now_ms = model::now_ms();
+        self.note_stored(zk, &read.finished, &mut memory.stored);
+        self.inspect(zk, memory, now_ms.saturating_sub(MINUTES as u64 * 60_000));
         Ok(Glance {
             at_ms: now_ms,
             cluster: status::cluster_view(read),
             tasks: views.into_iter().map(TaskRow::from).collect(),
             running: running.into_iter().map(TaskRow::from).collect(),
             failures: memory.failures.values().rev().cloned().collect(),
-            per_minute: per_minute(memory.stored.values().copied(), now_ms),
+            per_minute: per_minute(memory.stored.values().map(|s| s.at_ms), now_ms),
         })
     }
 
     /// Learns when the results not seen before were stored (newest first,
     /// at most [`TIMES_PER_READ`]), and forgets those purged since.
-    fn note_stored(&self, zk: &Zk, listed: &BTreeSet<String>, stored: &mut HashMap<String, u64>) {
+    fn note_stored(
+        &self,
+        zk: &Zk,
+        listed: &BTreeSet<String>,
+        stored: &mut HashMap<String, Stored>,
+    ) {
         stored.retain(|name, _| listed.contains(name));
         let new: Vec<&String> = listed
             .iter()
@@ -184,8 +198,48 @@ impl Glances {
         let paths: Vec<String> = new.iter().map(|t| self.layout.status_task(t)).collect();
         for (name, stat) in new.into_iter().zip(zk.exists_many(&paths)) {
             if let Ok(Some(stat)) = stat {
-                stored.insert(name.clone(), stat.ctime_ms.max(0) as u64);
+                let at_ms = stat.ctime_ms.max(0) as u64;
+                let inspected = false;
+                stored.insert(name.clone(), Stored { at_ms, inspected });
             }
+        }
+    }
+
+    /// Reads the results stored since `since_ms` not inspected yet (newest
+    /// first, at most [`INSPECTED_PER_READ`]), keeping the newest failures.
+    fn inspect(&self, zk: &Zk, memory: &mut Memory, since_ms: u64) {
+        let mut due: Vec<(i64, &String)> = memory
+            .stored
+            .iter()
+            .filter(|(_, s)| !s.inspected && s.at_ms >= since_ms)
+            .map(|(name, _)| (task_sequence(name).unwrap_or(0), name))
+            .collect();
+        due.sort_unstable_by(|a, b| b.cmp(a));
+        let names: Vec<String> = due
+            .into_iter()
+            .take(INSPECTED_PER_READ)
+            .map(|(_, name)| name.clone())
+            .collect();
+        let paths: Vec<String> = names.iter().map(|t| self.layout.status_task(t)).collect();
+        for (name, got) in names.iter().zip(zk.get_many(&paths)) {
+            if got.is_err() {
+                continue;
+            }
+            if let Some(s) = memory.stored.get_mut(name) {
+                s.inspected = true;
+            }
+            let result = got
+                .ok()
+                .flatten()
+                .and_then(|(data, _)| model::decode(&data).ok());
+            let view = result.map(|r| status::finished_view(name, r));
+            if let Some(f) = view.and_then(|v| failure(&v, self.no_output)) {
+                let key = (f.finished_ms.unwrap_or(0), task_sequence(name).unwrap_or(0));
+                memory.failures.insert(key, f);
+            }
+        }
+        while memory.failures.len() > FAILURES {
+            memory.failures.pop_first();
         }
     }
 }

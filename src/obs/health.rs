@@ -120,8 +120,11 @@ pub fn healthy(facts: &Facts, now: Instant, stale_after: Duration) -> Result<(),
             None => "not connected to ZooKeeper yet".to_string(),
         });
     }
-    if facts.stage == Stage::Stopping {
-        return Err("stopping".to_string());
+    // A stopping worker waits for its jobs rather than turning its loop.
+    match facts.stage {
+        Stage::Stopping => return Err("stopping".to_string()),
+        Stage::Draining => return Err("stopping: finishing its jobs first".to_string()),
+        _ => {}
     }
     match facts.beat {
         Some(beat) if now.saturating_duration_since(beat) <= stale_after => Ok(()),
@@ -182,6 +185,14 @@ mod tests {
         );
         let mut never = facts(true, None, now);
         assert!(healthy(&never, now, STALE).is_err());
+        let draining = Facts {
+            stage: Stage::Draining,
+            ..facts(true, Some(30), now)
+        };
+        assert_eq!(
+            healthy(&draining, now, STALE),
+            Err("stopping: finishing its jobs first".into())
+        );
         never.connected = false;
         never.cut_off_since = None;
         assert_eq!(
