@@ -386,10 +386,8 @@ fn stored(ctx: &JobContext, name: &str, result: &TaskResult) {
         (None, None, Some(signal)) => format!("signal {signal}"),
         (None, None, None) => "done".to_string(),
     };
-    info!(
-        "{name}: finished: {how} after {} ms (attempt {})",
-        took, result.attempts
-    );
+    let attempt = result.attempts;
+    info!("{name}: finished: {how} after {took} ms (attempt {attempt})");
 }
 
 /// Runs a read once the session is connected again; `None` if the session
