@@ -2,9 +2,11 @@
 //! role's configuration, wires signals into its channel, and turns its error
 //! into the documented exit code and a one-line message.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::CommandFactory;
+use log::info;
 
 use crate::cli::{
     self, CancelArgs, Cli, Command, GlobalArgs, MasterArgs, ProgressArgs, PurgeArgs, StatusArgs,
@@ -12,9 +14,13 @@ use crate::cli::{
 };
 use crate::error::Error;
 use crate::layout::Layout;
+use crate::obs::metrics::Role;
+use crate::obs::{self, Obs};
 use crate::settings::{self, Given, Key, Value};
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
-use crate::{exec, master, model, output, retention, session, shutdown, status, submit, worker};
+use crate::{
+    exec, http, master, model, output, retention, session, shutdown, status, submit, worker,
+};
 
 /// Runs the command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -87,13 +93,23 @@ fn connect_options(global: &GlobalArgs, service: bool) -> Result<ConnectOptions,
 }
 
 fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
+    let connect = connect_options(global, true)?;
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", session::host_name(), std::process::id()));
+    let obs = Obs::new(Role::Master, args.tick, connect.call_timeout);
+    obs::log::set_process(Role::Master.name(), &id);
+    let layout = Layout::new(&global.root);
+    if let Some(addr) = args.http.addr {
+        let endpoint =
+            http::Endpoint::master(obs.clone(), &id, layout.clone(), args.http.http_no_output);
+        serve_http(addr, endpoint, &format!("master {id}"))?;
+    }
     let cfg = master::MasterConfig {
-        connect: connect_options(global, true)?,
-        layout: Layout::new(&global.root),
-        id: args
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", session::host_name(), std::process::id())),
+        connect,
+        layout,
+        id,
         tick: args.tick,
         given: given(&[
             (Key::ResultTtl, args.result_ttl.map(Value::Duration)),
@@ -102,15 +118,31 @@ fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
                 args.keep_results.map(|n| Value::Count(n as u64)),
             ),
         ]),
+        obs,
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
     master::run(&cfg, &tx, &rx)
 }
 
+/// Starts the HTTP endpoint (a port it cannot listen on is bad input:
+/// nothing else starts) and says where it is.
+fn serve_http(addr: SocketAddr, endpoint: http::Endpoint, who: &str) -> Result<(), Error> {
+    let bound = http::start(addr, endpoint).map_err(Error::BadInput)?;
+    info!("{who}: HTTP endpoint at http://{bound}/ (metrics, healthz, readyz)");
+    Ok(())
+}
+
 fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
+    let connect = connect_options(global, true)?;
+    let obs = Obs::new(Role::Worker, args.tick, connect.call_timeout);
+    obs::log::set_process(Role::Worker.name(), &args.id);
+    if let Some(addr) = args.http.addr {
+        let endpoint = http::Endpoint::worker(obs.clone(), &args.id);
+        serve_http(addr, endpoint, &format!("worker {}", args.id))?;
+    }
     let cfg = worker::WorkerConfig {
-        connect: connect_options(global, true)?,
+        connect,
         layout: Layout::new(&global.root),
         id: args.id.clone(),
         threads: usize::from(args.threads),
@@ -124,6 +156,7 @@ fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
         ]),
         shell: PathBuf::from(&args.shell),
         labels: args.labels.clone(),
+        obs,
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());

@@ -2,11 +2,14 @@
 //! bad input is refused with a one-line message before any connection.
 
 use std::ffi::OsStr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, Args, CommandFactory, Parser, Subcommand};
+
+use crate::obs::log::Format;
 
 /// Longest worker or master id accepted (it becomes a znode name).
 pub const MAX_ID_LEN: usize = 128;
@@ -85,6 +88,24 @@ pub struct GlobalArgs {
     /// exiting 125 (at least 1s).
     #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = DurationIn::at_least(SECOND))]
     pub connect_timeout: Duration,
+    /// How log lines are written: text (for people) or json (one object
+    /// per line, for journald, Loki or ELK).
+    #[arg(long, env = "ZKMW_LOG_FORMAT", default_value = "text", global = true, value_parser = Format::parse)]
+    pub log_format: Format,
+}
+
+/// The HTTP endpoint of a master or a worker.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Serve /metrics, /healthz, /readyz (and on a master the status page
+    /// and /api/) at HOST:PORT; a bare PORT listens on 127.0.0.1 only.
+    /// Unauthenticated: see README. Off by default.
+    #[arg(long = "http", env = "ZKMW_HTTP", value_parser = parse_http_addr)]
+    pub addr: Option<SocketAddr>,
+    /// Keep job output (stderr lines of failures) off the status page
+    /// (a worker's endpoint never shows any).
+    #[arg(long, env = "ZKMW_HTTP_NO_OUTPUT")]
+    pub http_no_output: bool,
 }
 
 /// The four roles.
@@ -134,6 +155,9 @@ pub struct MasterArgs {
     /// keep-results, else 100000].
     #[arg(long, env = "ZKMW_KEEP_RESULTS", value_parser = KEEP_RESULTS)]
     pub keep_results: Option<usize>,
+    /// The HTTP endpoint.
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 /// `zkmw worker`.
@@ -165,6 +189,9 @@ pub struct WorkerArgs {
     /// [default: the cluster's output-cap, else 65536].
     #[arg(long, env = "ZKMW_OUTPUT_CAP", value_parser = OUTPUT_CAP)]
     pub output_cap: Option<u32>,
+    /// The HTTP endpoint.
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 /// `zkmw submit`.
@@ -381,6 +408,24 @@ pub fn parse_hosts(s: &str) -> Result<String, String> {
         }
     }
     Ok(s.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+}
+
+/// Where to listen: `HOST:PORT`, or a bare `PORT` (or `:PORT`) on the
+/// loopback address only, since the endpoint has no authentication.
+pub fn parse_http_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let port_only = s.strip_prefix(':').unwrap_or(s);
+    let full = if port_only.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{port_only}")
+    } else {
+        s.to_string()
+    };
+    let bad =
+        || format!("'{s}' is not an address to listen on: HOST:PORT or PORT (e.g. 127.0.0.1:9464)");
+    full.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
 }
 
 /// Digest credentials: `user:password`, both non-empty.
@@ -742,6 +787,25 @@ mod tests {
         let why = parse_hosts("a:1,b:2/app").unwrap_err();
         assert!(why.contains("does not support chroots"), "{why}");
         assert!(why.contains("--root /app/zkmw"), "{why}");
+    }
+
+    #[test]
+    fn an_http_port_alone_listens_on_loopback() {
+        for given in ["9464", ":9464", " 9464 "] {
+            assert_eq!(
+                parse_http_addr(given),
+                Ok("127.0.0.1:9464".parse().unwrap())
+            );
+        }
+        assert_eq!(
+            parse_http_addr("0.0.0.0:80"),
+            Ok("0.0.0.0:80".parse().unwrap())
+        );
+        assert_eq!(parse_http_addr("[::1]:9"), Ok("[::1]:9".parse().unwrap()));
+        for bad in ["", "x", "99999", "127.0.0.1", "1.2.3.4:x"] {
+            let why = parse_http_addr(bad).unwrap_err();
+            assert!(why.contains("not an address to listen on"), "{bad}: {why}");
+        }
     }
 
     #[test]

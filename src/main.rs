@@ -29,8 +29,6 @@ fn main() {
         _ => "warn",
     };
     // Millisecond timestamps: a task crosses several processes in a few ms.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_millis()
-        .init();
+    zkmw::obs::log::init(cli.global.log_format, default_level);
     std::process::exit(zkmw::app::run(cli));
 }

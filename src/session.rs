@@ -2,7 +2,7 @@
 //! until ZooKeeper answers, or until asked to stop), forward its state
 //! changes into the role's channel, and make sure the namespace exists.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::warn;
@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::exec::KILL_GRACE;
 use crate::layout::Layout;
 use crate::notify;
+use crate::obs::Obs;
 use crate::zk::{ConnectOptions, SessionEvent, Zk, ZkError};
 
 /// How long a worker cut off from ZooKeeper keeps its jobs running, given
@@ -47,11 +48,13 @@ pub enum Next {
 }
 
 /// Opens a session for a long-running role. Keeps trying while ZooKeeper is
-/// unreachable (logging what it waits for); returns `Ok(None)` if a message
-/// for which `is_stop` holds arrives meanwhile.
+/// unreachable (logging what it waits for, see [`Quiet`]); returns
+/// `Ok(None)` if a message for which `is_stop` holds arrives meanwhile. The
+/// session is handed to `obs` (its health and metrics follow it).
 pub fn open<M>(
     opts: &ConnectOptions,
     layout: &Layout,
+    obs: &Obs,
     tx: &Sender<M>,
     rx: &Receiver<M>,
     is_stop: fn(&M) -> bool,
@@ -64,8 +67,9 @@ where
         ..opts.clone()
     };
     notify::status(&format!("waiting for ZooKeeper at {}", opts.hosts));
+    let mut quiet = Quiet::default();
     loop {
-        notify::watchdog();
+        obs.beat();
         if rx.try_iter().any(|m| is_stop(&m)) {
             return Ok(None);
         }
@@ -75,11 +79,14 @@ where
                 return Err(Error::zk("connecting", err));
             }
             Err(err) => {
-                warn!("{err}; still trying");
+                if let Some(times) = quiet.say(Instant::now()) {
+                    warn!("{err}; still trying{times}");
+                }
                 continue;
             }
         };
         zk.forward_session_events(tx.clone());
+        obs.session_opened(&zk);
         match ensure_namespace(&zk, layout) {
             Ok(()) => return Ok(Some(zk)),
             Err(err @ (ZkError::NoAuth | ZkError::AuthFailed)) => {
@@ -87,6 +94,43 @@ where
             }
             Err(err) => warn!("cannot prepare {}: {err}; retrying", layout.root()),
         }
+    }
+}
+
+/// The pacing of a repeated warning: said at once, then again only after
+/// twice as long as the last gap (30 s, 1 min, 2 min, ... up to 10 min),
+/// saying how many times it happened meanwhile. So an outage of a minute
+/// logs a handful of lines, not one per attempt.
+#[derive(Debug, Default)]
+pub struct Quiet {
+    /// When it was last said, and the gap until it may be said again.
+    said: Option<(Instant, Duration)>,
+    /// Times it happened since it was last said.
+    unsaid: u64,
+}
+
+impl Quiet {
+    /// The first gap.
+    const FIRST: Duration = Duration::from_secs(30);
+    /// The longest gap.
+    const LONGEST: Duration = Duration::from_secs(600);
+
+    /// Whether to say it now; `Some` with a note on how often it went
+    /// unsaid since the last time.
+    pub fn say(&mut self, now: Instant) -> Option<String> {
+        let gap = match self.said {
+            Some((at, gap)) if now < at + gap => {
+                self.unsaid += 1;
+                return None;
+            }
+            Some((_, gap)) => (gap * 2).min(Quiet::LONGEST),
+            None => Quiet::FIRST,
+        };
+        self.said = Some((now, gap));
+        Some(match std::mem::take(&mut self.unsaid) {
+            0 => String::new(),
+            n => format!(" (and {n} times more since the last such line)"),
+        })
     }
 }
 
@@ -148,5 +192,27 @@ mod tests {
         let t = Duration::from_secs(5);
         assert_eq!(hold(t), Duration::from_secs(12));
         assert_eq!(rerun_grace(t), Duration::from_secs(13));
+    }
+
+    /// Attempts every 7 s for a minute and a half: said at 0, 35 and 98 s.
+    #[test]
+    fn a_repeated_warning_is_said_ever_more_rarely() {
+        let t0 = Instant::now();
+        let mut quiet = Quiet::default();
+        let said: Vec<(u64, String)> = (0..15)
+            .filter_map(|n| {
+                quiet
+                    .say(t0 + Duration::from_secs(n * 7))
+                    .map(|note| (n * 7, note))
+            })
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (0, String::new()),
+                (35, " (and 4 times more since the last such line)".into()),
+                (98, " (and 8 times more since the last such line)".into()),
+            ]
+        );
     }
 }

@@ -29,10 +29,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::load;
 use super::parked::Parked;
 use super::plan::{self, Action, Assigned, AssignedDetail, LockMember, Pending, Snapshot};
 use crate::layout::{Layout, task_sequence};
 use crate::model::{self, WorkerInfo};
+use crate::obs::metrics::Load;
 use crate::zk::{Node, Op, ZkError};
 
 /// This master's epoch is stale: another master was elected.
@@ -128,6 +130,8 @@ pub struct Core {
     parked: Parked,
     /// The round in progress.
     round: Round,
+    /// What the last decided round saw, for the metrics.
+    load: Load,
 }
 
 /// What a round has learnt so far.
@@ -168,6 +172,7 @@ impl Core {
             locks_of: HashMap::new(),
             parked: Parked::default(),
             round: Round::default(),
+            load: Load::default(),
         }
     }
 
@@ -433,6 +438,7 @@ impl Core {
             held_locks,
             lock_members,
         };
+        self.load = load::measure(&snap, self.queue.len(), self.load);
         let planned = plan::plan(&snap, pick);
         for (pending, wait) in planned.parked {
             self.parked.park(pending, wait);
@@ -511,6 +517,11 @@ impl Core {
             .values()
             .map(|(_, lock)| lock.clone())
             .collect()
+    }
+
+    /// What the last decided round saw: workers, queue, assigned, running.
+    pub fn load(&self) -> Load {
+        self.load
     }
 
     /// The head tasks as read; whatever happens to them, they leave the

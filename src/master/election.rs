@@ -12,6 +12,7 @@ use super::{MasterConfig, Msg};
 use crate::layout::Layout;
 use crate::model::{self, MasterInfo};
 use crate::notify;
+use crate::obs::health::Stage;
 use crate::session::{self, Next};
 use crate::zk::{Op, Zk, ZkError};
 
@@ -31,7 +32,7 @@ pub fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg
     let mut announced = false;
     let mut registered = false;
     loop {
-        notify::watchdog();
+        cfg.obs.beat();
         if zk.is_lost() {
             return Elected::No(Next::Restart);
         }
@@ -45,6 +46,7 @@ pub fn campaign(cfg: &MasterConfig, zk: &Zk, tx: &Sender<Msg>, rx: &Receiver<Msg
                 Ok(None) => match zk.exists_watch(&cfg.layout.master(), tx) {
                     Ok(Some(_)) => {
                         watching = true;
+                        cfg.obs.stage(Stage::Standby);
                         if !announced {
                             info!("master {}: standby", cfg.id);
                             notify::ready(&format!(
@@ -90,7 +92,7 @@ fn register_candidate(cfg: &MasterConfig, zk: &Zk) -> bool {
         path,
         data: model::encode(&info(cfg, zk, 0)),
     };
-    match zk.multi(&[op]) {
+    match cfg.obs.metrics().txn("candidate", zk.multi(&[op])) {
         Ok(()) => true,
         Err(err) if err.is_txn_failure(0, &ZkError::NodeExists) => true,
         Err(err) => {
@@ -121,7 +123,7 @@ fn run_for_master(cfg: &MasterConfig, zk: &Zk) -> Result<Option<i32>, ZkError> {
             version: Some(epoch_stat.version),
         },
     ];
-    match zk.multi(&txn) {
+    match cfg.obs.metrics().txn("elect", zk.multi(&txn)) {
         Ok(()) => Ok(Some(epoch)),
         Err(err) if err.is_txn_failure(0, &ZkError::NodeExists) => Ok(None),
         Err(err) if err.is_txn_failure(1, &ZkError::BadVersion) => Ok(None),

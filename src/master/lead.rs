@@ -14,6 +14,7 @@ use super::plan::{Action, Origin};
 use super::{MasterConfig, Msg};
 use crate::model;
 use crate::notify;
+use crate::obs::Obs;
 use crate::retention;
 use crate::session::{self, Next};
 use crate::settings::{self, Key, Tuning};
@@ -44,7 +45,7 @@ pub fn lead(
     let mut settings_read = false;
     let mut rng = rand::rng();
     loop {
-        notify::watchdog();
+        cfg.obs.beat();
         if zk.is_lost() {
             warn!("master {}: session lost; stepping down", cfg.id);
             return Next::Restart;
@@ -62,13 +63,14 @@ pub fn lead(
         }
         if zk.is_connected() {
             let mut pick = |n| rand::RngExt::random_range(&mut rng, 0..n);
-            if round(&mut core, zk, tx, &mut pick).is_err() {
+            if round(&mut core, zk, &cfg.obs, tx, &mut pick).is_err() {
                 warn!(
                     "master {}: deposed (epoch {epoch} is stale); stepping down",
                     cfg.id
                 );
                 return Next::Restart;
             }
+            cfg.obs.metrics().master_load(core.load());
         }
         // Wait for something to happen, then take every message queued.
         let first = match rx.recv_deadline(notify::wake_by(
@@ -127,6 +129,7 @@ fn policy(tuning: &Tuning) -> retention::Policy {
 fn round(
     core: &mut Core,
     zk: &Zk,
+    obs: &Obs,
     tx: &Sender<Msg>,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Result<(), Deposed> {
@@ -145,8 +148,9 @@ fn round(
     }
     let results = zk.multi_many(&core.transactions(&actions));
     for (action, result) in actions.iter().zip(&results) {
+        let _ = obs.metrics().txn(kind(action), result.as_ref());
         match result {
-            Ok(()) => log_applied(action),
+            Ok(()) => applied(action, obs),
             Err(err) => debug!("master: {action:?} not applied: {err}"),
         }
     }
@@ -154,7 +158,32 @@ fn round(
     if cleanups.is_empty() {
         return Ok(());
     }
-    core.cleaned(&zk.multi_many(&cleanups))
+    let results = zk.multi_many(&cleanups);
+    for result in &results {
+        let _ = obs.metrics().txn("cleanup", result.as_ref());
+    }
+    core.cleaned(&results)
+}
+
+/// The kind of an action's transaction, as the metrics label it.
+fn kind(action: &Action) -> &'static str {
+    match action {
+        Action::Assign { .. } => "assign",
+        Action::Requeue { .. } => "requeue",
+        Action::Move { .. } => "move",
+        Action::Fail { .. } => "fail",
+        Action::ForgetCancel { .. } => "forget_cancel",
+        Action::LeaveLockQueue { .. } => "leave_lock_queue",
+        Action::RemoveAssignDir { .. } => "remove_assign_dir",
+    }
+}
+
+/// An action went through: a result it stored counts as finished.
+fn applied(action: &Action, obs: &Obs) {
+    if let Action::Fail { result, .. } = action {
+        obs.metrics().task_finished(result);
+    }
+    log_applied(action);
 }
 
 /// Why a round's reads stopped.
@@ -343,23 +372,31 @@ fn read_lock_queues(
         .collect())
 }
 
+/// Says what the master did; a line about a worker names it (`worker`
+/// in JSON logs).
 fn log_applied(action: &Action) {
     match action {
-        Action::Assign { task, worker, .. } => debug!("master: assigned {task} to {worker}"),
-        Action::Requeue { task, worker, .. } => info!("master: requeued {task} from {worker}"),
+        Action::Assign { task, worker, .. } => {
+            debug!(worker = worker.as_str(); "master: assigned {task} to {worker}")
+        }
+        Action::Requeue { task, worker, .. } => {
+            info!(worker = worker.as_str(); "master: requeued {task} from {worker}")
+        }
         Action::Move { task, from, to, .. } => {
-            info!("master: moved {task} from busy {from} to {to}, which has a free thread")
+            info!(worker = to.as_str(); "master: moved {task} from busy {from} to {to}, which has a free thread")
         }
         Action::Fail {
             task, result, from, ..
         } => {
-            let at = match from {
-                Origin::Pending => String::new(),
-                Origin::Assigned(worker) => format!(" (worker {worker})"),
-            };
-            match &result.reason {
-                Some(reason) => warn!("master: failed {task}{at}: {reason}"),
-                None => warn!("master: failed {task}{at}"),
+            let reason = result
+                .reason
+                .as_ref()
+                .map_or(String::new(), |r| format!(": {r}"));
+            match from {
+                Origin::Pending => warn!("master: failed {task}{reason}"),
+                Origin::Assigned(worker) => {
+                    warn!(worker = worker.as_str(); "master: failed {task} (worker {worker}){reason}")
+                }
             }
         }
         Action::ForgetCancel { task } => debug!("master: forgot the cancel request of {task}"),
@@ -367,7 +404,7 @@ fn log_applied(action: &Action) {
             debug!("master: forgot member {token} of lock {lock}'s queue")
         }
         Action::RemoveAssignDir { worker } => {
-            info!("master: removed the assignments folder of gone worker {worker}")
+            info!(worker = worker.as_str(); "master: removed the assignments folder of gone worker {worker}")
         }
     }
 }

@@ -18,6 +18,7 @@
 mod core;
 mod election;
 mod lead;
+mod load;
 mod parked;
 pub mod plan;
 
@@ -29,6 +30,9 @@ use log::info;
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::notify;
+use crate::obs::health::Stage;
+use crate::obs::metrics::Load;
+use crate::obs::{self, Obs};
 use crate::session::{self, Next};
 use crate::settings::{Given, MASTER_KEYS, Tuning};
 use crate::shutdown::Shutdown;
@@ -49,6 +53,8 @@ pub struct MasterConfig {
     /// The retention settings this master was given itself (flags, env):
     /// they beat the cluster's (see [`crate::settings`]).
     pub given: Given,
+    /// What this master shows of itself (metrics, health, its session).
+    pub obs: Obs,
 }
 
 /// How long a stopping master waits for ZooKeeper to confirm the end of its
@@ -90,23 +96,30 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     // Followed live while active, and kept across elections.
     let mut tuning = Tuning::new(MASTER_KEYS, cfg.given.clone());
     loop {
-        let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, |m| {
+        cfg.obs.stage(Stage::Connecting);
+        let Some(zk) = session::open(&cfg.connect, &cfg.layout, &cfg.obs, tx, rx, |m| {
             matches!(m, Msg::Shutdown)
         })?
         else {
             return Ok(());
         };
+        cfg.obs.stage(Stage::Campaigning);
         let next = match election::campaign(cfg, &zk, tx, rx) {
             Elected::Yes(epoch) => {
+                leading(cfg, Some(epoch));
                 info!("master {}: active (epoch {epoch})", cfg.id);
                 notify::ready(&format!("active master, epoch {epoch}"));
-                lead::lead(cfg, &zk, epoch, tx, rx, &mut tuning)
+                let next = lead::lead(cfg, &zk, epoch, tx, rx, &mut tuning);
+                leading(cfg, None);
+                next
             }
             Elected::No(next) => next,
         };
+        cfg.obs.session_ended(&zk);
         match next {
             Next::Stop => {
                 notify::stopping("stopping: closing the session", CLOSE_WAIT);
+                cfg.obs.stage(Stage::Stopping);
                 zk.close(CLOSE_WAIT);
                 info!("master {}: stopped", cfg.id);
                 return Ok(());
@@ -117,4 +130,16 @@ pub fn run(cfg: &MasterConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
             }
         }
     }
+}
+
+/// This master now leads under `epoch`, or (`None`) no longer leads: its
+/// stage, its gauges (a master that does not lead shows no load) and its
+/// log lines say so.
+fn leading(cfg: &MasterConfig, epoch: Option<i32>) {
+    match epoch {
+        Some(_) => cfg.obs.stage(Stage::Active),
+        None => cfg.obs.metrics().master_load(Load::default()),
+    }
+    cfg.obs.metrics().master_epoch(epoch);
+    obs::log::set_epoch(epoch);
 }

@@ -8,11 +8,11 @@ mod tasks;
 mod view;
 mod watch;
 
-pub use render::{render_cluster, render_task, render_tasks};
-pub use tasks::{Query, TaskRow, tasks};
+pub use render::{progress_text, render_cluster, render_task, render_tasks, span, when};
+pub use tasks::{Query, TaskRow, task_views, tasks};
 pub use view::{
-    ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView, WaitingView,
-    WorkerState, WorkerView,
+    ClusterRead, ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView,
+    WaitingView, WorkerState, WorkerView, cluster_view, finished_view,
 };
 pub use watch::watch;
 
@@ -23,7 +23,6 @@ use crate::layout::{Layout, is_task_name};
 use crate::locate::{self, Place};
 use crate::model::{self, Claim, LockHolder, Task, WorkerInfo};
 use crate::zk::{Node, Zk, ZkError};
-use view::ClusterRead;
 
 /// Reads the whole cluster in one pass of pipelined reads and builds its
 /// view.
@@ -34,6 +33,12 @@ use view::ClusterRead;
 /// so a task that moves meanwhile is seen at least once, and is counted
 /// once, in the most advanced state it was seen in.
 pub fn cluster(zk: &Zk, layout: &Layout) -> Result<ClusterView, Error> {
+    Ok(view::cluster_view(cluster_read(zk, layout)?))
+}
+
+/// The reads [`cluster`] builds its view from, for those who need more of
+/// them than the view keeps (the master's status page).
+pub fn cluster_read(zk: &Zk, layout: &Layout) -> Result<ClusterRead, Error> {
     let folders = [layout.masters(), layout.workers(), layout.away()];
     let mut lists = list_each(zk, &folders)?.into_iter();
     let (candidates, live, away) = (
@@ -60,7 +65,7 @@ pub fn cluster(zk: &Zk, layout: &Layout) -> Result<ClusterView, Error> {
         ..ClusterRead::default()
     };
     read_tasks(zk, layout, &mut read)?;
-    Ok(view::cluster_view(read))
+    Ok(read)
 }
 
 /// Fills in the task folders of `read`, in the order tasks move.

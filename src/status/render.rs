@@ -279,7 +279,7 @@ fn or_dash(value: Option<impl Display>) -> String {
 }
 
 /// `2026-12-01 21:42:25 UTC (3.0 s ago)` for unix time `ms` seen at `now_ms`.
-fn when(ms: u64, now_ms: u64) -> String {
+pub fn when(ms: u64, now_ms: u64) -> String {
     let relative = if ms <= now_ms {
         format!("{} ago", span(now_ms - ms))
     } else {
@@ -289,7 +289,7 @@ fn when(ms: u64, now_ms: u64) -> String {
 }
 
 /// A length of time in the one or two largest units that matter.
-fn span(ms: u64) -> String {
+pub fn span(ms: u64) -> String {
     let secs = ms / 1000;
     match ms {
         0..1_000 => format!("{ms} ms"),

@@ -100,7 +100,19 @@ const BATCH: usize = 200;
 pub fn tasks(zk: &Zk, layout: &Layout, query: &Query) -> Result<Vec<TaskRow>, Error> {
     let mut read = ClusterRead::default();
     read_tasks(zk, layout, &mut read)?;
-    let candidates: Vec<(String, Spot)> = spots(&read)
+    let views = task_views(zk, layout, &read, query)?;
+    Ok(views.into_iter().map(TaskRow::from).collect())
+}
+
+/// The views of the tasks `query` asks for among those `read` listed,
+/// newest first: each with its output once finished.
+pub fn task_views(
+    zk: &Zk,
+    layout: &Layout,
+    read: &ClusterRead,
+    query: &Query,
+) -> Result<Vec<TaskView>, Error> {
+    let candidates: Vec<(String, Spot)> = spots(read)
         .into_iter()
         .filter(|(_, spot)| may_match(spot, query))
         .collect();
@@ -155,8 +167,8 @@ fn may_match(spot: &Spot, query: &Query) -> bool {
     state_ok && worker_ok
 }
 
-/// Whether a read row is one `query` asks for.
-fn matches(row: &TaskRow, query: &Query) -> bool {
+/// Whether a read task is one `query` asks for.
+fn matches(row: &TaskView, query: &Query) -> bool {
     query.state.is_none_or(|s| s == row.state)
         && query
             .worker
@@ -165,7 +177,7 @@ fn matches(row: &TaskRow, query: &Query) -> bool {
 }
 
 /// Reads the records of `batch`, all at once.
-fn read_rows(zk: &Zk, layout: &Layout, batch: &[(String, Spot)]) -> Result<Vec<TaskRow>, Error> {
+fn read_rows(zk: &Zk, layout: &Layout, batch: &[(String, Spot)]) -> Result<Vec<TaskView>, Error> {
     let paths: Vec<String> = batch
         .iter()
         .flat_map(|(name, spot)| match spot {
@@ -213,7 +225,7 @@ fn read_rows(zk: &Zk, layout: &Layout, batch: &[(String, Spot)]) -> Result<Vec<T
             }
         };
         // A task that moved on between the listing and the read is left out.
-        rows.extend(view.map(TaskRow::from));
+        rows.extend(view);
     }
     Ok(rows)
 }

@@ -25,6 +25,7 @@ use crate::layout::Layout;
 use crate::model::{
     self, AttemptEnd, Claim, FailReason, FinalState, LockHolder, MAX_NODE_BYTES, Task, TaskResult,
 };
+use crate::obs::{self, Obs};
 use crate::zk::{Op, Zk, ZkError};
 
 /// What a job thread reports to the control loop.
@@ -77,6 +78,8 @@ pub struct JobContext {
     pub tx: Sender<Msg>,
     /// The session's progress relay.
     pub progress: Sender<relay::Update>,
+    /// The worker's metrics and health.
+    pub obs: Obs,
 }
 
 impl JobContext {
@@ -96,6 +99,7 @@ impl JobContext {
 /// Claims, runs and finishes one task; always reports `Ended` or `Held` at
 /// the end.
 pub fn run(ctx: &JobContext, task_name: &str, task: Task, kill: &KillSwitch) {
+    let _about = obs::log::task_scope(task_name);
     if !ctx.current() || !ctx.accepting.load(Ordering::SeqCst) || kill.is_killed() {
         return ctx.report(task_name, JobEvent::Ended(Ending::Skipped));
     }
@@ -171,7 +175,7 @@ fn requeue_failed(
         },
     ];
     txn.extend(release_lock(ctx, task));
-    match ctx.zk.multi(&txn) {
+    match ctx.obs.metrics().txn("requeue_failed", ctx.zk.multi(&txn)) {
         Ok(()) => {
             info!(
                 "{name}: run {} ended badly; it runs again in {} s ({} of {} re-runs)",
@@ -218,7 +222,7 @@ fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
         },
     ];
     txn.extend(release_lock(ctx, task));
-    match ctx.zk.multi(&txn) {
+    match ctx.obs.metrics().txn("hand_back", ctx.zk.multi(&txn)) {
         Ok(()) => info!("{name}: killed (worker stopping); handed back to the queue"),
         Err(err) => warn!("{name}: killed; not handed back ({err}): the master requeues it"),
     }
@@ -280,7 +284,7 @@ fn claim(ctx: &JobContext, name: &str, task: Task) -> Claimed {
             data: model::encode(&holder),
         });
     }
-    let result = ctx.zk.multi(&txn);
+    let result = ctx.obs.metrics().txn("claim", ctx.zk.multi(&txn));
     match decide::on_claim(&result) {
         ClaimVerdict::Ours => Claimed::Yes(Box::new(task)),
         ClaimVerdict::Unknown => {
@@ -440,11 +444,8 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
     }
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     while ctx.current() && !ctx.zk.is_lost() {
-        let err = match ctx.zk.multi(&txn) {
-            Ok(()) => {
-                debug!("{name}: finished ({:?})", result.state);
-                return;
-            }
+        let err = match ctx.obs.metrics().txn("finish", ctx.zk.multi(&txn)) {
+            Ok(()) => return stored(ctx, name, &result),
             Err(err) => err,
         };
         if let (Some(i @ 3..), ZkError::NoNode) = err.txn_cause() {
@@ -457,7 +458,7 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
             // Already has its one result (an earlier try of ours whose reply
             // was lost): remove the leftovers.
             let _ = ctx.zk.multi(&txn[1..]);
-            return;
+            return stored(ctx, name, &result);
         }
         if !err.is_unknown_outcome() {
             warn!("{name}: result not stored ({err}); the master will run it again");
@@ -470,6 +471,22 @@ fn finish(ctx: &JobContext, name: &str, mut result: TaskResult) {
         }
         backoff.sleep();
     }
+}
+
+/// A run's result is stored: it counts, and the log says how it ended.
+fn stored(ctx: &JobContext, name: &str, result: &TaskResult) {
+    ctx.obs.metrics().task_finished(result);
+    let took = result
+        .finished_ms
+        .saturating_sub(result.started_ms.unwrap_or(0));
+    let how = match (&result.reason, result.exit_code, result.signal) {
+        (Some(reason), ..) => reason.to_string(),
+        (None, Some(code), _) => format!("exit {code}"),
+        (None, None, Some(signal)) => format!("signal {signal}"),
+        (None, None, None) => "done".to_string(),
+    };
+    let attempt = result.attempts;
+    info!("{name}: finished: {how} after {took} ms (attempt {attempt})");
 }
 
 /// Runs a read once the session is connected again; `None` if the session

@@ -37,6 +37,8 @@ use crate::error::Error;
 use crate::layout::Layout;
 use crate::model::{self, WorkerInfo};
 use crate::notify;
+use crate::obs::Obs;
+use crate::obs::health::Stage;
 use crate::session::{self, Next};
 use crate::settings::{Given, Tuning, WORKER_KEYS};
 use crate::shutdown::Shutdown;
@@ -65,6 +67,8 @@ pub struct WorkerConfig {
     pub shell: PathBuf,
     /// The labels it advertises (`--label`).
     pub labels: Vec<String>,
+    /// What this worker shows of itself (metrics, health).
+    pub obs: Obs,
 }
 
 /// A message to the worker's control loop.
@@ -123,12 +127,19 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     let mut previous: Option<i64> = None;
     // Followed live, and kept across sessions.
     let mut tuning = Tuning::new(WORKER_KEYS, cfg.given.clone());
+    cfg.obs.metrics().worker_jobs(0, cfg.threads);
     loop {
+        cfg.obs.stage(Stage::Connecting);
         let is_stop = |m: &Msg| matches!(m, Msg::Shutdown);
-        let Some(zk) = session::open(&cfg.connect, &cfg.layout, tx, rx, is_stop)? else {
+        let Some(zk) = session::open(&cfg.connect, &cfg.layout, &cfg.obs, tx, rx, is_stop)? else {
             return Ok(());
         };
-        match register(cfg, &zk, previous, tx, rx)? {
+        cfg.obs.stage(Stage::Registering);
+        let registered = register(cfg, &zk, previous, tx, rx);
+        if !matches!(registered, Ok(Registered::Yes)) {
+            cfg.obs.session_ended(&zk);
+        }
+        match registered? {
             Registered::Yes => {}
             Registered::Stop => {
                 notify::stopping("stopping before registering", CLOSE_WAIT);
@@ -138,6 +149,7 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
             Registered::Lost => continue,
         }
         previous = Some(zk.session_id());
+        cfg.obs.stage(Stage::Registered);
         info!("worker {}: registered ({} threads)", cfg.id, cfg.threads);
         notify::ready(&format!(
             "worker {}: registered, {} threads",
@@ -148,12 +160,15 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
         match session.serve(rx) {
             Next::Stop => {
                 session.stop(rx);
+                cfg.obs.stage(Stage::Stopping);
+                cfg.obs.session_ended(&zk);
                 zk.close(CLOSE_WAIT);
                 info!("worker {}: stopped", cfg.id);
                 return Ok(());
             }
             Next::Restart => {
                 session.abandon();
+                cfg.obs.session_ended(&zk);
                 zk.close(Duration::ZERO);
                 warn!(
                     "worker {}: session lost; killed its jobs, registering again",
@@ -219,13 +234,14 @@ fn register(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut said = false;
     loop {
-        notify::watchdog();
+        cfg.obs.beat();
         if zk.is_lost() {
             return Ok(Registered::Lost);
         }
-        let attempt = zk
-            .ensure(&layout.assign_dir(&cfg.id))
-            .and_then(|()| zk.multi(&register_ops(cfg, &info)));
+        let attempt = zk.ensure(&layout.assign_dir(&cfg.id)).and_then(|()| {
+            let txn = zk.multi(&register_ops(cfg, &info));
+            cfg.obs.metrics().txn("register", txn)
+        });
         let err = match attempt {
             Ok(()) => return Ok(Registered::Yes),
             Err(err) => err,

@@ -19,6 +19,7 @@ use super::{Msg, WorkerConfig, register_ops, worker_info};
 use crate::exec::KillSwitch;
 use crate::model::{self, Away, CancelRequest, FailReason, TaskResult};
 use crate::notify;
+use crate::obs::health::Stage;
 use crate::session::{self, Next};
 use crate::settings::{self, Key, Tuning};
 use crate::zk::{Op, SessionEvent, Zk, ZkError};
@@ -88,6 +89,7 @@ impl<'a> WorkerSession<'a> {
             accepting: accepting.clone(),
             tx: tx.clone(),
             progress: super::relay::start(zk.clone(), cfg.layout.clone(), cfg.id.clone()),
+            obs: cfg.obs.clone(),
         };
         WorkerSession {
             cfg,
@@ -114,7 +116,11 @@ impl<'a> WorkerSession<'a> {
         let mut stale = true;
         let mut next_tick = Instant::now();
         loop {
-            notify::watchdog();
+            self.cfg.obs.beat();
+            self.cfg
+                .obs
+                .metrics()
+                .worker_jobs(self.running(), self.cfg.threads);
             let now = Instant::now();
             if self.zk.is_lost() {
                 return Next::Restart;
@@ -318,7 +324,7 @@ impl<'a> WorkerSession<'a> {
                 version: Some(version),
             },
         ];
-        if let Err(err) = self.zk.multi(&txn) {
+        if let Err(err) = self.cfg.obs.metrics().txn("fail", self.zk.multi(&txn)) {
             debug!("worker {}: could not fail {task}: {err}", self.cfg.id);
         }
     }
@@ -358,6 +364,7 @@ impl<'a> WorkerSession<'a> {
             pause.as_secs()
         );
         self.ctx.accepting.store(false, Ordering::SeqCst);
+        self.cfg.obs.stage(Stage::Paused);
         self.paused_until = Some(Instant::now() + pause);
         let until = model::now_ms() + pause.as_millis() as u64;
         self.step_away("paused", Some(until));
@@ -371,9 +378,10 @@ impl<'a> WorkerSession<'a> {
             version: None,
         }];
         txn.extend(register_ops(self.cfg, &worker_info(self.cfg, self.zk)));
-        match self.zk.multi(&txn) {
+        match self.cfg.obs.metrics().txn("register", self.zk.multi(&txn)) {
             Ok(()) => {
                 info!("worker {}: taking work again", self.cfg.id);
+                self.cfg.obs.stage(Stage::Registered);
                 self.paused_until = None;
                 self.ctx.accepting.store(true, Ordering::SeqCst);
             }
@@ -416,9 +424,17 @@ impl<'a> WorkerSession<'a> {
                 },
             ]
         };
-        if let Err(err) = self.zk.multi(&txn) {
+        if let Err(err) = self.cfg.obs.metrics().txn("step_away", self.zk.multi(&txn)) {
             debug!("worker {}: could not step away ({why}): {err}", self.cfg.id);
         }
+    }
+
+    /// Its jobs that are claimed and running.
+    fn running(&self) -> usize {
+        self.local
+            .values()
+            .filter(|s| matches!(s, Local::Running(_)))
+            .count()
     }
 
     fn busy(&self) -> usize {
@@ -437,6 +453,7 @@ impl<'a> WorkerSession<'a> {
             self.busy()
         );
         self.ctx.accepting.store(false, Ordering::SeqCst);
+        self.cfg.obs.stage(Stage::Draining);
         self.step_away("draining", None);
         let drain_timeout = self.tuning.duration(Key::DrainTimeout);
         notify::stopping(

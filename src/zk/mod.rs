@@ -272,6 +272,13 @@ impl Zk {
             .subscribe(Box::new(move |event| tx.send(M::from(event)).is_ok()));
     }
 
+    /// Calls `f` with every later session event until it returns false or
+    /// the session is over (the last event is then [`SessionEvent::Lost`]).
+    /// `f` runs on the events thread: it must be quick.
+    pub fn on_session_events(&self, f: impl Fn(SessionEvent) -> bool + Send + 'static) {
+        self.shared.subscribe(Box::new(f));
+    }
+
     fn deadline(&self) -> Instant {
         Instant::now() + self.call_timeout
     }

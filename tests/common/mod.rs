@@ -23,6 +23,8 @@
 //!   be cut, black-holed or muted at run time (network faults).
 //! - [`ensemble::Ensemble`]: a 3-node ensemble of the test's own, with nodes
 //!   stopped, started and frozen by number.
+//! - [`http`]: GETs and scrapes of zkmw's HTTP endpoint, and a headless
+//!   Chromium to load its status page.
 //! - [`servers::ZkServers`]: a private folder of `scripts/zk.sh` servers,
 //!   stopped (and removed) on drop.
 //! - [`scratch`]: where all of these keep their files ([`scratch_dir`]):
@@ -36,6 +38,7 @@
 
 pub mod command;
 pub mod ensemble;
+pub mod http;
 pub mod ledger;
 pub mod namespace;
 pub mod ports;

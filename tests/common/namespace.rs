@@ -52,6 +52,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
     "WATCHDOG_PID",
+    "ZKMW_HTTP",
+    "ZKMW_HTTP_NO_OUTPUT",
+    "ZKMW_LOG_FORMAT",
     "RUST_LOG",
 ];
 
