@@ -167,16 +167,19 @@ fn workers(workers: &[WorkerView], now_ms: u64) -> String {
                 w.assigned
             );
             format!(
-                "<tr class=\"worker\"><td><b>{}</b></td><td class=\"{state}\">{state}</td><td>{}</td><td class=\"num\">{}</td><td>{load}</td><td>{}</td></tr>",
+                "<tr class=\"worker\"><td><b>{}</b></td><td class=\"{state}\">{state}</td><td>{}</td><td class=\"num\">{}</td><td>{load}</td><td>{}</td><td>{}</td></tr>",
                 esc(&w.id),
                 esc(w.host.as_deref().unwrap_or("-")),
                 or_dash(w.threads),
+                if w.labels.is_empty() { "-".to_string() } else { esc(&w.labels.join(", ")) },
                 w.since_ms.map_or("-".into(), |s| span(now_ms.saturating_sub(s))),
                 state = state_word(w.state),
             )
         })
         .collect();
-    let headings = ["worker", "state", "host", "threads", "load", "for"];
+    let headings = [
+        "worker", "state", "host", "threads", "load", "labels", "for",
+    ];
     table("workers", &headings, &rows, "No worker.")
 }
 
@@ -368,6 +371,7 @@ mod tests {
         let page = render(&sight, "m1 (active)", 12_000);
         for needle in [
             "<b>w&lt;1&gt;</b>",
+            "<td>gpu</td>",
             "<b>12</b><span>queued</span>",
             "<b>m1</b> on h0 (pid 3, epoch 4)",
             "40% copying",

@@ -6,6 +6,11 @@
 //! (`acked-K.txt`: task id and marker), the failures
 //! (`submit-failures-K.txt`) and the warnings of successful ones
 //! (`submit/<marker>.warn`).
+//!
+//! One submit in ten holds lock `chaos-a` and one in ten `chaos-b`
+//! (`--lock`), and one in ten is keyed (`--unique`): the `i`-th submits of
+//! all submitters share the key `chaos-<i>`, so they race to store one
+//! task and the others must print its id.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -34,6 +39,40 @@ pub struct Ack {
     pub marker: String,
     /// How long its job sleeps.
     pub sleep: Duration,
+    /// Its lock or key, if any.
+    pub guard: Guard,
+}
+
+/// What a submit asks beyond its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// Nothing.
+    None,
+    /// `--lock NAME`.
+    Lock(String),
+    /// `--unique KEY`.
+    Unique(String),
+}
+
+impl Guard {
+    /// The guard of the `i`-th submit of a submitter.
+    fn of(i: u32) -> Guard {
+        match i % 10 {
+            3 => Guard::Lock("chaos-a".into()),
+            7 => Guard::Lock("chaos-b".into()),
+            0 => Guard::Unique(format!("chaos-{i}")),
+            _ => Guard::None,
+        }
+    }
+
+    /// Its `submit` flags.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Guard::None => Vec::new(),
+            Guard::Lock(name) => vec!["--lock".into(), name.clone()],
+            Guard::Unique(key) => vec!["--unique".into(), key.clone()],
+        }
+    }
 }
 
 /// The submitters' shared state.
@@ -89,22 +128,26 @@ impl<'a> Load<'a> {
                 0 => rng.random_range(40..=80) * 100,
                 _ => rng.random_range(0..=15) * 100,
             });
-            self.submit(&marker, sleep, &acked, &failures);
+            self.submit(&marker, sleep, Guard::of(i), (&acked, &failures));
             let due = start + self.length * i / n;
             thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         self.running.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// One `zkmw submit` of the job of `marker`, and what became of it.
-    fn submit(&self, marker: &str, sleep: Duration, acked: &Path, failures: &Path) {
+    /// One `zkmw submit` of the job of `marker`, and what became of it (in
+    /// `files`: the acknowledged, the failures).
+    fn submit(&self, marker: &str, sleep: Duration, guard: Guard, files: (&Path, &Path)) {
+        let (acked, failures) = files;
         let work = format!(
             ": {marker}; sleep {}.{}",
             sleep.as_secs(),
             sleep.subsec_millis() / 100
         );
         let mut cmd = self.ns.cmd();
-        cmd.args(["submit", &self.ledger.job(&work)]);
+        cmd.arg("submit")
+            .args(guard.args())
+            .arg(self.ledger.job(&work));
         let out = crate::common::command::run_within(cmd, SUBMIT_LIMIT);
         let task = match &out {
             Ok(Some(out)) if out.status.success() => Some(stdout_line(out)),
@@ -129,6 +172,7 @@ impl<'a> Load<'a> {
             task,
             marker,
             sleep,
+            guard,
         });
     }
 

@@ -73,6 +73,11 @@ impl Report<'_> {
     fn sections(&self) -> Vec<String> {
         let (t, e) = (self.tally, self.evidence);
         let overlaps: Vec<String> = t.overlaps.iter().map(|(a, b)| self.overlap(a, b)).collect();
+        let lock_overlaps: Vec<String> = t
+            .lock_overlaps
+            .iter()
+            .map(|(a, b)| self.overlap(a, b))
+            .collect();
         let (duplicates, failed_submits) = self.phantom_origins();
         let detailed: [(&str, &Vec<String>); 7] = [
             ("LOST (acknowledged, no result)", &t.lost),
@@ -86,7 +91,7 @@ impl Report<'_> {
             ("failed tasks", &t.failed),
             ("explained repeats", &t.explained),
         ];
-        let plain: [(&str, &Vec<String>); 7] = [
+        let plain: [(&str, &Vec<String>); 9] = [
             (
                 "phantoms that duplicate an acknowledged submit",
                 &duplicates,
@@ -97,6 +102,14 @@ impl Report<'_> {
             ),
             ("DUPLICATE acknowledgements", &t.dup_ack),
             ("OVERLAPPING runs (each fails the run)", &overlaps),
+            (
+                "OVERLAPPING runs of one lock (each fails the run)",
+                &lock_overlaps,
+            ),
+            (
+                "KEYS stored more than once (each fails the run)",
+                &t.split_keys,
+            ),
             ("submit failures", &e.failures),
             (
                 "acknowledged submits that warned (see submit/<marker>.warn)",
@@ -195,8 +208,14 @@ impl Report<'_> {
         let overlap = first.finished_ns().map_or("still running".into(), |end| {
             format!("{:.2} s of overlap", (end - second.started_ns) as f64 / 1e9)
         });
+        // Runs of two tasks of one lock name both tasks.
+        let then = if second.task == first.task {
+            String::new()
+        } else {
+            format!("{} ", second.task)
+        };
         format!(
-            "{}: {}; then {} ({overlap}); cause: {}",
+            "{}: {}; then {then}{} ({overlap}); cause: {}",
             first.task,
             self.run(first),
             self.run(second),

@@ -2,7 +2,8 @@
 //! `/status` in one pass of pipelined reads, and against its runs in the
 //! ledger. The run passes when nothing was lost, nothing ran twice
 //! without zkmw counting it (a new attempt after a worker died),
-//! no two runs of a task overlapped, nothing ran that was never
+//! no two runs of a task (nor of two tasks of one lock) overlapped, the
+//! submits of one key all printed the same task, nothing ran that was never
 //! acknowledged, every failure is an acceptable one, every result is that
 //! of a job that ran to its end, `submit` printed no id twice, and nothing
 //! anomalous happened (a role exiting by itself, results missing after the
@@ -17,7 +18,7 @@ use zkmw::model::{self, FailReason, FinalState, TaskResult};
 use zkmw::zk::Zk;
 
 use crate::common::ledger::{self, Run};
-use crate::load::Ack;
+use crate::load::{Ack, Guard};
 
 /// `--retries` of every task (the default): `worker lost` is an acceptable
 /// failure after more runs than this.
@@ -71,6 +72,14 @@ pub struct Tally {
     pub dup_ack: Vec<String>,
     /// For each task whose runs overlapped, the first such pair.
     pub overlaps: Vec<(Run, Run)>,
+    /// Tasks with a lock (`--lock`).
+    pub locked: usize,
+    /// For each lock whose tasks' runs overlapped, the first such pair.
+    pub lock_overlaps: Vec<(Run, Run)>,
+    /// Keys submitted (`--unique`).
+    pub keys: usize,
+    /// Keys whose submits printed more than one task id.
+    pub split_keys: Vec<String>,
 }
 
 impl Tally {
@@ -79,7 +88,9 @@ impl Tally {
         let mut tally = Tally::default();
         let mut acked: BTreeMap<&str, &Ack> = BTreeMap::new();
         for ack in &e.acked {
-            if let Some(first) = acked.insert(&ack.task, ack) {
+            if let Some(first) = acked.insert(&ack.task, ack)
+                && !(first.guard == ack.guard && matches!(ack.guard, Guard::Unique(_)))
+            {
                 let dup = format!(
                     "{} printed for {} and {}",
                     ack.task, first.marker, ack.marker
@@ -87,6 +98,7 @@ impl Tally {
                 tally.dup_ack.push(dup);
             }
         }
+        tally.judge_keys(&e.acked);
         let mut runs: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
         for run in &e.runs {
             runs.entry(&run.task).or_default().push(run);
@@ -106,7 +118,34 @@ impl Tally {
             .map(String::from)
             .collect();
         tally.overlaps = ledger::overlaps(&e.runs);
+        let locks: BTreeMap<&str, &str> = acked
+            .iter()
+            .filter_map(|(task, ack)| match &ack.guard {
+                Guard::Lock(name) => Some((*task, name.as_str())),
+                _ => None,
+            })
+            .collect();
+        tally.locked = locks.len();
+        tally.lock_overlaps = ledger::overlaps_by(&e.runs, |run| {
+            locks.get(run.task.as_str()).map(|l| l.to_string())
+        });
         tally
+    }
+
+    /// Files the keys whose submits did not all print one task.
+    fn judge_keys(&mut self, acks: &[Ack]) {
+        let mut by_key: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for ack in acks {
+            if let Guard::Unique(key) = &ack.guard {
+                by_key.entry(key).or_default().insert(&ack.task);
+            }
+        }
+        self.keys = by_key.len();
+        self.split_keys = by_key
+            .into_iter()
+            .filter(|(_, tasks)| tasks.len() > 1)
+            .map(|(key, tasks)| format!("{key}: {tasks:?}"))
+            .collect();
     }
 
     /// Files the acknowledged `task`, its `result` and its `runs`.
@@ -153,10 +192,12 @@ impl Tally {
             &self.bad_failed,
             &self.odd,
             &self.dup_ack,
+            &self.split_keys,
         ]
         .iter()
         .all(|found| found.is_empty())
             && self.overlaps.is_empty()
+            && self.lock_overlaps.is_empty()
             && e.anomalies == 0
     }
 
@@ -165,7 +206,8 @@ impl Tally {
         format!(
             "chaos: submitted={} submit_failures={} finished={} lost={} run_twice={} \
              explained={} unexplained={} failed={} bad_failed={} odd={} phantom={} \
-             anomalies={} overlap={} duration={}s",
+             anomalies={} overlap={} locked={} lock_overlap={} keys={} split_keys={} \
+             duration={}s",
             e.acked.len(),
             e.failures.len(),
             self.finished.len(),
@@ -179,6 +221,10 @@ impl Tally {
             self.phantom.len(),
             e.anomalies,
             self.overlaps.len(),
+            self.locked,
+            self.lock_overlaps.len(),
+            self.keys,
+            self.split_keys.len(),
             e.seconds
         )
     }

@@ -133,8 +133,9 @@ impl Run {
         self.ended_ns.or(self.died_ns)
     }
 
-    /// True when `later`, a run of the same task that started after this
-    /// one, started before this one ended or died.
+    /// True when `later`, a run (of the same task, or of one with the same
+    /// lock) that started after this one, started before this one ended or
+    /// died.
     pub fn overlaps(&self, later: &Run) -> bool {
         self.finished_ns().is_none_or(|end| later.started_ns < end)
     }
@@ -143,15 +144,24 @@ impl Run {
 /// For each task with overlapping runs, its first such pair (earlier run,
 /// later run), in task order.
 pub fn overlaps(runs: &[Run]) -> Vec<(Run, Run)> {
-    let mut by_task: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    overlaps_by(runs, |run| Some(run.task.clone()))
+}
+
+/// For each group of runs (by `group`; `None`: in none) in which two runs
+/// overlap, its first such pair (earlier run, later run), in group order:
+/// by task, or by the lock the runs' tasks share.
+pub fn overlaps_by(runs: &[Run], group: impl Fn(&Run) -> Option<String>) -> Vec<(Run, Run)> {
+    let mut groups: BTreeMap<String, Vec<&Run>> = BTreeMap::new();
     for run in runs {
-        by_task.entry(&run.task).or_default().push(run);
+        if let Some(key) = group(run) {
+            groups.entry(key).or_default().push(run);
+        }
     }
     let mut found = Vec::new();
-    for mut of_task in by_task.into_values() {
-        of_task.sort_by_key(|r| r.started_ns);
-        let pair = of_task.iter().enumerate().find_map(|(i, later)| {
-            let earlier = of_task[..i].iter().find(|e| e.overlaps(later))?;
+    for mut of_group in groups.into_values() {
+        of_group.sort_by_key(|r| r.started_ns);
+        let pair = of_group.iter().enumerate().find_map(|(i, later)| {
+            let earlier = of_group[..i].iter().find(|e| e.overlaps(later))?;
             Some(((*earlier).clone(), (*later).clone()))
         });
         found.extend(pair);
