@@ -593,16 +593,20 @@ impl Core {
         }
     }
 
-    /// The transactions for `actions`, each fenced by the epoch.
-    pub fn transactions(&self, actions: &[Action]) -> Vec<Vec<Op>> {
-        actions
-            .iter()
-            .map(|a| plan::ops(a, &self.layout, self.epoch))
-            .collect()
+    /// The check every transaction of this master starts with: its epoch.
+    pub fn fence(&self) -> Op {
+        plan::fence(&self.layout, self.epoch)
     }
 
-    /// Step 5: what became of the actions' transactions; answers the
-    /// clean-ups to send, or that this master is deposed.
+    /// The steps of `actions`, one per action, to send behind the
+    /// [`Core::fence`] (as few transactions as `zk::group` can make of them).
+    pub fn steps(&self, actions: &[Action]) -> Vec<Vec<Op>> {
+        actions.iter().map(|a| plan::ops(a, &self.layout)).collect()
+    }
+
+    /// Step 5: what became of each action's step (as if it had been a
+    /// fenced transaction of its own: see `zk::group`); answers the
+    /// clean-up steps to send the same way, or that this master is deposed.
     pub fn applied(
         &mut self,
         actions: &[Action],
@@ -619,7 +623,7 @@ impl Core {
                 Err(err) if fenced_out(err) => return Err(Deposed),
                 Err(err) if err.is_txn_failure(1, &ZkError::NodeExists) => {
                     // The task already has its one result: only clean up.
-                    cleanups.extend(plan::cleanup_ops(action, &self.layout, self.epoch));
+                    cleanups.extend(plan::cleanup_ops(action, &self.layout));
                     self.full = true;
                 }
                 Err(_) => self.full = true,
@@ -636,16 +640,10 @@ impl Core {
             return None;
         };
         let lock = result.lock.as_ref()?;
-        Some(vec![
-            Op::Check {
-                path: self.layout.epoch(),
-                version: self.epoch,
-            },
-            Op::Delete {
-                path: self.layout.lockq_member(lock, &result.token),
-                version: None,
-            },
-        ])
+        Some(vec![Op::Delete {
+            path: self.layout.lockq_member(lock, &result.token),
+            version: None,
+        }])
     }
 
     /// What became of the clean-ups.
@@ -692,6 +690,7 @@ mod tests {
     use super::*;
     use crate::model::{Task, encode};
     use crate::zk::NodeStat;
+    use crate::zk::group::{self, fake::FakeZk};
 
     const TICK: Duration = Duration::from_secs(2);
     const DEFAULT_GRACE: Duration = Duration::from_secs(13);
@@ -963,5 +962,129 @@ mod tests {
             matches!(&actions[..], [Action::Move { task, from, to, .. }] if *task == name(2) && from == "w1" && to == "w2"),
             "{actions:?}"
         );
+    }
+
+    /// Sends steps as lead.rs does (behind the fence, grouped), to `zk`.
+    fn send(core: &Core, zk: &mut FakeZk, steps: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {
+        group::commit(&[core.fence()], steps, group::GROUP_BYTES, |t| zk.send(t))
+            .into_iter()
+            .map(|r| r.map(drop))
+            .collect()
+    }
+
+    /// A server with the epoch at `epoch` and the pending tasks `queued`.
+    fn server(epoch: i32, queued: &[u32]) -> FakeZk {
+        let mut zk = FakeZk::with(&[]);
+        zk.nodes.insert("/r/epoch".into(), epoch);
+        for n in queued {
+            zk.nodes.insert(format!("/r/tasks/{}", name(*n)), 0);
+        }
+        zk
+    }
+
+    fn five_queued() -> World {
+        World {
+            workers: vec![("w1", worker(4, None))],
+            dirs: vec![("w1", vec![])],
+            running: vec![],
+            queue: vec![1, 2, 3, 4, 5],
+            cancels: vec![],
+        }
+    }
+
+    /// A round's assignments go in one transaction, fenced once: one epoch
+    /// check per transaction, not per task.
+    #[test]
+    fn a_rounds_assignments_share_one_fenced_transaction() {
+        let t0 = Instant::now();
+        let mut core = core(t0);
+        let (_, actions) = round(&mut core, &five_queued(), t0);
+        assert_eq!(actions.len(), 5);
+        let mut zk = server(4, &[1, 2, 3, 4, 5]);
+        let results = send(&core, &mut zk, &core.steps(&actions));
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(zk.sent.len(), 1, "{:?}", zk.sent);
+        assert_eq!(zk.sent[0][0], core.fence());
+        assert_eq!(
+            zk.sent[0].iter().filter(|op| **op == core.fence()).count(),
+            1
+        );
+        assert_eq!(core.applied(&actions, &results), Ok(vec![]));
+    }
+
+    /// A task cancelled under the round (its pending node gone) fails its
+    /// own step only; the other tasks of the transaction are assigned.
+    #[test]
+    fn a_task_gone_under_a_batch_fails_alone_and_the_rest_are_assigned() {
+        let t0 = Instant::now();
+        let mut core = core(t0);
+        let (_, actions) = round(&mut core, &five_queued(), t0);
+        let mut zk = server(4, &[1, 2, 4, 5]);
+        let results = send(&core, &mut zk, &core.steps(&actions));
+        for (n, result) in (1..=5).zip(&results) {
+            let assigned = zk.has(&format!("/r/assign/w1/{}", name(n)));
+            assert_eq!(assigned, n != 3, "task {n}");
+            assert_eq!(result.is_ok(), n != 3, "task {n}: {result:?}");
+        }
+        assert!(
+            results[2]
+                .as_ref()
+                .is_err_and(|e| e.is_txn_failure(2, &ZkError::NoNode))
+        );
+        assert_eq!(core.applied(&actions, &results), Ok(vec![]));
+        assert!(
+            core.begin(t0).is_some(),
+            "a failed step makes the next round full"
+        );
+    }
+
+    /// A deposed master's batch writes nothing, and the core steps down.
+    #[test]
+    fn a_stale_epoch_fails_the_whole_batch_and_deposes() {
+        let t0 = Instant::now();
+        let mut core = core(t0);
+        let (_, actions) = round(&mut core, &five_queued(), t0);
+        let mut zk = server(5, &[1, 2, 3, 4, 5]);
+        let results = send(&core, &mut zk, &core.steps(&actions));
+        assert_eq!(zk.sent.len(), 1, "no retry without the fence");
+        assert!(zk.nodes.keys().all(|p| !p.starts_with("/r/assign/")));
+        assert_eq!(core.applied(&actions, &results), Err(Deposed));
+    }
+
+    /// Requeues go together the same way: one whose version moved (a
+    /// worker claimed it under the master) fails alone.
+    #[test]
+    fn a_requeue_whose_version_moved_fails_alone() {
+        let t0 = Instant::now();
+        let world = World {
+            workers: vec![("w1", worker(4, None))],
+            dirs: vec![("w1", vec![]), ("w2", vec![(1, 0), (2, 0), (3, 0)])],
+            running: vec![],
+            queue: vec![],
+            cancels: vec![],
+        };
+        let mut core = core(t0);
+        let (_, actions) = round(&mut core, &world, t0);
+        assert_eq!(actions.len(), 3, "{actions:?}");
+        let mut zk = server(4, &[]);
+        for n in 1..=3 {
+            zk.nodes
+                .insert(format!("/r/assign/w2/{}", name(n)), i32::from(n == 2));
+        }
+        let results = send(&core, &mut zk, &core.steps(&actions));
+        assert!(
+            results[1]
+                .as_ref()
+                .is_err_and(|e| e.is_txn_failure(2, &ZkError::BadVersion))
+        );
+        for n in [1, 3] {
+            assert!(
+                zk.has(&format!("/r/tasks/{}", name(n))),
+                "task {n} requeued"
+            );
+        }
+        assert!(zk.has(&format!("/r/assign/w2/{}", name(2))));
+        assert_eq!(zk.sent.len(), 2);
+        assert_eq!(core.applied(&actions, &results), Ok(vec![]));
     }
 }

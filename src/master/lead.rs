@@ -18,7 +18,7 @@ use crate::obs::Obs;
 use crate::retention;
 use crate::session::{self, Next};
 use crate::settings::{self, Key, Tuning};
-use crate::zk::{Node, Zk, ZkError};
+use crate::zk::{Node, Op, Zk, ZkError};
 
 /// How often the active master applies the retention policy.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -146,7 +146,7 @@ fn round(
     if actions.is_empty() {
         return Ok(());
     }
-    let results = zk.multi_many(&core.transactions(&actions));
+    let results = send(core, zk, obs, &core.steps(&actions));
     for (action, result) in actions.iter().zip(&results) {
         let _ = obs.metrics().txn(kind(action), result.as_ref());
         match result {
@@ -158,14 +158,26 @@ fn round(
     if cleanups.is_empty() {
         return Ok(());
     }
-    let results = zk.multi_many(&cleanups);
+    let results = send(core, zk, obs, &cleanups);
     for result in &results {
         let _ = obs.metrics().txn("cleanup", result.as_ref());
     }
     core.cleaned(&results)
 }
 
-/// The kind of an action's transaction, as the metrics label it.
+/// Sends `steps` behind the core's fence, grouped into as few transactions
+/// as `zk::group` makes of them (one epoch check each); answers each
+/// step's outcome as if it had been a fenced transaction of its own.
+fn send(core: &Core, zk: &Zk, obs: &Obs, steps: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {
+    zk.commit(&[core.fence()], steps, &|n| {
+        obs.metrics().zk_transactions(n)
+    })
+    .into_iter()
+    .map(|r| r.map(drop))
+    .collect()
+}
+
+/// The kind of an action's step, as the metrics label it.
 fn kind(action: &Action) -> &'static str {
     match action {
         Action::Assign { .. } => "assign",

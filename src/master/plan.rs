@@ -544,13 +544,21 @@ pub fn room(live_workers: &BTreeMap<String, usize>, held: &BTreeMap<String, usiz
         .sum()
 }
 
-/// The transaction for an action, fenced by the master's epoch: every one
-/// starts with a check that /epoch is still at `epoch`.
-pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
-    let mut ops = vec![Op::Check {
+/// The check that fences every transaction of the master: /epoch is still
+/// at the version it was elected under. Each transaction carries it once,
+/// first, whatever number of actions it carries (see `zk::group`).
+pub fn fence(layout: &Layout, epoch: i32) -> Op {
+    Op::Check {
         path: layout.epoch(),
         version: epoch,
-    }];
+    }
+}
+
+/// An action's own operations (its step): all of them or none, in a
+/// transaction that starts with the [`fence`]. Indexes in an action's
+/// error count the fence as operation 0.
+pub fn ops(action: &Action, layout: &Layout) -> Vec<Op> {
+    let mut ops = Vec::new();
     match action {
         Action::Assign {
             task,
@@ -649,8 +657,8 @@ pub fn ops(action: &Action, layout: &Layout, epoch: i32) -> Vec<Op> {
 }
 
 /// For a `Fail` whose /status node already exists (the task already has its
-/// one result): the transaction that only removes the leftover.
-pub fn cleanup_ops(action: &Action, layout: &Layout, epoch: i32) -> Option<Vec<Op>> {
+/// one result): the step that only removes the leftover.
+pub fn cleanup_ops(action: &Action, layout: &Layout) -> Option<Vec<Op>> {
     let Action::Fail {
         task,
         from,
@@ -660,13 +668,7 @@ pub fn cleanup_ops(action: &Action, layout: &Layout, epoch: i32) -> Option<Vec<O
     else {
         return None;
     };
-    Some(vec![
-        Op::Check {
-            path: layout.epoch(),
-            version: epoch,
-        },
-        origin_delete(layout, task, from, *version),
-    ])
+    Some(vec![origin_delete(layout, task, from, *version)])
 }
 
 fn origin_delete(layout: &Layout, task: &str, from: &Origin, version: i32) -> Op {
@@ -930,8 +932,10 @@ mod tests {
         );
     }
 
+    /// An action's step is its own writes; the fence is the transaction's
+    /// (core.rs tests that every transaction sent starts with it).
     #[test]
-    fn fences_every_transaction_with_the_epoch() {
+    fn an_assignment_creates_the_assignment_and_deletes_the_pending_task() {
         let layout = Layout::new("/r");
         let action = Action::Assign {
             task: name(1),
@@ -939,25 +943,26 @@ mod tests {
             version: 0,
             data: b"{}".to_vec(),
         };
-        let txn = ops(&action, &layout, 7);
         assert_eq!(
-            txn[0],
+            fence(&layout, 7),
             Op::Check {
                 path: "/r/epoch".into(),
                 version: 7
             }
         );
-        assert_eq!(txn[1].path(), "/r/assign/w/task-0000000001");
+        let step = ops(&action, &layout);
+        assert_eq!(step.len(), 2);
+        assert_eq!(step[0].path(), "/r/assign/w/task-0000000001");
         assert_eq!(
-            txn[2],
+            step[1],
             Op::Delete {
                 path: "/r/tasks/task-0000000001".into(),
                 version: Some(0)
             }
         );
-        let remove = ops(&Action::RemoveAssignDir { worker: "w".into() }, &layout, 7);
-        assert_eq!(remove.len(), 4);
-        assert!(cleanup_ops(&action, &layout, 7).is_none());
+        let remove = ops(&Action::RemoveAssignDir { worker: "w".into() }, &layout);
+        assert_eq!(remove.len(), 3);
+        assert!(cleanup_ops(&action, &layout).is_none());
     }
 
     fn moves(actions: &[Action]) -> Vec<(String, String, String)> {
@@ -995,10 +1000,10 @@ mod tests {
             moves(&plan(&snap, &mut first).actions),
             [(name(2), "w1".into(), "w2".into())]
         );
-        let txn = ops(&plan(&snap, &mut first).actions[0], &Layout::new("/r"), 3);
-        assert_eq!(txn[1].path(), "/r/assign/w2/task-0000000002");
+        let txn = ops(&plan(&snap, &mut first).actions[0], &Layout::new("/r"));
+        assert_eq!(txn[0].path(), "/r/assign/w2/task-0000000002");
         assert_eq!(
-            txn[2],
+            txn[1],
             Op::Delete {
                 path: "/r/assign/w1/task-0000000002".into(),
                 version: Some(0)
@@ -1095,7 +1100,7 @@ mod tests {
             !requeued_any(&actions),
             "an interrupted cancelled run is not requeued"
         );
-        let txn = ops(&actions[0], &Layout::new("/r"), 1);
+        let txn = ops(&actions[0], &Layout::new("/r"));
         assert_eq!(txn.last().map(Op::path), Some("/r/cancel/task-0000000001"));
     }
 

@@ -64,6 +64,7 @@ pub struct Metrics {
     finished: Family<Finished, Counter>,
     sent: Family<Kind, Counter>,
     failed: Family<Kind, Counter>,
+    zk_transactions: Counter,
     zk_connected: Gauge,
     reconnects: Counter,
     expiries: Counter,
@@ -100,6 +101,7 @@ impl Metrics {
             finished: Family::default(),
             sent: Family::default(),
             failed: Family::default(),
+            zk_transactions: Counter::default(),
             zk_connected: Gauge::default(),
             reconnects: Counter::default(),
             expiries: Counter::default(),
@@ -126,13 +128,19 @@ impl Metrics {
         );
         r.register(
             "transactions_sent",
-            "ZooKeeper transactions sent, by kind",
+            "All-or-nothing steps sent to ZooKeeper (an assignment, a claim, a result...), by kind; \
+             steps ready at once share a ZooKeeper transaction (zkmw_zk_transactions_total)",
             self.sent.clone(),
         );
         r.register(
             "transactions_failed",
-            "ZooKeeper transactions that failed or whose outcome is unknown, by kind",
+            "Steps that failed or whose outcome is unknown, by kind",
             self.failed.clone(),
+        );
+        r.register(
+            "zk_transactions",
+            "ZooKeeper transactions sent, each carrying one or more steps",
+            self.zk_transactions.clone(),
         );
         r.register(
             "zk_connected",
@@ -247,6 +255,12 @@ impl Metrics {
             self.failed.get_or_create(&label).inc();
         }
         result
+    }
+
+    /// `n` ZooKeeper transactions were sent (carrying the steps that
+    /// [`Metrics::txn`] counts).
+    pub fn zk_transactions(&self, n: usize) {
+        self.zk_transactions.inc_by(n as u64);
     }
 
     /// Whether the session is connected now.

@@ -68,6 +68,41 @@ pub fn on_claim(result: &Result<(), ZkError>) -> ClaimVerdict {
     }
 }
 
+/// What the finish step's outcome means (see `job::finish_ops`: operation
+/// 0 creates the result, 1 and 2 delete the assignment and the claim, 3 on
+/// delete what goes with the result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishVerdict {
+    /// The result is stored.
+    Stored,
+    /// Something that goes with the result is gone already (a master
+    /// cleaned it up): store the result without operation `.0`.
+    Without(usize),
+    /// It has its one result already (an earlier try whose reply was
+    /// lost): remove the leftovers (operations 1 on).
+    StoredBefore,
+    /// The outcome is unknown: look at the claim, then try again.
+    Unknown,
+    /// Not stored, and it cannot be: the master runs it again.
+    Lost,
+}
+
+/// Reads the finish step's outcome.
+pub fn on_finish(result: &Result<(), ZkError>) -> FinishVerdict {
+    let err = match result {
+        Ok(()) => return FinishVerdict::Stored,
+        Err(err) => err,
+    };
+    if err.is_unknown_outcome() {
+        return FinishVerdict::Unknown;
+    }
+    match err.txn_cause() {
+        (Some(i @ 3..), ZkError::NoNode) => FinishVerdict::Without(i),
+        (Some(0), ZkError::NodeExists) => FinishVerdict::StoredBefore,
+        _ => FinishVerdict::Lost,
+    }
+}
+
 /// Who holds `/workers/<id>` when registering found it taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
@@ -272,6 +307,27 @@ mod tests {
             t0 + hold - Duration::from_millis(1)
         ));
         assert!(hold_is_over(Some(t0), hold, t0 + hold));
+    }
+
+    #[test]
+    fn reads_the_finish_outcome() {
+        let failed = |index, cause| {
+            Err(ZkError::TxnFailed {
+                index,
+                cause: Box::new(cause),
+            })
+        };
+        assert_eq!(on_finish(&Ok(())), FinishVerdict::Stored);
+        assert_eq!(on_finish(&Err(ZkError::Timeout)), FinishVerdict::Unknown);
+        assert_eq!(
+            on_finish(&failed(4, ZkError::NoNode)),
+            FinishVerdict::Without(4)
+        );
+        assert_eq!(
+            on_finish(&failed(0, ZkError::NodeExists)),
+            FinishVerdict::StoredBefore
+        );
+        assert_eq!(on_finish(&failed(1, ZkError::NoNode)), FinishVerdict::Lost);
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! The control loop (`serve.rs`) keeps a local table of the tasks it knows,
 //! so a repeated notification never starts a task twice; the claim
-//! transaction (version check on the assignment + ephemeral `/running/<t>`)
-//! makes sure of it across processes too. Each job's thread claims, runs
-//! and finishes its task (see [`job`]); the loop learns the outcome through
-//! the same channel as watches and session changes. Its decisions are
-//! plain functions in `decide.rs`.
+//! (version check on the assignment + ephemeral `/running/<t>`) makes sure
+//! of it across processes too. The loop claims what it can start and
+//! stores what became of each run (see [`job`]), all the steps of a turn
+//! in as few transactions as they fit; each job's thread only runs it and
+//! reports through the same channel as watches and session changes. Its
+//! decisions are plain functions in `decide.rs`.
 //!
 //! A worker cut off from ZooKeeper keeps its jobs for [`session::hold`]
 //! (its session may come back: see `zk/keeper.rs`), then kills them and
@@ -25,7 +26,7 @@ mod serve;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -34,6 +35,7 @@ use threadpool::ThreadPool;
 
 use crate::backoff::Backoff;
 use crate::error::Error;
+use crate::exec::JobReport;
 use crate::layout::Layout;
 use crate::model::{self, WorkerInfo};
 use crate::notify;
@@ -44,7 +46,6 @@ use crate::settings::{Given, Tuning, WORKER_KEYS};
 use crate::shutdown::Shutdown;
 use crate::zk::{ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
 use decide::{Holder, InTheWay, Me};
-use job::JobEvent;
 use serve::WorkerSession;
 
 /// What a worker needs to run.
@@ -80,14 +81,14 @@ pub enum Msg {
     Session(SessionEvent),
     /// Stop: drain and leave.
     Shutdown,
-    /// A job thread's progress on a task.
+    /// A job thread's run of a task ended.
     Job {
         /// The task.
         task: String,
         /// The session generation the job thread belongs to.
         generation: u64,
-        /// What happened.
-        event: JobEvent,
+        /// How it ended.
+        report: Box<JobReport>,
     },
 }
 
@@ -122,7 +123,6 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     crate::exec::locate_shell(&cfg.shell.to_string_lossy()).map_err(Error::BadInput)?;
     let pool = ThreadPool::with_name("job".into(), cfg.threads);
     let generation = Arc::new(AtomicU64::new(0));
-    let accepting = Arc::new(AtomicBool::new(true));
     // The session this worker last registered with, if any.
     let mut previous: Option<i64> = None;
     // Followed live, and kept across sessions.
@@ -155,8 +155,7 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
             "worker {}: registered, {} threads",
             cfg.id, cfg.threads
         ));
-        let mut session =
-            WorkerSession::new(cfg, &zk, &pool, tx, &generation, &accepting, &mut tuning);
+        let mut session = WorkerSession::new(cfg, &zk, &pool, tx, &generation, &mut tuning);
         match session.serve(rx) {
             Next::Stop => {
                 session.stop(rx);

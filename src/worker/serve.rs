@@ -1,23 +1,31 @@
 //! The worker's control loop for one session: reads its assignments when a
-//! watch fires, on a session change and every tick; hands new ones to the
-//! thread pool; follows its job threads; gives its jobs up when cut off
-//! from ZooKeeper past the hold; pauses when its jobs cannot start; drains
-//! on SIGTERM.
+//! watch fires, on a session change and every tick; claims those it can
+//! start and hands them to the thread pool; stores what became of the jobs
+//! that ended; gives its jobs up when cut off from ZooKeeper past the
+//! hold; pauses when its jobs cannot start; drains on SIGTERM.
+//!
+//! Its writes are grouped (`zk::group`): on each turn, the steps of every
+//! job that ended since its last write (results, re-runs, hand-backs) and
+//! the claims of the assignments it can start now go out together, as one
+//! transaction when they fit, each step all-or-nothing. Nothing waits for
+//! a batch to fill: a turn sends what is ready, and a lone task's claim or
+//! result goes at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 use threadpool::ThreadPool;
 
-use super::decide::{self, OnListed, StartHealth};
-use super::job::{self, Ending, JobContext, JobEvent};
+use super::decide::{self, ClaimVerdict, FinishVerdict, OnListed, StartHealth};
+use super::job::{self, EndStep, JobContext};
 use super::{Msg, WorkerConfig, register_ops, worker_info};
-use crate::exec::KillSwitch;
-use crate::model::{self, Away, CancelRequest, FailReason, TaskResult};
+use crate::backoff::Backoff;
+use crate::exec::{JobReport, KillSwitch, Outcome};
+use crate::model::{self, Away, CancelRequest, FailReason, Task, TaskResult};
 use crate::notify;
 use crate::obs::health::Stage;
 use crate::session::{self, Next};
@@ -27,14 +35,51 @@ use crate::zk::{Op, SessionEvent, Zk, ZkError};
 /// Where a task this worker knows of stands locally.
 #[derive(Debug)]
 enum Local {
-    /// Handed to the pool, not claimed yet.
-    Queued(KillSwitch),
-    /// Claimed and running.
-    Running(KillSwitch),
+    /// Listed and read, not claimed: waits for a free thread (the master
+    /// may still move it elsewhere).
+    Waiting(Box<Task>),
+    /// Claimed; its job runs on a thread (the task has this run counted).
+    Running { kill: KillSwitch, task: Box<Task> },
+    /// The claim's outcome is unknown: the claim is read before anything
+    /// else is done with it.
+    Unsure(Box<Task>),
+    /// Its job ended; this is what to write for it.
+    Ended(Box<Ending>),
     /// Not to run now: claimed by an earlier session of this worker (the
     /// master repairs it), or held by another run. Looked at again after
     /// this time, since the master may hand the same name back.
     Ignored(Instant),
+}
+
+/// A job that ended, and the write still to make for it.
+#[derive(Debug)]
+struct Ending {
+    step: EndStep,
+    /// The last try's outcome is unknown: read the claim first (gone: the
+    /// step went through).
+    unsure: bool,
+    /// Not tried again before then.
+    due: Instant,
+    backoff: Backoff,
+}
+
+impl Ending {
+    fn new(step: EndStep) -> Self {
+        Ending {
+            step,
+            unsure: false,
+            due: Instant::now(),
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
+        }
+    }
+}
+
+/// One step of a turn's write, and what it was for.
+enum Write {
+    /// The step of a job that ended.
+    End(String),
+    /// The claim of a waiting assignment (the task with this run counted).
+    Claim(String, Box<Task>),
 }
 
 /// How long a stopping worker waits for its killed jobs' threads.
@@ -47,6 +92,8 @@ pub struct WorkerSession<'a> {
     ctx: JobContext,
     pool: &'a ThreadPool,
     local: HashMap<String, Local>,
+    /// Whether it takes work: not while draining or paused.
+    accepting: bool,
     /// The watch on the assignments folder is armed and has not fired.
     armed: bool,
     /// The watch on /cancel is armed and has not fired.
@@ -74,19 +121,14 @@ impl<'a> WorkerSession<'a> {
         pool: &'a ThreadPool,
         tx: &Sender<Msg>,
         generation: &Arc<AtomicU64>,
-        accepting: &Arc<AtomicBool>,
         tuning: &'a mut Tuning,
     ) -> Self {
-        accepting.store(true, Ordering::SeqCst);
         let ctx = JobContext {
-            zk: zk.clone(),
-            layout: cfg.layout.clone(),
             worker: cfg.id.clone(),
             output_cap: usize::try_from(tuning.count(Key::OutputCap)).unwrap_or(usize::MAX),
             shell: cfg.shell.clone(),
             generation: generation.clone(),
             my_generation: generation.load(Ordering::SeqCst),
-            accepting: accepting.clone(),
             tx: tx.clone(),
             progress: super::relay::start(zk.clone(), cfg.layout.clone(), cfg.id.clone()),
             obs: cfg.obs.clone(),
@@ -97,6 +139,7 @@ impl<'a> WorkerSession<'a> {
             ctx,
             pool,
             local: HashMap::new(),
+            accepting: true,
             armed: false,
             cancel_armed: false,
             cancels: HashSet::new(),
@@ -147,10 +190,12 @@ impl<'a> WorkerSession<'a> {
                     debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
                 }
             }
+            self.write_ready();
             let wake = [
                 Some(next_tick),
                 self.cut_off_since.map(|since| since + self.hold),
                 self.paused_until,
+                self.next_due(),
             ]
             .into_iter()
             .flatten()
@@ -181,8 +226,8 @@ impl<'a> WorkerSession<'a> {
                     Msg::Job {
                         task,
                         generation,
-                        event,
-                    } => self.on_job(task, generation, event),
+                        report,
+                    } => self.on_job(task, generation, *report),
                 }
             }
         }
@@ -199,8 +244,9 @@ impl<'a> WorkerSession<'a> {
     }
 
     /// Reads the cancel requests when they may have changed, and stops the
-    /// jobs they name: a running one within its grace (its thread stores
-    /// the result), a queued one before it starts (the master fails it).
+    /// running jobs they name within their grace (the result says
+    /// `cancelled`); one not claimed yet is left alone (the master fails
+    /// it).
     fn read_cancels(&mut self) -> Result<(), ZkError> {
         if self.cancel_armed {
             return Ok(());
@@ -225,7 +271,7 @@ impl<'a> WorkerSession<'a> {
                 .map_or(Duration::from_secs(10), |r| {
                     Duration::from_millis(r.grace_ms)
                 });
-            if let Some(Local::Queued(kill) | Local::Running(kill)) = self.local.get(task) {
+            if let Some(Local::Running { kill, .. }) = self.local.get(task) {
                 info!("worker {}: cancelling {task}", self.cfg.id);
                 kill.cancel(grace);
             }
@@ -268,11 +314,12 @@ impl<'a> WorkerSession<'a> {
             Err(err) => return Err(err),
         };
         self.armed = true;
-        // Forget what the master took back, and look again at what was set
-        // aside long enough ago.
+        // Forget what the master took back (unclaimed: it may move them),
+        // and look again at what was set aside long enough ago.
         let now = Instant::now();
         self.local.retain(|task, state| match state {
             Local::Ignored(until) => *until > now && listed.contains(task),
+            Local::Waiting(_) => listed.contains(task),
             _ => true,
         });
         let new: Vec<String> = listed
@@ -291,15 +338,327 @@ impl<'a> WorkerSession<'a> {
                     self.local.insert(task, Local::Ignored(now + self.cfg.tick));
                 }
                 OnListed::Run(decoded) => {
-                    let kill = KillSwitch::new();
-                    self.local.insert(task.clone(), Local::Queued(kill.clone()));
-                    let ctx = self.ctx.clone();
-                    self.pool
-                        .execute(move || job::run(&ctx, &task, decoded, &kill));
+                    self.local.insert(task, Local::Waiting(Box::new(decoded)));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The write of a turn, when connected: what failed stays for later.
+    fn write_ready(&mut self) {
+        if !self.zk.is_connected() {
+            return;
+        }
+        if let Err(err) = self.settle_unsure().and_then(|()| self.write()) {
+            debug!("worker {}: writing failed ({err}); retrying", self.cfg.id);
+            let now = Instant::now();
+            for state in self.local.values_mut() {
+                if let Local::Ended(ending) = state
+                    && ending.due <= now
+                {
+                    ending.due = now + ending.backoff.next_wait();
+                }
+            }
+        }
+    }
+
+    /// Sends what is ready, together: the steps of the jobs that ended and
+    /// are due, and the claims of the waiting assignments it can start
+    /// now (one per free thread, oldest first). Each step's outcome is
+    /// then read as if it had been sent alone; one that can go again at
+    /// once (a result without what was already gone, a re-run that became
+    /// a result) goes in the next pass.
+    fn write(&mut self) -> Result<(), ZkError> {
+        loop {
+            let (writes, steps) = self.ready(Instant::now());
+            if steps.is_empty() {
+                return Ok(());
+            }
+            let metrics = self.cfg.obs.metrics();
+            let results = self.zk.commit(&[], &steps, &|n| metrics.zk_transactions(n));
+            let mut again = false;
+            for (write, result) in writes.into_iter().zip(results) {
+                let result = result.map(drop);
+                again |= match write {
+                    Write::End(task) => self.ended_written(&task, &result),
+                    Write::Claim(task, started) => {
+                        self.claimed(task, started, &result);
+                        false
+                    }
+                };
+            }
+            if !again {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The steps ready now and what each is for.
+    fn ready(&self, now: Instant) -> (Vec<Write>, Vec<Vec<Op>>) {
+        let mut writes = Vec::new();
+        let mut steps = Vec::new();
+        for (task, state) in &self.local {
+            if let Local::Ended(ending) = state
+                && !ending.unsure
+                && ending.due <= now
+            {
+                writes.push(Write::End(task.clone()));
+                steps.push(ending.step.ops().to_vec());
+            }
+        }
+        for (task, waiting) in self.claimable() {
+            let (started, ops) = job::claim(
+                &self.cfg.layout,
+                &self.cfg.id,
+                &task,
+                waiting,
+                model::now_ms(),
+            );
+            writes.push(Write::Claim(task, Box::new(started)));
+            steps.push(ops);
+        }
+        (writes, steps)
+    }
+
+    /// The waiting assignments to claim now: as many as it has free
+    /// threads, oldest first, none with a cancel request; none while it
+    /// takes no work.
+    fn claimable(&self) -> Vec<(String, Task)> {
+        if !self.accepting {
+            return Vec::new();
+        }
+        let taken = self
+            .local
+            .values()
+            .filter(|s| matches!(s, Local::Running { .. } | Local::Unsure(_)))
+            .count();
+        let mut waiting: Vec<(&String, &Task)> = self
+            .local
+            .iter()
+            .filter_map(|(name, state)| match state {
+                Local::Waiting(task) if !self.cancels.contains(name) => Some((name, &**task)),
+                _ => None,
+            })
+            .collect();
+        waiting.sort_by(|a, b| a.0.cmp(b.0));
+        waiting
+            .into_iter()
+            .take(self.cfg.threads.saturating_sub(taken))
+            .map(|(name, task)| (name.clone(), task.clone()))
+            .collect()
+    }
+
+    /// What became of a claim: an assignment that is ours starts on a
+    /// thread; one held by another run or whose lock is held is looked at
+    /// again after a tick; one whose outcome is unknown is read first.
+    fn claimed(&mut self, task: String, started: Box<Task>, result: &Result<(), ZkError>) {
+        let verdict = decide::on_claim(&self.cfg.obs.metrics().txn("claim", result.clone()));
+        match verdict {
+            ClaimVerdict::Ours => self.start(task, started),
+            ClaimVerdict::Unknown => {
+                self.local.insert(task, Local::Unsure(started));
+            }
+            ClaimVerdict::HeldByAnotherRun => {
+                warn!("{task}: assigned here, but another run holds it; not running it");
+                self.set_aside(task);
+            }
+            ClaimVerdict::LockHeld => {
+                info!("{task}: its lock is held by another run; not running it yet");
+                self.set_aside(task);
+            }
+            ClaimVerdict::Finished => {
+                warn!(
+                    "{task}: assigned here, but it already has its result; removing the assignment"
+                );
+                let _ = self.zk.multi(&[Op::Delete {
+                    path: self.cfg.layout.assignment(&self.cfg.id, &task),
+                    version: Some(0),
+                }]);
+                self.local.remove(&task);
+            }
+            ClaimVerdict::NotOurs => {
+                debug!("{task}: not claimed: {result:?}");
+                self.local.remove(&task);
+            }
+        }
+    }
+
+    fn set_aside(&mut self, task: String) {
+        self.local
+            .insert(task, Local::Ignored(Instant::now() + self.cfg.tick));
+    }
+
+    /// Runs a claimed task's job on a thread.
+    fn start(&mut self, task: String, started: Box<Task>) {
+        let kill = KillSwitch::new();
+        let ctx = self.ctx.clone();
+        let (name, run, switch) = (task.clone(), started.clone(), kill.clone());
+        self.pool
+            .execute(move || job::run(&ctx, &name, &run, &switch));
+        self.local.insert(
+            task,
+            Local::Running {
+                kill,
+                task: started,
+            },
+        );
+    }
+
+    /// What became of an ended job's step; true when it can go again at
+    /// once (changed).
+    fn ended_written(&mut self, task: &str, result: &Result<(), ZkError>) -> bool {
+        let Some(Local::Ended(ending)) = self.local.get_mut(task) else {
+            return false;
+        };
+        let kind = match ending.step {
+            EndStep::Finish { .. } => "finish",
+            EndStep::Retry { .. } => "requeue_failed",
+            EndStep::HandBack { .. } => "hand_back",
+        };
+        let result = self.cfg.obs.metrics().txn(kind, result.clone());
+        let layout = &self.cfg.layout;
+        match (&mut ending.step, &result) {
+            (_, Ok(())) => {}
+            (EndStep::Finish { ops, .. }, Err(_)) => match decide::on_finish(&result) {
+                FinishVerdict::Stored => {}
+                FinishVerdict::Without(i) => {
+                    // Something that goes with the result is gone already
+                    // (a master cleaned it up): store the result without it.
+                    ops.remove(i);
+                    return true;
+                }
+                FinishVerdict::StoredBefore => {
+                    // An earlier try of ours whose reply was lost.
+                    let _ = self.zk.multi(&ops[1..]);
+                }
+                FinishVerdict::Unknown => {
+                    warn!("{task}: storing the result: {result:?}; checking and retrying");
+                    ending.unsure = true;
+                    ending.due = Instant::now() + ending.backoff.next_wait();
+                    return false;
+                }
+                FinishVerdict::Lost => {
+                    warn!("{task}: result not stored ({result:?}); the master will run it again");
+                    self.local.remove(task);
+                    return false;
+                }
+            },
+            (EndStep::Retry { result: stored, .. }, Err(err)) => {
+                warn!("{task}: could not queue its re-run ({err}); storing the result");
+                let result = stored.clone();
+                ending.step = job::finish(layout, &self.cfg.id, task, result);
+                return true;
+            }
+            (EndStep::HandBack { .. }, Err(err)) => {
+                warn!("{task}: killed; not handed back ({err}): the master requeues it");
+                self.local.remove(task);
+                return false;
+            }
+        }
+        self.applied(task);
+        false
+    }
+
+    /// An ended job's step went through: it is done here.
+    fn applied(&mut self, task: &str) {
+        let Some(Local::Ended(ending)) = self.local.remove(task) else {
+            return;
+        };
+        match ending.step {
+            EndStep::Finish { result, .. } => self.stored(task, &result),
+            EndStep::Retry {
+                delay_ms,
+                failed_runs,
+                result,
+                ..
+            } => info!(
+                "{task}: run {} ended badly; it runs again in {} s ({failed_runs} re-runs so far)",
+                result.attempts,
+                delay_ms / 1000,
+            ),
+            EndStep::HandBack { .. } => {
+                info!("{task}: killed (worker stopping); handed back to the queue")
+            }
+        }
+    }
+
+    /// A run's result is stored: it counts, and the log says how it ended.
+    fn stored(&self, task: &str, result: &TaskResult) {
+        self.cfg.obs.metrics().task_finished(result);
+        let took = result
+            .finished_ms
+            .saturating_sub(result.started_ms.unwrap_or(0));
+        let how = match (&result.reason, result.exit_code, result.signal) {
+            (Some(reason), ..) => reason.to_string(),
+            (None, Some(code), _) => format!("exit {code}"),
+            (None, None, Some(signal)) => format!("signal {signal}"),
+            (None, None, None) => "done".to_string(),
+        };
+        let attempt = result.attempts;
+        info!("{task}: finished: {how} after {took} ms (attempt {attempt})");
+    }
+
+    /// Reads the claims of the tasks whose last write had an unknown
+    /// outcome (after a sync, so the read sees every committed write): a
+    /// claim of this session means the claim went through (its job starts)
+    /// or an ended job's step did not (it goes again when due); no claim,
+    /// the opposite.
+    fn settle_unsure(&mut self) -> Result<(), ZkError> {
+        let now = Instant::now();
+        let unsure: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(_, s)| match s {
+                Local::Unsure(_) => true,
+                Local::Ended(ending) => ending.unsure && ending.due <= now,
+                _ => false,
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        if unsure.is_empty() {
+            return Ok(());
+        }
+        self.zk.sync(self.cfg.layout.root())?;
+        let paths: Vec<String> = unsure
+            .iter()
+            .map(|t| self.cfg.layout.running_task(t))
+            .collect();
+        for (task, claim) in unsure.into_iter().zip(self.zk.exists_many(&paths)) {
+            let ours = claim?.is_some_and(|s| s.ephemeral_owner == self.zk.session_id());
+            match self.local.remove(&task) {
+                Some(Local::Unsure(started)) if ours => self.start(task, started),
+                Some(Local::Unsure(_)) => {}
+                Some(Local::Ended(mut ending)) if ours => {
+                    ending.unsure = false;
+                    self.local.insert(task, Local::Ended(ending));
+                }
+                Some(Local::Ended(ending)) => {
+                    self.local.insert(task.clone(), Local::Ended(ending));
+                    self.applied(&task);
+                }
+                Some(other) => {
+                    self.local.insert(task, other);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// When the next ended job's step is due, if one waits and it can be
+    /// written (connected: a reconnect wakes the loop anyway).
+    fn next_due(&self) -> Option<Instant> {
+        if !self.zk.is_connected() {
+            return None;
+        }
+        self.local
+            .values()
+            .filter_map(|s| match s {
+                Local::Ended(ending) => Some(ending.due),
+                _ => None,
+            })
+            .min()
     }
 
     fn fail_malformed(&mut self, task: &str, version: i32, why: &str) {
@@ -329,28 +688,22 @@ impl<'a> WorkerSession<'a> {
         }
     }
 
-    fn on_job(&mut self, task: String, generation: u64, event: JobEvent) {
+    /// A job thread's report: the run ended; what to write for it is
+    /// decided now and written with the turn's other steps.
+    fn on_job(&mut self, task: String, generation: u64, report: JobReport) {
         if generation != self.ctx.my_generation {
             return;
         }
-        match event {
-            JobEvent::Started => {
-                if let Some(Local::Queued(kill)) = self.local.remove(&task) {
-                    self.local.insert(task, Local::Running(kill));
-                }
-            }
-            JobEvent::Ended(ending) => {
-                self.local.remove(&task);
-                if matches!(ending, Ending::Finished | Ending::CouldNotStart)
-                    && let Some(pause) = self.health.record(ending == Ending::CouldNotStart)
-                {
-                    self.pause(pause);
-                }
-            }
-            JobEvent::Held => {
-                self.local
-                    .insert(task, Local::Ignored(Instant::now() + self.cfg.tick));
-            }
+        let Some(Local::Running { task: run, .. }) = self.local.remove(&task) else {
+            return;
+        };
+        let could_not_start = matches!(report.outcome, Outcome::CouldNotStart(_));
+        let killed = report.outcome == Outcome::Killed;
+        let step = job::end_step(&self.cfg.layout, &self.cfg.id, &task, &run, report);
+        self.local
+            .insert(task, Local::Ended(Box::new(Ending::new(step))));
+        if !killed && let Some(pause) = self.health.record(could_not_start) {
+            self.pause(pause);
         }
     }
 
@@ -363,7 +716,7 @@ impl<'a> WorkerSession<'a> {
             decide::FAILED_STARTS,
             pause.as_secs()
         );
-        self.ctx.accepting.store(false, Ordering::SeqCst);
+        self.accepting = false;
         self.cfg.obs.stage(Stage::Paused);
         self.paused_until = Some(Instant::now() + pause);
         let until = model::now_ms() + pause.as_millis() as u64;
@@ -383,7 +736,7 @@ impl<'a> WorkerSession<'a> {
                 info!("worker {}: taking work again", self.cfg.id);
                 self.cfg.obs.stage(Stage::Registered);
                 self.paused_until = None;
-                self.ctx.accepting.store(true, Ordering::SeqCst);
+                self.accepting = true;
             }
             Err(err) => {
                 debug!("worker {}: cannot take work again yet: {err}", self.cfg.id);
@@ -433,14 +786,21 @@ impl<'a> WorkerSession<'a> {
     fn running(&self) -> usize {
         self.local
             .values()
-            .filter(|s| matches!(s, Local::Running(_)))
+            .filter(|s| matches!(s, Local::Running { .. }))
             .count()
     }
 
+    /// Its runs not done with yet: claimed (or perhaps claimed), running,
+    /// or ended with their step still to write.
     fn busy(&self) -> usize {
         self.local
             .values()
-            .filter(|s| !matches!(s, Local::Ignored(_)))
+            .filter(|s| {
+                matches!(
+                    s,
+                    Local::Running { .. } | Local::Unsure(_) | Local::Ended(_)
+                )
+            })
             .count()
     }
 
@@ -452,7 +812,9 @@ impl<'a> WorkerSession<'a> {
             self.cfg.id,
             self.busy()
         );
-        self.ctx.accepting.store(false, Ordering::SeqCst);
+        self.accepting = false;
+        // What it has not claimed is the master's to requeue.
+        self.local.retain(|_, s| !matches!(s, Local::Waiting(_)));
         self.cfg.obs.stage(Stage::Draining);
         self.step_away("draining", None);
         let drain_timeout = self.tuning.duration(Key::DrainTimeout);
@@ -475,11 +837,11 @@ impl<'a> WorkerSession<'a> {
         Next::Stop
     }
 
-    /// A planned stop: kills what still runs (each job thread hands its
-    /// task back while the session lives) and waits for the job threads,
-    /// so no job outlives the worker.
+    /// A planned stop: kills what still runs (each killed run is handed
+    /// back while the session lives) and waits for the job threads, so no
+    /// job outlives the worker.
     pub fn stop(&mut self, rx: &Receiver<Msg>) {
-        self.ctx.accepting.store(false, Ordering::SeqCst);
+        self.accepting = false;
         self.kill_all();
         self.wait_for_jobs(rx, Instant::now() + STOP_WAIT);
         self.ctx.generation.fetch_add(1, Ordering::SeqCst);
@@ -494,26 +856,36 @@ impl<'a> WorkerSession<'a> {
 
     fn kill_all(&self) {
         for state in self.local.values() {
-            if let Local::Queued(kill) | Local::Running(kill) = state {
+            if let Local::Running { kill, .. } = state {
                 kill.kill();
             }
         }
     }
 
-    /// Takes the job threads' messages until none is busy; false if
-    /// `deadline` passed first.
+    /// Takes the job threads' messages and writes what became of their
+    /// runs until none is busy; false if `deadline` passed first (or the
+    /// session ended).
     fn wait_for_jobs(&mut self, rx: &Receiver<Msg>, deadline: Instant) -> bool {
-        while self.busy() > 0 {
-            match rx.recv_deadline(deadline) {
+        loop {
+            self.write_ready();
+            if self.busy() == 0 {
+                return true;
+            }
+            if self.zk.is_lost() {
+                return false;
+            }
+            let wake = self.next_due().map_or(deadline, |due| due.min(deadline));
+            match rx.recv_deadline(wake) {
                 Ok(Msg::Job {
                     task,
                     generation,
-                    event,
-                }) => self.on_job(task, generation, event),
+                    report,
+                }) => self.on_job(task, generation, *report),
+                Ok(Msg::Session(event)) => self.on_session(event),
                 Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
                 Err(_) => return false,
             }
         }
-        true
     }
 }

@@ -20,6 +20,7 @@ mod block;
 mod diagnose;
 mod error;
 mod events;
+pub mod group;
 mod keeper;
 mod txn;
 
@@ -224,6 +225,11 @@ impl Zk {
             session_timeout,
             session_id,
         }
+    }
+
+    /// The deadline of each call.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// This session's id (the `ephemeral_owner` of the nodes it creates).
@@ -565,20 +571,29 @@ impl Zk {
     pub fn multi_created(&self, ops: &[Op]) -> Result<Vec<Option<String>>, ZkError> {
         let (client, deadline) = self.client()?;
         let results = self.wait(start_multi(&client, ops, self.acls)?, deadline)?;
-        Ok(results
-            .into_iter()
-            .map(|r| match r {
-                zookeeper_client::MultiWriteResult::Create { path, .. } => {
-                    path.rsplit('/').next().map(str::to_string)
-                }
-                _ => None,
-            })
-            .collect())
+        Ok(created_names(results))
     }
 
-    /// Applies many independent transactions with all of them in flight at
-    /// once (pipelined on the one socket). One result per transaction.
-    pub fn multi_many(&self, txns: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {
+    /// Applies every step of `steps`, each all-or-nothing behind `prefix`,
+    /// in as few transactions as [`group::commit`] makes of them; each
+    /// step's outcome is the one it would have had as a transaction of its
+    /// own. `sent` is told how many transactions each wave sends.
+    pub fn commit(
+        &self,
+        prefix: &[Op],
+        steps: &[Vec<Op>],
+        sent: &dyn Fn(usize),
+    ) -> Vec<Result<group::Created, ZkError>> {
+        group::commit(prefix, steps, group::GROUP_BYTES, |txns| {
+            sent(txns.len());
+            self.multi_many_created(txns)
+        })
+    }
+
+    /// Like [`Zk::multi_many`], and answers for each transaction the name of
+    /// the node each of its operations created, if it created one (see
+    /// [`Zk::multi_created`]): what [`group::commit`] sends with.
+    pub fn multi_many_created(&self, txns: &[Vec<Op>]) -> Vec<Result<group::Created, ZkError>> {
         let (client, deadline) = match self.client() {
             Ok(found) => found,
             Err(err) => return all_failed(txns.len(), &err),
@@ -589,7 +604,16 @@ impl Zk {
             .collect();
         pending
             .into_iter()
-            .map(|fut| self.wait(fut?, deadline).map(drop))
+            .map(|fut| self.wait(fut?, deadline).map(created_names))
+            .collect()
+    }
+
+    /// Applies many independent transactions with all of them in flight at
+    /// once (pipelined on the one socket). One result per transaction.
+    pub fn multi_many(&self, txns: &[Vec<Op>]) -> Vec<Result<(), ZkError>> {
+        self.multi_many_created(txns)
+            .into_iter()
+            .map(|r| r.map(drop))
             .collect()
     }
 }
@@ -612,6 +636,20 @@ fn start_multi<'a>(
         op.add_to(&mut writer, acls)?;
     }
     Ok(writer.commit())
+}
+
+/// For each operation of a transaction that went through, the name (last
+/// path segment) of the node it created, if it created one.
+fn created_names(results: Vec<zookeeper_client::MultiWriteResult>) -> group::Created {
+    results
+        .into_iter()
+        .map(|r| match r {
+            zookeeper_client::MultiWriteResult::Create { path, .. } => {
+                path.rsplit('/').next().map(str::to_string)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// One copy of `err` for each of `n` calls that could not be sent.
