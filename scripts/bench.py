@@ -5,10 +5,21 @@ binaries and starts a ZooKeeper of its own).
 Every figure is printed next to a baseline measured in the same run, as a
 ratio: these machines are shared and noisy, absolute times are not.
 
+  local         the same jobs run on this machine alone, through `xargs -P`
+                with as many slots as the cluster has job threads: the
+                baseline of every throughput figure
   ceiling       pipelined small transactions per second, same client crate,
                 same number of threads zkmw runs (examples/ceiling.rs)
+  grouping      what grouping saves ZooKeeper: its CPU per operation for
+                pipelined one-operation transactions and reads against
+                transactions and multi-reads of several (examples/group_cost.rs)
   throughput    N no-op jobs (`true`) submitted in bulk, from the first
-                submit until every result is stored; 1 master, 2 workers
+                submit until every result is stored; 1 master, 2 workers x 4
+                threads; the server's counters (mntr) give its transactions,
+                write and read requests per task
+  scale         the same with 1, 10 and 50 worker processes, and the master's
+                CPU per task for each
+  ensemble      the same against a three-node ensemble on loopback
   latency       `zkmw submit --wait true`, one at a time, whole process
   backlog       a queue of many pending tasks drained by the same cluster
 """
@@ -23,38 +34,66 @@ import sys
 import time
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ZKMW = os.path.join(ROOT_DIR, "target", "release", "zkmw")
-CEILING = os.path.join(ROOT_DIR, "target", "release", "examples", "ceiling")
-AWAIT = os.path.join(ROOT_DIR, "target", "release", "examples", "await_results")
-ROUND_TRIPS = os.path.join(ROOT_DIR, "target", "release", "examples", "round_trips")
+ZKMW = os.environ.get("ZKMW_BENCH_ZKMW") or os.path.join(ROOT_DIR, "target", "release", "zkmw")
+EXAMPLES = os.path.join(ROOT_DIR, "target", "release", "examples")
+CEILING = os.path.join(EXAMPLES, "ceiling")
+AWAIT = os.path.join(EXAMPLES, "await_results")
+ROUND_TRIPS = os.path.join(EXAMPLES, "round_trips")
+GROUP_COST = os.path.join(EXAMPLES, "group_cost")
 WORKERS = 2
 THREADS = 4
+# The scale curve: (worker processes, threads each); 8 threads in all where
+# the processes allow it, one each beyond.
+SCALE = [(1, 8), (10, 1), (50, 1)]
 
 
-def zxid(port):
-    """The server's last zxid counter (the low 32 bits: transactions)."""
+def four_letters(port, word):
+    """A four-letter-word command's answer from the server on port."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"srvr")
+        s.sendall(word)
         out = b""
-        while chunk := s.recv(4096):
+        while chunk := s.recv(65536):
             out += chunk
-    for line in out.decode().splitlines():
-        if line.startswith("Zxid:"):
-            return int(line.split()[1], 16) & 0xFFFFFFFF
-    raise RuntimeError("no Zxid in srvr output")
+    return out.decode()
+
+
+def counters(ports):
+    """The servers' counters, summed over ports: transactions (the last
+    zxid's low 32 bits, from the first), write requests, read requests
+    and packets received (mntr)."""
+    total = {"txns": 0, "writes": 0, "reads": 0, "packets": 0}
+    for i, port in enumerate(ports):
+        if i == 0:
+            for line in four_letters(port, b"srvr").splitlines():
+                if line.startswith("Zxid:"):
+                    total["txns"] = int(line.split()[1], 16) & 0xFFFFFFFF
+        mntr = dict(line.split("\t", 1) for line in four_letters(port, b"mntr").splitlines() if "\t" in line)
+        total["writes"] += int(mntr.get("zk_cnt_updatelatency", 0))
+        total["reads"] += int(mntr.get("zk_cnt_readlatency", 0))
+        total["packets"] += int(mntr.get("zk_packets_received", 0))
+    return total
+
+
+def local_baseline(n, slots):
+    """Tasks per second running the jobs here alone: n `sh -c true`
+    through `xargs -P slots`, one job per process, as the workers run them."""
+    t0 = time.monotonic()
+    subprocess.run(["xargs", "-d", "\n", "-P", str(slots), "-n", "1", "sh", "-c"],
+                   input=b"true\n" * n, check=True)
+    return n / (time.monotonic() - t0)
 
 
 class Cluster:
     """One master and the workers, in a namespace of their own."""
 
-    def __init__(self, zk, root, log_dir, workers=WORKERS):
+    def __init__(self, zk, root, log_dir, workers=WORKERS, threads=THREADS):
         self.env = dict(os.environ, ZKMW_ZK=zk, ZKMW_ROOT=root, RUST_LOG="warn")
         self.procs = []
         self.log_dir = log_dir
         self.spawn("master", ["master", "--id", "m1"])
         for i in range(workers):
-            self.spawn(f"w{i + 1}", ["worker", "--id", f"w{i + 1}", "--threads", str(THREADS)])
-        self.wait(lambda s: s["master"] is not None and len(s["workers"]) == workers, 30, "cluster up")
+            self.spawn(f"w{i + 1}", ["worker", "--id", f"w{i + 1}", "--threads", str(threads)])
+        self.wait(lambda s: s["master"] is not None and len(s["workers"]) == workers, 60, "cluster up")
 
     def spawn(self, name, args):
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
@@ -116,33 +155,38 @@ def ceiling(zk, seconds, threads, in_flight):
     return float(out.stdout.strip().split("=")[1])
 
 
-def throughput(zk, port, n, log_dir, tag, zk_pid):
-    """Tasks per second, transactions per task, bulk submit rate, and CPU
-    milliseconds per task of ZooKeeper, the master, the workers and the
-    jobs (the workers' reaped children), for n no-op jobs."""
-    cluster = Cluster(zk, f"/bench-{os.getpid()}-{tag}", log_dir)
+def throughput(zk, ports, n, log_dir, tag, zk_pids, workers=WORKERS, threads=THREADS):
+    """For n no-op jobs: tasks per second; per task the server's
+    transactions, write requests, read requests and packets; the bulk
+    submit rate; and CPU milliseconds per task of ZooKeeper (all its
+    servers), the master, the workers and the jobs (the workers' reaped
+    children)."""
+    cluster = Cluster(zk, f"/bench-{os.getpid()}-{tag}", log_dir, workers, threads)
     try:
         jobs = b"true\n" * n
-        pids = [zk_pid] + [p.pid for p in cluster.procs]
+        pids = [cluster.procs[0].pid] + [p.pid for p in cluster.procs[1:]]
+        zk0 = [cpu_seconds(pid) for pid in zk_pids]
         cpu0 = [cpu_seconds(pid) for pid in pids]
-        z0 = zxid(port)
+        c0 = counters(ports)
         t0 = time.monotonic()
         out = cluster.zkmw("submit", "--stdin", "--max-pending", str(n + 1), stdin=jobs)
         if out.returncode != 0:
             raise RuntimeError(f"submit --stdin failed: {out.stderr.decode()}")
         submitted = time.monotonic() - t0
-        cluster.await_results(n, 600)
+        cluster.await_results(n, 900)
         elapsed = time.monotonic() - t0
-        txns = zxid(port) - z0
-        cpu = [(a1 - a0, c1 - c0) for (a0, c0), (a1, c1) in zip(cpu0, (cpu_seconds(p) for p in pids))]
+        c1 = counters(ports)
+        zk_cpu = sum(cpu_seconds(pid)[0] - before[0] for pid, before in zip(zk_pids, zk0))
+        cpu = [(a1 - a0, c1_ - c0_) for (a0, c0_), (a1, c1_) in zip(cpu0, (cpu_seconds(p) for p in pids))]
         per_task = lambda s: s * 1000 / n  # noqa: E731
         cost = {
-            "zookeeper": per_task(cpu[0][0]),
-            "master": per_task(cpu[1][0]),
-            "workers": per_task(sum(own for own, _ in cpu[2:])),
-            "jobs": per_task(sum(children for _, children in cpu[2:])),
+            "zookeeper": per_task(zk_cpu),
+            "master": per_task(cpu[0][0]),
+            "workers": per_task(sum(own for own, _ in cpu[1:])),
+            "jobs": per_task(sum(children for _, children in cpu[1:])),
         }
-        return n / elapsed, txns / n, n / submitted, cost
+        per = {k: (c1[k] - c0[k]) / n for k in c0}
+        return n / elapsed, per, n / submitted, cost
     finally:
         cluster.stop()
 
@@ -250,18 +294,44 @@ def backlog(zk, n, log_dir):
     return queued, drained, pending, status_ms, master_kib
 
 
+def print_throughput(label, n, rate, per, cost, local, slots):
+    total = sum(cost.values())
+    print(f"{label} N={n}: {rate:,.0f} tasks/s = {rate / local:.2f} x local ({local:,.0f} tasks/s, "
+          f"xargs -P {slots}); per task: {per['txns']:.2f} transactions, {per['writes']:.2f} write "
+          f"requests, {per['reads']:.2f} read requests, {per['packets']:.2f} packets")
+    print(f"  CPU per task: {total:.2f} ms = " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
+          + f"; {os.cpu_count()} cores / {total:.2f} ms = {os.cpu_count() * 1000 / total:,.0f} tasks/s at most")
+
+
+def grouping(zk, zk_pid, n, k):
+    """ZooKeeper's CPU microseconds per operation, each way (see
+    examples/group_cost.rs): pipelined against grouped writes and reads."""
+    out = subprocess.run([GROUP_COST, zk, f"/bench-group-{os.getpid()}-{k}", str(zk_pid), str(n), str(k)],
+                         capture_output=True, text=True, check=True)
+    ways = {}
+    for line in out.stdout.split("\n"):
+        fields = dict(kv.split("=") for kv in line.split())
+        if fields and not fields["way"].startswith("warmup"):
+            ways[fields["way"]] = float(fields["zk_cpu_us_per_op"])
+    return ways
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--zk", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--log-dir", required=True)
     ap.add_argument("--zk-pid", type=int, required=True, help="the server's pid, for its CPU time")
+    ap.add_argument("--ensemble", help="a three-node ensemble's connect string (loopback)")
+    ap.add_argument("--ensemble-pids", help="its servers' pids, comma-separated")
     ap.add_argument("--short", action="store_true", help="small sizes, for CI's smoke run")
     a = ap.parse_args()
     sizes = [300] if a.short else [1000, 10000]
+    scale_n = 300 if a.short else 10000
     runs = 30 if a.short else 200
     backlog_n = 0 if a.short else 100000
     threads = 1 + WORKERS * THREADS  # the master's loop and every job thread
+    slots = WORKERS * THREADS
 
     print(f"bench: machine {os.cpu_count()} cpus; ZooKeeper {a.zk}; {WORKERS} workers x {THREADS} threads")
     # Warm the server up first (a cold JVM is slower): the figures that
@@ -272,24 +342,51 @@ def main():
     single_op_ms = 1000 / one
     print(f"ceiling: {ceil:,.0f} txn/s pipelined ({threads} threads x 16 in flight); "
           f"one at a time: {one:,.0f} txn/s ({single_op_ms:.2f} ms per transaction)")
-
     summary = [f"ceiling={ceil:.0f}txn/s"]
+
+    for k in [4, 16]:
+        ways = grouping(a.zk, a.zk_pid, 2000 if a.short else 10000, k)
+        print(f"grouping by {k}: ZooKeeper CPU per operation: writes {ways['pipelined_writes']:.0f} us pipelined "
+              f"one per transaction, {ways[f'grouped_writes_by_{k}']:.0f} us {k} per transaction; reads "
+              f"{ways['pipelined_reads']:.0f} us pipelined, {ways[f'multi_reads_by_{k}']:.0f} us {k} per multi-read")
+
     # The server's JIT compiles the paths zkmw uses (multi, watches,
     # listings) only once they run: warm those up too, uncounted.
     warm_n = 300 if a.short else 10000
-    throughput(a.zk, a.port, warm_n, a.log_dir, "warmup", a.zk_pid)
+    throughput(a.zk, [a.port], warm_n, a.log_dir, "warmup", [a.zk_pid])
     print(f"warm-up: {warm_n:,} tasks end to end (not counted)")
     for n in sizes:
-        rate, per_task, submit_rate, cost = throughput(a.zk, a.port, n, a.log_dir, n, a.zk_pid)
-        bound = ceil / per_task
-        total = sum(cost.values())
-        print(f"throughput N={n}: {rate:,.0f} tasks/s; {per_task:.2f} txn/task; "
-              f"ceiling/txn-per-task = {bound:,.0f} tasks/s; ratio {rate / bound:.0%}; "
-              f"bulk submit {submit_rate:,.0f} tasks/s")
-        print(f"  CPU per task: {total:.2f} ms = " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
-              + f"; {os.cpu_count()} cores / {total:.2f} ms = {os.cpu_count() * 1000 / total:,.0f} tasks/s at most")
-        summary.append(f"e2e_{n}={rate:.0f}tasks/s({rate / bound:.0%})")
-    summary.append(f"txn_per_task={per_task:.2f}")
+        local = local_baseline(n, slots)
+        rate, per, submit_rate, cost = throughput(a.zk, [a.port], n, a.log_dir, n, [a.zk_pid])
+        print_throughput("throughput", n, rate, per, cost, local, slots)
+        print(f"  bulk submit {submit_rate:,.0f} tasks/s")
+        summary.append(f"e2e_{n}={rate:.0f}tasks/s({rate / local:.2f}xlocal)")
+    summary.append(f"txn_per_task={per['txns']:.2f} reads_per_task={per['reads']:.2f}")
+    summary.append(f"zk_cpu_per_task={cost['zookeeper']:.2f}ms")
+    master_cpu = {WORKERS: cost["master"]}
+
+    for workers, each in SCALE:
+        local = local_baseline(scale_n, workers * each)
+        rate, per, _, cost = throughput(a.zk, [a.port], scale_n, a.log_dir, f"scale{workers}", [a.zk_pid],
+                                        workers, each)
+        print_throughput(f"scale {workers} workers x {each} threads:", scale_n, rate, per, cost, local,
+                         workers * each)
+        master_cpu[workers] = cost["master"]
+        summary.append(f"scale{workers}={rate / local:.2f}xlocal")
+    base = master_cpu[WORKERS]
+    print("  master CPU per task: " + ", ".join(
+        f"{w} workers {ms:.3f} ms ({ms / base:.2f} x {WORKERS} workers)" for w, ms in sorted(master_cpu.items())))
+    summary.append(f"master_cpu_50/2={master_cpu[50] / base:.2f}")
+
+    if a.ensemble:
+        ports = [int(hp.rsplit(":", 1)[1]) for hp in a.ensemble.split(",")]
+        pids = [int(p) for p in a.ensemble_pids.split(",")]
+        throughput(a.ensemble, ports, warm_n, a.log_dir, "ensemble-warmup", pids)
+        n = scale_n
+        local = local_baseline(n, slots)
+        rate, per, _, cost = throughput(a.ensemble, ports, n, a.log_dir, "ensemble", pids)
+        print_throughput("ensemble of 3 (loopback, same 2 cores):", n, rate, per, cost, local, slots)
+        summary.append(f"ensemble={rate / local:.2f}xlocal")
 
     p50, p99, floor, busy_floor, rtt, spawn_zkmw, spawn_sh = latency(a.zk, runs, a.log_dir)
     print(f"latency submit --wait true ({runs} runs): p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
@@ -310,9 +407,10 @@ def main():
 
     if backlog_n:
         queued, drained, pending, status_ms, master_kib = backlog(a.zk, backlog_n, a.log_dir)
+        local = local_baseline(10000, slots)
         print(f"backlog {backlog_n:,}: queued at {queued:,.0f} tasks/s; `status` with {pending:,} pending "
-              f"took {status_ms:.0f} ms; drained at {drained:,.0f} tasks/s "
-              f"({drained / (ceil / per_task):.0%} of ceiling/txn-per-task); master peak memory {master_kib / 1024:.1f} MiB")
+              f"took {status_ms:.0f} ms; drained at {drained:,.0f} tasks/s ({drained / local:.2f} x local); "
+              f"master peak memory {master_kib / 1024:.1f} MiB")
         summary.append(f"backlog_{backlog_n}={drained:.0f}tasks/s")
         summary.append(f"master_rss={master_kib / 1024:.0f}MiB")
     print("bench: " + " ".join(summary))

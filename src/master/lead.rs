@@ -18,7 +18,7 @@ use crate::obs::Obs;
 use crate::retention;
 use crate::session::{self, Next};
 use crate::settings::{self, Key, Tuning};
-use crate::zk::{Node, Op, Zk, ZkError};
+use crate::zk::{Op, Zk, ZkError};
 
 /// How often the active master applies the retention policy.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -229,10 +229,7 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
             zk.children(&layout.workers())?
         };
         let paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
-        let nodes = zk
-            .get_many(&paths)
-            .into_iter()
-            .collect::<Result<Vec<Node>, _>>()?;
+        let nodes = zk.get_grouped(&paths)?;
         let assign = zk.children(&layout.assign())?;
         let cancels = match zk.children(&layout.cancel()) {
             Err(ZkError::NoNode) => Vec::new(),
@@ -269,10 +266,7 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
         .iter()
         .map(|(w, t)| layout.assignment(w, t))
         .collect();
-    let assignments = zk
-        .get_many(&paths)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let assignments = zk.get_grouped(&paths)?;
     // Claims are read after the assignments: a claim made in between is
     // then seen, so a running task is never taken for an interrupted one.
     let running = if details.running {
@@ -285,10 +279,7 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
         None
     };
     let paths: Vec<String> = details.heads.iter().map(|t| layout.task(t)).collect();
-    let heads = zk
-        .get_many(&paths)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let heads = zk.get_grouped(&paths)?;
     for (name, node) in details.heads.iter().zip(&heads) {
         if let Some((data, _)) = node
             && let Err(why) = model::decode_task(data)
@@ -302,10 +293,7 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
         .iter()
         .map(|t| layout.status_task(t))
         .collect();
-    let queued = zk
-        .get_many(&queued)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let queued = zk.get_grouped(&queued)?;
     let results = zk
         .exists_many(&results)
         .into_iter()
@@ -351,10 +339,7 @@ fn read_lock_queues(
         .iter()
         .map(|(l, t)| layout.lockq_member(l, t))
         .collect();
-    let nodes = zk
-        .get_many(&paths)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let nodes = zk.get_grouped(&paths)?;
     let named: Vec<(Option<String>, u64)> = nodes
         .iter()
         .map(|node| match node {

@@ -330,8 +330,8 @@ impl<'a> WorkerSession<'a> {
             .iter()
             .map(|t| self.cfg.layout.assignment(&self.cfg.id, t))
             .collect();
-        for (task, got) in new.into_iter().zip(self.zk.get_many(&paths)) {
-            let Some((data, stat)) = got? else { continue };
+        for (task, got) in new.into_iter().zip(self.zk.get_grouped(&paths)?) {
+            let Some((data, stat)) = got else { continue };
             match decide::on_listed(&task, model::decode_task(&data), stat.version) {
                 OnListed::FailMalformed(why) => self.fail_malformed(&task, stat.version, &why),
                 OnListed::SetAside => {

@@ -152,6 +152,11 @@ pub struct Zk {
 /// this leaves room for the request's framing.
 pub const MAX_REQUEST_BYTES: usize = 1_040_000;
 
+/// How many nodes one multi-read of [`Zk::get_grouped`] reads at most: a
+/// few small records in one answer, and never more than a few MiB even of
+/// records at the node limit.
+pub const READ_GROUP: usize = 32;
+
 impl Zk {
     /// Connects, retrying with backoff until `connect_timeout` (forever when
     /// `None`, logging what it waits for). Each attempt has its own deadline,
@@ -395,13 +400,39 @@ impl Zk {
     /// server); `None` for each node that is not there.
     pub fn get_at_once(&self, paths: &[String]) -> Result<Vec<Node>, ZkError> {
         let results = self.read_at_once(paths, |reader, path| reader.add_get_data(path))?;
-        results
-            .into_iter()
-            .map(|result| match result {
-                MultiReadResult::Data { data, stat } => Ok(Some((data, stat.into()))),
-                other => multi_read_miss(other),
+        data_nodes(results)
+    }
+
+    /// Reads many nodes in few requests: multi-reads of at most
+    /// [`READ_GROUP`] nodes each, all in flight at once (ZooKeeper's cost
+    /// is per request: a multi-read of 16 small nodes cost it a sixth of
+    /// 16 reads, measured by `examples/group_cost.rs`). `None` for each
+    /// node that is not there. The reads are independent, as pipelined
+    /// ones are: only each group is from one state of the server.
+    pub fn get_grouped(&self, paths: &[String]) -> Result<Vec<Node>, ZkError> {
+        let (client, deadline) = self.client()?;
+        let pending = paths
+            .chunks(READ_GROUP)
+            .map(|group| {
+                let mut reader = client.new_multi_reader();
+                for path in group {
+                    reader.add_get_data(path)?;
+                }
+                Ok((group.len(), reader.commit()))
             })
-            .collect()
+            .collect::<Result<Vec<_>, ZkError>>()?;
+        let mut nodes = Vec::with_capacity(paths.len());
+        for (asked, fut) in pending {
+            let results = self.wait(fut, deadline)?;
+            if results.len() != asked {
+                return Err(ZkError::Other(format!(
+                    "a multi-read of {asked} nodes answered {}",
+                    results.len()
+                )));
+            }
+            nodes.extend(data_nodes(results)?);
+        }
+        Ok(nodes)
     }
 
     /// One multi-read of one operation per path; one result per path.
@@ -730,6 +761,17 @@ where
         Some(result) => result.map_err(ZkError::from),
         None => Err(ZkError::Timeout),
     }
+}
+
+/// A multi-read's data answers as [`Node`]s.
+fn data_nodes(results: Vec<MultiReadResult>) -> Result<Vec<Node>, ZkError> {
+    results
+        .into_iter()
+        .map(|result| match result {
+            MultiReadResult::Data { data, stat } => Ok(Some((data, stat.into()))),
+            other => multi_read_miss(other),
+        })
+        .collect()
 }
 
 /// A multi-read's answer for a node that is not there (`None`), or the
