@@ -160,21 +160,7 @@ fn requeue_failed(
     let mut again = task.clone().ended(end, now);
     again.failed_runs += 1;
     again.not_before_ms = Some(now + delay_ms);
-    let mut txn = vec![
-        Op::Create {
-            path: ctx.layout.task(name),
-            data: model::encode(&again),
-        },
-        Op::Delete {
-            path: ctx.layout.assignment(&ctx.worker, name),
-            version: Some(1),
-        },
-        Op::Delete {
-            path: ctx.layout.running_task(name),
-            version: None,
-        },
-    ];
-    txn.extend(release_lock(ctx, task));
+    let txn = back_to_queue(ctx, name, &again);
     match ctx.obs.metrics().txn("requeue_failed", ctx.zk.multi(&txn)) {
         Ok(()) => {
             info!(
@@ -193,6 +179,28 @@ fn requeue_failed(
     }
 }
 
+/// The transaction putting a claimed task back in the queue as `task`:
+/// `/tasks/<t>` created again, the assignment (claimed: version 1), the
+/// claim and the task's lock deleted.
+fn back_to_queue(ctx: &JobContext, name: &str, task: &Task) -> Vec<Op> {
+    let mut txn = vec![
+        Op::Create {
+            path: ctx.layout.task(name),
+            data: model::encode(task),
+        },
+        Op::Delete {
+            path: ctx.layout.assignment(&ctx.worker, name),
+            version: Some(1),
+        },
+        Op::Delete {
+            path: ctx.layout.running_task(name),
+            version: None,
+        },
+    ];
+    txn.extend(release_lock(ctx, task));
+    txn
+}
+
 /// The operation releasing a task's lock (its claim created it).
 fn release_lock(ctx: &JobContext, task: &Task) -> Option<Op> {
     task.lock.as_ref().map(|lock| Op::Delete {
@@ -207,21 +215,7 @@ fn release_lock(ctx: &JobContext, task: &Task) -> Option<Op> {
 /// and the master requeues the task.
 fn hand_back(ctx: &JobContext, name: &str, task: &Task) {
     let back = task.clone().ended(AttemptEnd::HandedBack, model::now_ms());
-    let mut txn = vec![
-        Op::Create {
-            path: ctx.layout.task(name),
-            data: model::encode(&back),
-        },
-        Op::Delete {
-            path: ctx.layout.assignment(&ctx.worker, name),
-            version: Some(1),
-        },
-        Op::Delete {
-            path: ctx.layout.running_task(name),
-            version: None,
-        },
-    ];
-    txn.extend(release_lock(ctx, task));
+    let txn = back_to_queue(ctx, name, &back);
     match ctx.obs.metrics().txn("hand_back", ctx.zk.multi(&txn)) {
         Ok(()) => info!("{name}: killed (worker stopping); handed back to the queue"),
         Err(err) => warn!("{name}: killed; not handed back ({err}): the master requeues it"),
