@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the whole test suite against real ZooKeeper servers, leaving
-# nothing running behind it. Works from any directory.
+# nothing running behind it. Works from any directory. Installs the Debian
+# packages the tests need when missing (scripts/packages.sh).
 #
 #   scripts/test.sh [ARGS...]    builds, then runs `cargo test --all-targets ARGS...`
 #                                (e.g. scripts/test.sh -- --test-threads=4)
@@ -66,6 +67,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# What the tests need besides ZooKeeper: openssl (the TLS tests' CA) and
+# chromium (the status page's browser test); installed when missing.
+scripts/packages.sh zookeeper openssl chromium
 
 if [ -z "${ZKMW_TEST_ZK:-}" ]; then
   port="$(scripts/zk.sh free-ports 1)"

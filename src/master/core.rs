@@ -744,9 +744,18 @@ mod tests {
         running: Vec<u32>,
         queue: Vec<u32>,
         cancels: Vec<u32>,
+        /// The lock every task of this world holds, if any.
+        lock: Option<&'static str>,
     }
 
     impl World {
+        /// A task record of this world.
+        fn record(&self, attempts: u32) -> Vec<u8> {
+            let mut t: Task = crate::model::decode(&task(attempts)).expect("a task");
+            t.lock = self.lock.map(String::from);
+            encode(&t)
+        }
+
         fn listing(&self, worker: &str) -> Option<Vec<String>> {
             self.dirs
                 .iter()
@@ -757,7 +766,7 @@ mod tests {
         fn assignment(&self, worker: &str, task: &str) -> Node {
             let (_, assigned) = self.dirs.iter().find(|(w, _)| *w == worker)?;
             let (_, version) = assigned.iter().find(|(n, _)| name(*n) == task)?;
-            node(self::task(*version as u32), *version)
+            node(self.record(*version as u32), *version)
         }
     }
 
@@ -799,7 +808,11 @@ mod tests {
             running: details
                 .running
                 .then(|| world.running.iter().map(|n| name(*n)).collect()),
-            heads: details.heads.iter().map(|_| node(task(0), 0)).collect(),
+            heads: details
+                .heads
+                .iter()
+                .map(|_| node(world.record(0), 0))
+                .collect(),
             cancelled: details.cancelled.iter().map(|_| (None, true)).collect(),
             lock_members: Vec::new(),
         };
@@ -827,6 +840,7 @@ mod tests {
             running: vec![1],
             queue: vec![],
             cancels: vec![],
+            lock: None,
         };
         let mut core = core(t0);
         assert!(round(&mut core, &world, t0).1.is_empty());
@@ -849,6 +863,47 @@ mod tests {
         assert!(requeued(&round(&mut core, &gone, lost_at + grace).1));
     }
 
+    /// A task whose run was interrupted keeps its lock until it is
+    /// requeued after its worker's grace: no other task of the lock starts
+    /// meanwhile, though a worker is free.
+    #[test]
+    fn an_interrupted_run_keeps_its_lock_through_the_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(10);
+        let world = World {
+            workers: vec![("w1", worker(2, Some(grace))), ("w2", worker(2, None))],
+            dirs: vec![("w1", vec![(1, 1)]), ("w2", vec![])],
+            running: vec![1],
+            queue: vec![2],
+            cancels: vec![],
+            lock: Some("nightly"),
+        };
+        let assigns = |actions: &[Action]| {
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Assign { task, .. } if *task == name(2)))
+        };
+        let mut core = core(t0);
+        assert!(!assigns(&round(&mut core, &world, t0).1), "held by the run");
+        let gone = World {
+            workers: vec![("w2", worker(2, None))],
+            running: vec![],
+            ..world
+        };
+        let lost_at = t0 + TICK;
+        for at in [lost_at, lost_at + grace - Duration::from_millis(1)] {
+            core.session_changed();
+            let actions = round(&mut core, &gone, at).1;
+            assert!(
+                !assigns(&actions) && !requeued(&actions),
+                "at {:?}",
+                at - lost_at
+            );
+        }
+        core.session_changed();
+        assert!(requeued(&round(&mut core, &gone, lost_at + grace).1));
+    }
+
     /// A worker that never published a grace gets this master's default.
     #[test]
     fn a_worker_without_a_published_grace_gets_the_default() {
@@ -859,6 +914,7 @@ mod tests {
             running: vec![],
             queue: vec![],
             cancels: vec![],
+            lock: None,
         };
         let mut core = core(t0);
         assert!(!requeued(&round(&mut core, &world, t0).1));
@@ -880,6 +936,7 @@ mod tests {
             running: vec![],
             queue: vec![],
             cancels: vec![],
+            lock: None,
         };
         let mut core = core(t0);
         let (full, _) = round(&mut core, &world, t0);
@@ -914,6 +971,7 @@ mod tests {
             running: vec![],
             queue: vec![1, 2, 3],
             cancels: vec![],
+            lock: None,
         };
         let mut core = core(t0);
         let (_, actions) = round(&mut core, &world, t0);
@@ -953,6 +1011,7 @@ mod tests {
             running: vec![1],
             queue: vec![],
             cancels: vec![],
+            lock: None,
         };
         let mut core = core(t0);
         assert!(round(&mut core, &world, t0).1.is_empty());

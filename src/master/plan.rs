@@ -777,6 +777,93 @@ mod tests {
         );
     }
 
+    /// A pending task built by `shape`.
+    fn pending_with(n: u32, shape: impl FnOnce(&mut Task)) -> Pending {
+        let mut t = task(0);
+        shape(&mut t);
+        Pending {
+            name: name(n),
+            version: 0,
+            task: Ok(t),
+        }
+    }
+
+    /// What each parked task of a plan waits for.
+    fn parked_for(plan: &Plan) -> Vec<(String, Wait)> {
+        plan.parked
+            .iter()
+            .map(|(p, w)| (p.name.clone(), w.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn assigns_one_task_of_a_lock_at_a_time_oldest_first() {
+        let mut snap = snapshot(&["w1", "w2"], &[("w1", vec![]), ("w2", vec![])], Some(&[]));
+        let lock = |t: &mut Task| t.lock = Some("nightly".into());
+        snap.pending = vec![pending_with(1, lock), pending_with(2, lock), pending(3)];
+        let got = plan(&snap, &mut first);
+        let assigned: Vec<String> = assigned_to(&got.actions)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(assigned, [name(1), name(3)]);
+        assert_eq!(parked_for(&got), [(name(2), Wait::Lock("nightly".into()))]);
+        // Held by a task assigned or running (or interrupted, within its
+        // grace): none of its tasks goes out.
+        snap.held_locks = BTreeSet::from(["nightly".to_string()]);
+        let got = plan(&snap, &mut first);
+        let assigned: Vec<String> = assigned_to(&got.actions)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(assigned, [name(3)]);
+        assert_eq!(got.parked.len(), 2);
+    }
+
+    #[test]
+    fn a_rerun_waits_for_its_delay() {
+        let mut snap = snapshot(&["w1"], &[("w1", vec![])], Some(&[]));
+        snap.now_ms = 10_000;
+        snap.pending = vec![
+            pending_with(1, |t| t.not_before_ms = Some(10_001)),
+            pending_with(2, |t| t.not_before_ms = Some(10_000)),
+        ];
+        let got = plan(&snap, &mut first);
+        assert_eq!(assigned_to(&got.actions), [(name(2), "w1".into())]);
+        assert_eq!(parked_for(&got), [(name(1), Wait::Until(10_001))]);
+    }
+
+    #[test]
+    fn a_task_goes_only_to_a_worker_with_all_its_labels() {
+        let mut snap = snapshot(
+            &["w1", "w2", "w3"],
+            &[("w1", vec![]), ("w2", vec![]), ("w3", vec![])],
+            Some(&[]),
+        );
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        snap.labels = BTreeMap::from([
+            ("w2".to_string(), labels(&["gpu"])),
+            ("w3".to_string(), labels(&["gpu", "zone=eu"])),
+        ]);
+        let on = |l: &'static [&'static str]| {
+            move |t: &mut Task| t.on = l.iter().map(|s| s.to_string()).collect()
+        };
+        snap.pending = vec![
+            pending_with(1, on(&["gpu", "zone=eu"])),
+            pending_with(2, on(&["tpu"])),
+            pending_with(3, on(&["gpu"])),
+        ];
+        let got = plan(&snap, &mut first);
+        assert_eq!(
+            assigned_to(&got.actions),
+            [(name(1), "w3".into()), (name(3), "w2".into())]
+        );
+        assert_eq!(
+            parked_for(&got),
+            [(name(2), Wait::Labels(vec!["tpu".into()]))]
+        );
+    }
+
     #[test]
     fn fills_each_worker_up_to_its_window_only() {
         let mut snap = snapshot(
