@@ -1048,6 +1048,7 @@ mod tests {
             running: vec![],
             queue: vec![1, 2, 3, 4, 5],
             cancels: vec![],
+            lock: None,
         }
     }
 
@@ -1121,6 +1122,7 @@ mod tests {
             running: vec![],
             queue: vec![],
             cancels: vec![],
+            lock: None,
         };
         let mut core = core(t0);
         let (_, actions) = round(&mut core, &world, t0);
