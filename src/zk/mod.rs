@@ -551,37 +551,53 @@ impl Zk {
         }
     }
 
-    /// Creates one persistent-sequential node under `prefix` per item of
-    /// `data`, all in flight at once; returns each new node's name, in order.
+    /// Creates one persistent sequential node under `prefix` for each of
+    /// `data`, packed into as few transactions as [`group::GROUP_BYTES`]
+    /// allows, all in flight at once; returns each new node's name, in
+    /// order. The creates of one transaction happen together or not at
+    /// all, and a failure of one is the failure of each (they are alike:
+    /// same folder, same kind).
     ///
     /// Notable errors: `ConnectionLoss`/`Timeout` leave a create's outcome
     /// unknown: the node may exist, so find it by content before retrying;
-    /// `TooLarge` (not sent) for an item over [`MAX_REQUEST_BYTES`].
+    /// `NoNode` when the folder is missing; `TooLarge` (not sent) for an
+    /// item over [`MAX_REQUEST_BYTES`].
     pub fn create_sequential_many(
         &self,
         prefix: &str,
         data: &[Vec<u8>],
     ) -> Vec<Result<String, ZkError>> {
-        let options = CreateMode::PersistentSequential.with_acls(self.acls);
-        let (client, deadline) = match self.client() {
-            Ok(found) => found,
-            Err(err) => return all_failed(data.len(), &err),
-        };
-        let pending: Vec<_> = data
+        let steps: Vec<Vec<Op>> = data
             .iter()
             .map(|d| {
-                check_size(prefix.len() + d.len()).map(|()| client.create(prefix, d, &options))
+                vec![Op::CreateSequential {
+                    prefix: prefix.to_string(),
+                    data: d.clone(),
+                }]
             })
             .collect();
-        pending
-            .into_iter()
-            .map(|fut| {
-                self.wait(fut?, deadline).map(|(_, sequence)| {
-                    let full = format!("{prefix}{sequence}");
-                    full.rsplit('/').next().unwrap_or(&full).to_string()
-                })
-            })
-            .collect()
+        let todo: Vec<usize> = (0..steps.len()).collect();
+        let (txns, _) = group::wave(&[], &steps, &todo, group::GROUP_BYTES);
+        let ops: Vec<Vec<Op>> = txns.iter().map(|t| t.ops.clone()).collect();
+        let unsent = ZkError::Other("a create left unsent".into());
+        let mut names: Vec<Result<String, ZkError>> = all_failed(data.len(), &unsent);
+        for (txn, result) in txns.iter().zip(self.multi_many_created(&ops)) {
+            let result = result.map_err(|err| match err.txn_cause() {
+                (Some(_), cause) => cause.clone(),
+                (None, _) => err,
+            });
+            for (i, step) in txn.steps().into_iter().enumerate() {
+                names[step] = match &result {
+                    Ok(created) => created
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .ok_or_else(|| ZkError::Other("a create answered no name".into())),
+                    Err(err) => Err(err.clone()),
+                };
+            }
+        }
+        names
     }
 
     /// Applies `ops` as one transaction: all of them or none.
