@@ -8,7 +8,7 @@
 # only; every process it starts is stopped. ZKMW_BENCH_ZKMW=PATH measures
 # another build of zkmw (an older commit's, say) with this bench.
 #
-#   scripts/bench.sh           full run (about 15-25 minutes on 2 cores)
+#   scripts/bench.sh           full run (about 10-15 minutes on 2 cores)
 #   scripts/bench.sh --short   a small smoke run, as CI does
 set -euo pipefail
 

@@ -14,7 +14,9 @@
 //! session up after 1.4 session timeouts without an answer, so `keeper.rs`
 //! reconnects to the same session for as long as the server holds it.
 //! Requests over the server's packet limit are refused here, unsent
-//! ([`ZkError::TooLarge`]): the server would drop the connection.
+//! ([`ZkError::TooLarge`]): the server would drop the connection. Steps
+//! ready at once are sent as few transactions and multi-reads as
+//! [`group`] allows (group commit).
 
 mod block;
 mod diagnose;
