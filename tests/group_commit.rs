@@ -7,11 +7,13 @@
 
 mod common;
 
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::proxy::Proxy;
 use common::{Namespace, describe, secs, stdout, wait_until};
 use zkmw::layout::Layout;
 use zkmw::model::{self, FailReason, Task, TaskResult};
@@ -192,6 +194,69 @@ fn batches_past_the_size_bound_are_split_and_every_task_runs_once() {
             100_000,
             "{id}: its own output"
         );
+    }
+}
+
+/// `submit --stdin` of 1,000 jobs, whose second batch's transaction takes
+/// effect but loses its reply (through a proxy): the submit finds out by
+/// its tokens that the whole batch was stored and stores nothing twice.
+/// Each job is stored exactly once and the ids come in input order.
+#[test]
+fn a_batch_whose_reply_is_lost_is_stored_once() {
+    let ns = Namespace::new("group-lost-reply");
+    let layout = ns.layout();
+    let zk = ns.connect();
+    let proxy = Proxy::start(ns.hosts());
+    // Line 700 is in the second batch (512 lines each, one transaction).
+    proxy.mute_replies_on(b"line-0700");
+    let input: String = (0..1000).map(|n| format!("echo line-{n:04}\n")).collect();
+    let path = common::scratch_dir("lost-reply").join("stdin");
+    std::fs::write(&path, &input).expect("writing the input");
+    let stdin = std::fs::File::open(&path).expect("opening the input");
+    let mut cmd = ns.cmd_via(&proxy.addr());
+    cmd.args(["--connect-timeout", "20s", "submit", "--stdin"])
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut submit = Reaped(Some(cmd.spawn().expect("submit through the proxy")));
+    assert!(
+        wait_until(secs(10), || proxy.triggered()),
+        "the second batch never went through the proxy"
+    );
+    // The muted transaction took effect: 1,000 tasks are there.
+    let stored = wait_until(secs(10), || ns.children(&zk, &layout.tasks()).len() == 1000);
+    assert!(stored, "the second batch was not applied");
+    proxy.cut();
+    proxy.pass();
+    let out = submit.0.take().expect("the submit").wait_with_output();
+    let out = out.expect("the submit's end");
+    assert!(out.status.success(), "{}", describe(&out));
+    let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(ids.len(), 1000, "{}", describe(&out));
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids are printed in input order");
+    let tasks = ns.children(&zk, &layout.tasks());
+    assert_eq!(tasks.len(), 1000, "no task stored twice");
+    for (n, id) in ids.iter().enumerate().step_by(97) {
+        let (data, _) = zk
+            .get(&layout.task(id))
+            .expect("reading a task")
+            .expect("the task is there");
+        let task: Task = model::decode(&data).expect("a task record");
+        assert_eq!(task.job, format!("echo line-{n:04}"), "{id}");
+    }
+}
+
+/// A child process killed if the test ends before waiting for it.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
