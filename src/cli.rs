@@ -9,6 +9,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, Args, CommandFactory, Parser, Subcommand};
 
+use crate::layout::check_znode_name;
 use crate::obs::log::Format;
 
 /// Longest worker or master id accepted (it becomes a znode name).
@@ -522,40 +523,6 @@ pub fn parse_label(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
-}
-
-/// Checks one znode name (one segment of a path) by the rules of ZooKeeper's
-/// server (`PathUtils.validatePath`), so that a name it would refuse on
-/// every call is refused once, up front. `what` names the value in the
-/// message ("the id"); the message says which character is refused and at
-/// which byte of `name`.
-pub fn check_znode_name(what: &str, name: &str) -> Result<(), String> {
-    let shown = name.escape_debug();
-    if name.is_empty() {
-        return Err(format!("{what} is empty"));
-    }
-    if name == "." || name == ".." || name.contains('/') {
-        return Err(format!(
-            "{what} '{shown}' is not a znode name: no '/', not '.' or '..'"
-        ));
-    }
-    match name.char_indices().find(|(_, c)| refused_by_zookeeper(*c)) {
-        Some((at, c)) => Err(format!(
-            "{what} '{shown}' has a character ZooKeeper refuses: U+{:04X} at byte {at}",
-            u32::from(c)
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The characters ZooKeeper refuses in a path: U+0000-U+001F, U+007F-U+009F,
-/// U+D800-U+F8FF and U+FFF0-U+FFFF. Java strings are UTF-16, so every
-/// character beyond U+FFFF arrives as surrogates (U+D800-U+DFFF): refused.
-fn refused_by_zookeeper(c: char) -> bool {
-    matches!(
-        u32::from(c),
-        0x0000..=0x001F | 0x007F..=0x009F | 0xD800..=0xF8FF | 0xFFF0..
-    )
 }
 
 /// A duration: a number with an optional unit ms, s, m, h or d (default s).

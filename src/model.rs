@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::error::{EXIT_CANCELLED, EXIT_CANNOT_START, EXIT_TIMED_OUT, EXIT_ZKMW_FAILED};
+use crate::layout::check_znode_name;
 
 /// Largest record zkmw writes into one znode. ZooKeeper refuses packets of
 /// 1 MiB (jute.maxbuffer) and more; this leaves room for the path and headers.
@@ -531,6 +532,19 @@ pub fn decode_task(bytes: &[u8]) -> Result<Task, String> {
     let task: Task = decode(bytes)?;
     if task.job.trim().is_empty() {
         return Err("invalid record: empty job".into());
+    }
+    // The names a task carries become znode names: its lock (/locks/L), its
+    // key (/unique/K), and with a lock its token (/lockq/L/<token>). One the
+    // server would refuse would fail every step that names it, for good.
+    let names = [
+        ("lock", task.lock.as_deref()),
+        ("unique key", task.unique.as_deref()),
+        ("token", task.lock.as_ref().map(|_| task.token.as_str())),
+    ];
+    for (what, name) in names {
+        if let Some(name) = name {
+            check_znode_name(what, name).map_err(|why| format!("invalid record: {why}"))?;
+        }
     }
     Ok(task)
 }

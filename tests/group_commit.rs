@@ -19,11 +19,12 @@ use zkmw::layout::Layout;
 use zkmw::model::{self, FailReason, Task, TaskResult};
 use zkmw::zk::{Op, Zk};
 
-/// A task record as a master hands it to a worker.
-fn record(job: &str, lock: Option<&str>) -> Vec<u8> {
+/// A task record as a master hands it to a worker (its token is named
+/// after the task, as a valid znode name).
+fn record(task: &str, job: &str, lock: Option<&str>) -> Vec<u8> {
     model::encode(&Task {
         job: job.into(),
-        token: format!("token-{job:.40}"),
+        token: format!("token-{task}"),
         lock: lock.map(String::from),
         ..Task::default()
     })
@@ -81,7 +82,11 @@ fn claims_that_fail_inside_a_group_hold_up_none_of_the_others() {
         .iter()
         .map(|task| Op::Create {
             path: layout.assignment("w1", task),
-            data: record(&ledger.record(), (task == locked).then_some("nightly")),
+            data: record(
+                task,
+                &ledger.record(),
+                (task == locked).then_some("nightly"),
+            ),
         })
         .collect();
     zk.multi(&ops)

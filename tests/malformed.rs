@@ -101,3 +101,25 @@ fn garbage_present_before_the_master_starts_fails_as_malformed() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(stdout(&out), "still works\n");
 }
+
+/// Names a task carries become znode names (its lock, its key, and with a
+/// lock its token): a task whose token ZooKeeper would refuse as a name
+/// fails as malformed, pending or handed straight to a worker, instead of
+/// running and then failing to store its result for good.
+#[test]
+fn a_task_whose_names_zookeeper_would_refuse_fails_as_malformed() {
+    let ns = Namespace::new("malformed-names");
+    let _master = ns.spawn_master("m1");
+    let _worker = ns.spawn_worker("w1", 2);
+    ns.wait_for_master("m1", secs(15));
+    ns.wait_for_workers(&["w1"], secs(15));
+    let zk = ns.connect();
+    let layout = ns.layout();
+    let bad = br#"{"job":"true","submitted_ms":1,"retries":0,"token":"a/b/","lock":"nightly"}"#;
+    zk.create(&layout.task("task-9000000001"), bad)
+        .expect("creating a task with a bad token");
+    zk.create(&layout.assignment("w1", "task-9000000002"), bad)
+        .expect("creating an assignment with a bad token");
+    assert_failed_malformed(&ns, "task-9000000001");
+    assert_failed_malformed(&ns, "task-9000000002");
+}
