@@ -25,7 +25,7 @@ use crate::layout::Layout;
 use crate::model::{
     self, AttemptEnd, Claim, FailReason, FinalState, LockHolder, MAX_NODE_BYTES, Task, TaskResult,
 };
-use crate::obs::{self, Obs};
+use crate::obs;
 use crate::zk::Op;
 
 /// What every job thread of one session shares.
@@ -45,8 +45,6 @@ pub struct JobContext {
     pub tx: Sender<Msg>,
     /// The session's progress relay.
     pub progress: Sender<relay::Update>,
-    /// The worker's metrics and health.
-    pub obs: Obs,
 }
 
 /// Runs a claimed task's job and reports how it ended to the control loop,
@@ -145,7 +143,7 @@ pub fn end_step(
             again.failed_runs += 1;
             again.not_before_ms = Some(model::now_ms() + delay_ms);
             EndStep::Retry {
-                ops: retry_ops(layout, worker, name, task, &again),
+                ops: back_to_queue(layout, worker, name, &again),
                 delay_ms,
                 failed_runs: again.failed_runs,
                 result,
@@ -164,19 +162,13 @@ pub fn finish(layout: &Layout, worker: &str, name: &str, mut result: Box<TaskRes
     EndStep::Finish { result, ops }
 }
 
-/// `--retry-failed`'s step: the task back in the queue with its delay
-/// (stored in the task, so a new master knows it); the lock goes with this
-/// run, the task keeps its place in the lock's queue.
-fn retry_ops(layout: &Layout, worker: &str, name: &str, task: &Task, again: &Task) -> Vec<Op> {
-    let mut ops = back_to_queue(layout, worker, name, again);
-    ops.extend(release_lock(layout, task));
-    ops
-}
-
 /// `/tasks/<t>` created again with `task`, the claimed assignment
-/// (version 1) and the claim deleted.
+/// (version 1), the claim and the task's lock deleted: the lock goes with
+/// this run, the task keeps its place in the lock's queue. The step of a
+/// run handed back, and of `--retry-failed`'s re-run (its delay stored in
+/// the task, so a new master knows it).
 fn back_to_queue(layout: &Layout, worker: &str, name: &str, task: &Task) -> Vec<Op> {
-    vec![
+    let mut ops = vec![
         Op::Create {
             path: layout.task(name),
             data: model::encode(task),
@@ -189,7 +181,9 @@ fn back_to_queue(layout: &Layout, worker: &str, name: &str, task: &Task) -> Vec<
             path: layout.running_task(name),
             version: None,
         },
-    ]
+    ];
+    ops.extend(release_lock(layout, task));
+    ops
 }
 
 /// The operation releasing a task's lock (its claim created it).
@@ -205,9 +199,7 @@ fn release_lock(layout: &Layout, task: &Task) -> Option<Op> {
 /// and the master requeues the task.
 fn hand_back_ops(layout: &Layout, worker: &str, name: &str, task: &Task) -> Vec<Op> {
     let back = task.clone().ended(AttemptEnd::HandedBack, model::now_ms());
-    let mut ops = back_to_queue(layout, worker, name, &back);
-    ops.extend(release_lock(layout, task));
-    ops
+    back_to_queue(layout, worker, name, &back)
 }
 
 /// The claim step of `task` at `started_ms` (see `decide::on_claim` for

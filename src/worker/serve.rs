@@ -131,7 +131,6 @@ impl<'a> WorkerSession<'a> {
             my_generation: generation.load(Ordering::SeqCst),
             tx: tx.clone(),
             progress: super::relay::start(zk.clone(), cfg.layout.clone(), cfg.id.clone()),
-            obs: cfg.obs.clone(),
         };
         WorkerSession {
             cfg,
@@ -258,15 +257,16 @@ impl<'a> WorkerSession<'a> {
         };
         self.cancel_armed = true;
         self.cancels = listed.into_iter().collect();
+        // Only a running job has anything to stop.
         let ours: Vec<String> = self
             .cancels
             .iter()
-            .filter(|t| self.local.contains_key(*t))
+            .filter(|t| matches!(self.local.get(*t), Some(Local::Running { .. })))
             .cloned()
             .collect();
         let paths: Vec<String> = ours.iter().map(|t| layout.cancel_task(t)).collect();
-        for (task, got) in ours.iter().zip(self.zk.get_many(&paths)) {
-            let Some((data, _)) = got? else { continue };
+        for (task, got) in ours.iter().zip(self.zk.get_grouped(&paths)?) {
+            let Some((data, _)) = got else { continue };
             let grace = model::decode::<CancelRequest>(&data)
                 .map_or(Duration::from_secs(10), |r| {
                     Duration::from_millis(r.grace_ms)

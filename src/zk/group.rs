@@ -57,6 +57,12 @@ impl Txn {
     pub fn steps(&self) -> Vec<usize> {
         self.parts.iter().map(|p| p.step).collect()
     }
+
+    /// Its operations, moved out for sending (what they were is not needed
+    /// to settle its outcome: only where each step's are).
+    pub fn take_ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.ops)
+    }
 }
 
 /// The nodes a step writes (`own`) and the folders whose children it
@@ -179,7 +185,7 @@ pub struct Settled {
 /// a step decides that step alone; a failure of the prefix (the master's
 /// epoch check), or of the whole request (connection lost, too large),
 /// decides every step the same way.
-pub fn settle(txn: &Txn, prefix_len: usize, result: &Result<Created, ZkError>) -> Settled {
+fn settle(txn: &Txn, prefix_len: usize, result: &Result<Created, ZkError>) -> Settled {
     let all = |outcome: &dyn Fn(&Part) -> Result<Created, ZkError>| Settled {
         decided: txn.parts.iter().map(|p| (p.step, outcome(p))).collect(),
         again: Vec::new(),
@@ -233,14 +239,13 @@ pub fn commit(
     let mut outcomes: Vec<Option<Result<Created, ZkError>>> = vec![None; steps.len()];
     let mut todo: Vec<usize> = (0..steps.len()).collect();
     while !todo.is_empty() {
-        let (txns, later) = wave(prefix, steps, &todo, limit);
-        let ops: Vec<Vec<Op>> = txns.iter().map(|t| t.ops.clone()).collect();
-        let results = send(&ops);
+        let (mut txns, later) = wave(prefix, steps, &todo, limit);
+        let ops: Vec<Vec<Op>> = txns.iter_mut().map(Txn::take_ops).collect();
+        let mut results = send(&ops).into_iter();
         let mut next = later;
-        for (i, txn) in txns.iter().enumerate() {
+        for txn in &txns {
             let result = results
-                .get(i)
-                .cloned()
+                .next()
                 .unwrap_or_else(|| Err(ZkError::Other("no answer for a transaction".into())));
             let settled = settle(txn, prefix.len(), &result);
             for (step, outcome) in settled.decided {

@@ -234,11 +234,6 @@ impl Zk {
         }
     }
 
-    /// The deadline of each call.
-    pub fn call_timeout(&self) -> Duration {
-        self.call_timeout
-    }
-
     /// This session's id (the `ephemeral_owner` of the nodes it creates).
     pub fn session_id(&self) -> i64 {
         self.session_id
@@ -579,8 +574,10 @@ impl Zk {
             })
             .collect();
         let todo: Vec<usize> = (0..steps.len()).collect();
-        let (txns, _) = group::wave(&[], &steps, &todo, group::GROUP_BYTES);
-        let ops: Vec<Vec<Op>> = txns.iter().map(|t| t.ops.clone()).collect();
+        let (mut txns, later) = group::wave(&[], &steps, &todo, group::GROUP_BYTES);
+        // Sequential creates name no existing node: they never meet.
+        debug_assert!(later.is_empty());
+        let ops: Vec<Vec<Op>> = txns.iter_mut().map(group::Txn::take_ops).collect();
         let unsent = ZkError::Other("a create left unsent".into());
         let mut names: Vec<Result<String, ZkError>> = all_failed(data.len(), &unsent);
         for (txn, result) in txns.iter().zip(self.multi_many_created(&ops)) {
@@ -609,9 +606,7 @@ impl Zk {
     /// outcome unknown; `TooLarge` when the request would pass
     /// [`MAX_REQUEST_BYTES`] (nothing was sent).
     pub fn multi(&self, ops: &[Op]) -> Result<(), ZkError> {
-        let (client, deadline) = self.client()?;
-        self.wait(start_multi(&client, ops, self.acls)?, deadline)
-            .map(drop)
+        self.multi_created(ops).map(drop)
     }
 
     /// Like [`Zk::multi`], and returns, for each operation, the name (last
