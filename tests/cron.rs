@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::proxy::Proxy;
 use common::{Namespace, Proc, describe, secs, stderr, stdout, wait_until};
@@ -113,15 +113,18 @@ fn tasks_of_one_lock_never_overlap_even_across_crashes() {
             .is_ok_and(|t| t.lines().count() >= 3)),
         "no run started"
     );
-    let running = ns.status_json();
-    let victim = running["workers"]
-        .as_array()
-        .and_then(|ws| ws.iter().find(|w| w["running"] == 1))
-        .and_then(|w| w["id"].as_str())
-        .map(str::to_string);
-    if let Some(victim) = victim {
-        workers.get_mut(&victim).unwrap().kill9();
-    }
+    let mut victim = None;
+    let found = wait_until(secs(20), || {
+        victim = ns.status_json()["workers"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| w["running"] == 1))
+            .and_then(|w| w["id"].as_str())
+            .map(str::to_string);
+        victim.is_some()
+    });
+    assert!(found, "no worker was seen running a task of the lock");
+    let victim = victim.expect("found");
+    workers.get_mut(&victim).unwrap().kill9();
     ns.wait_finished(ids.len() as u64, secs(120));
     let mut all = runs(&ledger, now_ns());
     assert!(all.len() >= ids.len(), "{all:?}");
@@ -269,8 +272,13 @@ fn unique_survives_a_submitter_whose_reply_is_lost() {
         wait_until(secs(10), || proxy.triggered()),
         "the create never went through the proxy"
     );
-    let others = submit_at_once(&ns, 3, &["--unique", "weekly-report", "echo report"]);
-    std::thread::sleep(Duration::from_secs(1));
+    let mut others = submit_at_once(&ns, 3, &["--unique", "weekly-report", "echo report"]);
+    // They find the task whose reply was lost, and end.
+    wait_until(secs(20), || {
+        others
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+    });
     proxy.cut();
     proxy.pass();
     let mut ids: Vec<String> = others

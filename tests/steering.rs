@@ -258,6 +258,8 @@ fn tasks_lists_newest_first_with_filters_and_a_limit() {
     );
     let on_w1 = rows(&["--worker", "w1"]);
     assert!(on_w1.iter().all(|r| r["worker"] == "w1"), "{on_w1:?}");
+    let ran_on_w1 = all.iter().filter(|r| r["worker"] == "w1").count();
+    assert_eq!(on_w1.len(), ran_on_w1, "every task w1 ran: {on_w1:?}");
     let human = stdout(&ns.run(&["tasks", "--limit", "3"]));
     assert_eq!(human.lines().count(), 3, "{human}");
     assert!(

@@ -183,19 +183,21 @@ impl Tally {
         }
     }
 
-    /// True when the run passed.
+    /// True when the run passed: it stored tasks (a run whose submits all
+    /// failed tested nothing) and found nothing wrong with them.
     pub fn passed(&self, e: &Evidence) -> bool {
-        [
-            &self.lost,
-            &self.unexplained,
-            &self.phantom,
-            &self.bad_failed,
-            &self.odd,
-            &self.dup_ack,
-            &self.split_keys,
-        ]
-        .iter()
-        .all(|found| found.is_empty())
+        !e.acked.is_empty()
+            && [
+                &self.lost,
+                &self.unexplained,
+                &self.phantom,
+                &self.bad_failed,
+                &self.odd,
+                &self.dup_ack,
+                &self.split_keys,
+            ]
+            .iter()
+            .all(|found| found.is_empty())
             && self.overlaps.is_empty()
             && self.lock_overlaps.is_empty()
             && e.anomalies == 0

@@ -43,11 +43,16 @@ pub fn scrape(port: u16) -> String {
 /// the text writes them) in a scrape; 0 when absent (a counter never
 /// incremented has no sample).
 pub fn sample(scrape: &str, series: &str) -> f64 {
+    sample_opt(scrape, series).unwrap_or(0.0)
+}
+
+/// The value of the sample `series` in a scrape, `None` when absent (for
+/// a gauge that must be there, at whatever value).
+pub fn sample_opt(scrape: &str, series: &str) -> Option<f64> {
     scrape
         .lines()
         .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .find_map(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The browser: Debian's `chromium`. A machine without it fails the test
