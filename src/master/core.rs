@@ -241,6 +241,10 @@ impl Core {
             return Err(Deposed);
         }
         self.cancels = cancels.into_iter().collect();
+        // A parked task with a cancel request is never released to a
+        // worker: it waits in /tasks, where a full round fails it.
+        let cancels = &self.cancels;
+        self.parked.retain(|name| !cancels.contains(name));
         if watched {
             self.armed.insert(self.layout.workers());
         }
@@ -737,6 +741,7 @@ mod tests {
     }
 
     /// What one round of the test cluster reads.
+    #[derive(Clone)]
     struct World {
         workers: Vec<(&'static str, Node)>,
         /// Each folder's assignments: (task number, version).
@@ -861,6 +866,48 @@ mod tests {
         }
         core.session_changed();
         assert!(requeued(&round(&mut core, &gone, lost_at + grace).1));
+    }
+
+    /// A task parked behind its lock that gets a cancel request is not
+    /// released to a worker when the lock frees: it stays in /tasks, where
+    /// the cancel fails it. (Without the request, the same round assigns
+    /// it: the setup is one where the release happens.)
+    #[test]
+    fn a_parked_task_with_a_cancel_request_is_not_assigned() {
+        let t0 = Instant::now();
+        let held = World {
+            workers: vec![("w1", worker(4, None))],
+            dirs: vec![("w1", vec![(2, 1)])],
+            running: vec![2],
+            queue: vec![1],
+            cancels: vec![],
+            lock: Some("nightly"),
+        };
+        let assigns = |actions: &[Action]| {
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Assign { task, .. } if *task == name(1)))
+        };
+        for cancelled in [false, true] {
+            let mut core = core(t0);
+            assert!(
+                !assigns(&round(&mut core, &held, t0).1),
+                "parked behind the lock"
+            );
+            let freed = World {
+                dirs: vec![("w1", vec![])],
+                running: vec![],
+                cancels: if cancelled { vec![1] } else { vec![] },
+                ..held.clone()
+            };
+            core.session_changed();
+            let actions = round(&mut core, &freed, t0 + TICK).1;
+            assert_eq!(
+                assigns(&actions),
+                !cancelled,
+                "cancelled: {cancelled}: {actions:?}"
+            );
+        }
     }
 
     /// A task whose run was interrupted keeps its lock until it is
