@@ -18,16 +18,18 @@ pub fn write(bytes: &[u8], after: Option<&str>) -> Result<(), Error> {
         })
 }
 
+/// The width assumed for a terminal that does not say its own (a pty
+/// whose size was never set, a serial console).
+const DEFAULT_WIDTH: usize = 80;
+
 /// The width of the terminal stdout is, if it is one.
 pub fn terminal_width() -> Option<usize> {
     let out = std::io::stdout();
     if !rustix::termios::isatty(&out) {
         return None;
     }
-    rustix::termios::tcgetwinsize(&out)
-        .ok()
-        .map(|size| usize::from(size.ws_col))
-        .filter(|cols| *cols > 0)
+    let cols = rustix::termios::tcgetwinsize(&out).map_or(0, |size| usize::from(size.ws_col));
+    Some(if cols > 0 { cols } else { DEFAULT_WIDTH })
 }
 
 /// Writes one line of text to stdout; see [`write`].

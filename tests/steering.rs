@@ -324,3 +324,31 @@ fn the_live_line_shows_on_a_terminal_only() {
         describe(&out)
     );
 }
+
+/// `status --watch` redraws the cluster, its running tasks and its last
+/// failures, each frame from one read of the namespace.
+#[test]
+fn status_watch_shows_the_running_tasks_and_the_last_failures() {
+    let ns = Namespace::new("status-watch");
+    let (_master, _workers) = ns.spawn_cluster(&["w1"], 2);
+    let failed = ns.submit("sleep 60");
+    assert!(ns.run(&["cancel", &failed]).status.success());
+    ns.wait_task_state(&failed, "failed", secs(15));
+    let running = ns.submit("sleep 60");
+    ns.wait_task_state(&running, "running", secs(15));
+    // On a terminal (`script` gives it one), as it must be, for 3 s.
+    let typescript = ns.dir.join("watch.typescript");
+    let command = format!(
+        "timeout 3 {} --zk {} --root {} status --watch --interval 200ms",
+        common::BIN,
+        ns.hosts(),
+        ns.root
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-qfec", &command]).arg(&typescript);
+    common::run_bounded(script, Duration::from_secs(30));
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    for shown in ["running (1)", &running, "last failures", &failed] {
+        assert!(screen.contains(shown), "{shown} not shown:\n{screen}");
+    }
+}

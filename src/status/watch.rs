@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::cluster;
+use super::cluster_read;
 use super::render::{render_cluster, render_tasks};
-use super::tasks::{Query, tasks};
-use super::view::TaskState;
+use super::tasks::{Query, TaskRow, task_views};
+use super::view::{TaskState, cluster_view};
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::model;
@@ -51,9 +51,15 @@ fn frame(zk: &Zk, layout: &Layout) -> Result<String, Error> {
         worker: None,
         limit,
     };
-    let running = tasks(zk, layout, &query(TaskState::Running, RUNNING))?;
-    let failed = tasks(zk, layout, &query(TaskState::Failed, FAILURES))?;
-    let mut screen = render_cluster(&cluster(zk, layout)?, now);
+    // One read of the namespace for the whole screen.
+    let read = cluster_read(zk, layout)?;
+    let rows = |state, limit| -> Result<Vec<TaskRow>, Error> {
+        let views = task_views(zk, layout, &read, &query(state, limit))?;
+        Ok(views.into_iter().map(TaskRow::from).collect())
+    };
+    let running = rows(TaskState::Running, RUNNING)?;
+    let failed = rows(TaskState::Failed, FAILURES)?;
+    let mut screen = render_cluster(&cluster_view(read), now);
     screen.push_str(&format!(
         "\nrunning ({}{})\n",
         running.len(),
