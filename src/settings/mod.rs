@@ -66,8 +66,6 @@ pub const KEYS: [Key; 7] = [
 pub const WORKER_KEYS: &[Key] = &[Key::OutputCap, Key::DrainTimeout];
 /// The keys a master follows live.
 pub const MASTER_KEYS: &[Key] = &[Key::ResultTtl, Key::KeepResults];
-/// The keys `submit` reads when it stores a task.
-pub const SUBMIT_KEYS: &[Key] = &[Key::Timeout, Key::Retries, Key::MaxPending];
 
 /// Per-process options that are not cluster settings, and why: `config
 /// set` refuses them with that line.
