@@ -130,7 +130,9 @@ pub fn end_step(
     report: JobReport,
 ) -> EndStep {
     if report.outcome == Outcome::Killed {
-        return hand_back(layout, worker, name, task);
+        return EndStep::HandBack {
+            ops: hand_back_ops(layout, worker, name, task),
+        };
     }
     let end = attempt_end(&report.outcome);
     let retry = task.retry_after(&end);
@@ -198,14 +200,6 @@ fn release_lock(layout: &Layout, task: &Task) -> Option<Op> {
 fn hand_back_ops(layout: &Layout, worker: &str, name: &str, task: &Task) -> Vec<Op> {
     let back = task.clone().ended(AttemptEnd::HandedBack, model::now_ms());
     back_to_queue(layout, worker, name, &back)
-}
-
-/// The hand-back step of a claimed run that the worker will not start
-/// (it stopped taking work while the claim was on its way).
-pub fn hand_back(layout: &Layout, worker: &str, name: &str, task: &Task) -> EndStep {
-    EndStep::HandBack {
-        ops: hand_back_ops(layout, worker, name, task),
-    }
 }
 
 /// The claim step of `task` at `started_ms` (see `decide::on_claim` for

@@ -6,8 +6,7 @@
 //! (version check on the assignment + ephemeral `/running/<t>`) makes sure
 //! of it across processes too. The loop claims what it can start and
 //! stores what became of each run (see [`job`]), all the steps of a turn
-//! in as few transactions as they fit, sent by a thread of their own so
-//! the loop goes on while they travel; each job's thread only runs it and
+//! in as few transactions as they fit; each job's thread only runs it and
 //! reports through the same channel as watches and session changes. Its
 //! decisions are plain functions in `decide.rs`.
 //!
@@ -91,8 +90,6 @@ pub enum Msg {
         /// How it ended.
         report: Box<JobReport>,
     },
-    /// A batch of the loop's steps was sent: what became of each.
-    Written(Box<serve::Written>),
 }
 
 impl From<WatchEvent> for Msg {

@@ -10,15 +10,6 @@
 //! transaction when they fit, each step all-or-nothing. Nothing waits for
 //! a batch to fill: a turn sends what is ready, and a lone task's claim or
 //! result goes at once.
-//!
-//! The loop does not wait for its writes: each batch is committed by one
-//! of [`IN_FLIGHT`] threads, and its outcomes come back on the loop's
-//! channel ([`Written`]). Meanwhile the loop reads its assignments, takes
-//! job reports and sends the next batch, so a job that ends while a batch
-//! travels has its step and its next claim sent at once instead of a
-//! round trip later. A task in a batch on its way is neither claimed nor
-//! written again until its outcome is back (`Local::Claiming`,
-//! `Ending::in_flight`), so no step of a task is ever sent twice at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -49,8 +40,6 @@ enum Local {
     Waiting(Box<Task>),
     /// Claimed; its job runs on a thread (the task has this run counted).
     Running { kill: KillSwitch, task: Box<Task> },
-    /// Its claim is on its way (the task with this run counted).
-    Claiming(Box<Task>),
     /// The claim's outcome is unknown: the claim is read before anything
     /// else is done with it.
     Unsure(Box<Task>),
@@ -72,8 +61,6 @@ struct Ending {
     /// Not tried again before then.
     due: Instant,
     backoff: Backoff,
-    /// Sent, its outcome not back yet.
-    in_flight: bool,
 }
 
 impl Ending {
@@ -83,32 +70,17 @@ impl Ending {
             unsure: false,
             due: Instant::now(),
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
-            in_flight: false,
         }
     }
 }
 
 /// One step of a turn's write, and what it was for.
-#[derive(Debug)]
-pub enum Write {
+enum Write {
     /// The step of a job that ended.
     End(String),
-    /// The claim of a waiting assignment.
-    Claim(String),
+    /// The claim of a waiting assignment (the task with this run counted).
+    Claim(String, Box<Task>),
 }
-
-/// What became of a batch of steps sent by a committer thread.
-#[derive(Debug)]
-pub struct Written {
-    /// The session generation that sent it: a batch of an earlier session
-    /// is not this one's to settle.
-    generation: u64,
-    /// What each step was for, and its outcome.
-    outcomes: Vec<(Write, Result<(), ZkError>)>,
-}
-
-/// Batches on their way at once, each on a committer thread of its own.
-pub const IN_FLIGHT: usize = 2;
 
 /// How long a stopping worker waits for its killed jobs' threads.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -139,13 +111,6 @@ pub struct WorkerSession<'a> {
     health: StartHealth,
     /// Taking no work until then: its recent jobs could not start.
     paused_until: Option<Instant>,
-    /// The committer threads: each sends one batch at a time.
-    commits: ThreadPool,
-    /// Batches sent whose outcomes are not back.
-    in_flight: usize,
-    /// The grace of a cancel request for a task whose claim was on its
-    /// way when the request was read: its job is stopped as it starts.
-    cancel_on_start: HashMap<String, Duration>,
 }
 
 impl<'a> WorkerSession<'a> {
@@ -183,9 +148,6 @@ impl<'a> WorkerSession<'a> {
             settings_armed: false,
             health: StartHealth::default(),
             paused_until: None,
-            commits: ThreadPool::with_name("commits".into(), IN_FLIGHT),
-            in_flight: 0,
-            cancel_on_start: HashMap::new(),
         }
     }
 
@@ -221,16 +183,13 @@ impl<'a> WorkerSession<'a> {
                 stale = true;
                 next_tick = now + self.cfg.tick;
             }
-            // What is ready goes before the round's reads, and what the
-            // round found to claim right after them.
-            self.write_ready();
             if stale && self.zk.is_connected() {
                 stale = false;
                 if let Err(err) = self.round() {
                     debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
                 }
-                self.write_ready();
             }
+            self.write_ready();
             let wake = [
                 Some(next_tick),
                 self.cut_off_since.map(|since| since + self.hold),
@@ -268,7 +227,6 @@ impl<'a> WorkerSession<'a> {
                         generation,
                         report,
                     } => self.on_job(task, generation, *report),
-                    Msg::Written(written) => self.on_written(*written),
                 }
             }
         }
@@ -299,16 +257,11 @@ impl<'a> WorkerSession<'a> {
         };
         self.cancel_armed = true;
         self.cancels = listed.into_iter().collect();
-        // Only a job that runs, or is about to, has anything to stop.
+        // Only a running job has anything to stop.
         let ours: Vec<String> = self
             .cancels
             .iter()
-            .filter(|t| {
-                matches!(
-                    self.local.get(*t),
-                    Some(Local::Running { .. } | Local::Claiming(_))
-                )
-            })
+            .filter(|t| matches!(self.local.get(*t), Some(Local::Running { .. })))
             .cloned()
             .collect();
         let paths: Vec<String> = ours.iter().map(|t| layout.cancel_task(t)).collect();
@@ -318,15 +271,9 @@ impl<'a> WorkerSession<'a> {
                 .map_or(Duration::from_secs(10), |r| {
                     Duration::from_millis(r.grace_ms)
                 });
-            match self.local.get(task) {
-                Some(Local::Running { kill, .. }) => {
-                    info!("worker {}: cancelling {task}", self.cfg.id);
-                    kill.cancel(grace);
-                }
-                Some(Local::Claiming(_)) => {
-                    self.cancel_on_start.insert(task.clone(), grace);
-                }
-                _ => {}
+            if let Some(Local::Running { kill, .. }) = self.local.get(task) {
+                info!("worker {}: cancelling {task}", self.cfg.id);
+                kill.cancel(grace);
             }
         }
         Ok(())
@@ -403,112 +350,57 @@ impl<'a> WorkerSession<'a> {
         if !self.zk.is_connected() {
             return;
         }
-        if let Err(err) = self.settle_unsure() {
-            debug!(
-                "worker {}: reading unsure claims failed ({err}); retrying",
-                self.cfg.id
-            );
+        if let Err(err) = self.settle_unsure().and_then(|()| self.write()) {
+            debug!("worker {}: writing failed ({err}); retrying", self.cfg.id);
             let now = Instant::now();
             for state in self.local.values_mut() {
                 if let Local::Ended(ending) = state
-                    && !ending.in_flight
                     && ending.due <= now
                 {
                     ending.due = now + ending.backoff.next_wait();
                 }
             }
-            return;
         }
-        self.write();
     }
 
-    /// Sends what is ready, together, unless [`IN_FLIGHT`] batches are on
-    /// their way already: the steps of the jobs that ended and are due,
-    /// and the claims of the waiting assignments it can start now (one per
-    /// free thread, oldest first). A committer thread sends the batch and
-    /// posts each step's outcome, the one it would have had alone, back to
-    /// the loop ([`Self::on_written`]).
-    fn write(&mut self) {
-        if self.in_flight >= IN_FLIGHT {
-            return;
-        }
-        let (writes, steps, claiming) = self.ready(Instant::now());
-        if steps.is_empty() {
-            return;
-        }
-        self.mark_sent(&writes, claiming);
-        let (zk, obs, tx) = (self.zk.clone(), self.cfg.obs.clone(), self.ctx.tx.clone());
-        let generation = self.ctx.my_generation;
-        self.commits.execute(move || {
-            let metrics = obs.metrics();
-            let results = zk.commit(&[], &steps, &|n| metrics.zk_transactions(n));
-            let outcomes = writes
-                .into_iter()
-                .zip(results.into_iter().map(|r| r.map(drop)))
-                .collect();
-            let _ = tx.send(Msg::Written(Box::new(Written {
-                generation,
-                outcomes,
-            })));
-        });
-        self.in_flight += 1;
-    }
-
-    /// Steps are on their way: their tasks are not written or claimed
-    /// again until their outcomes are back (`claiming`: each claimed task
-    /// with this run counted).
-    fn mark_sent(&mut self, writes: &[Write], claiming: Vec<(String, Box<Task>)>) {
-        for write in writes {
-            if let Write::End(task) = write
-                && let Some(Local::Ended(ending)) = self.local.get_mut(task)
-            {
-                ending.in_flight = true;
+    /// Sends what is ready, together: the steps of the jobs that ended and
+    /// are due, and the claims of the waiting assignments it can start
+    /// now (one per free thread, oldest first). Each step's outcome is
+    /// then read as if it had been sent alone; one that can go again at
+    /// once (a result without what was already gone, a re-run that became
+    /// a result) goes in the next pass.
+    fn write(&mut self) -> Result<(), ZkError> {
+        loop {
+            let (writes, steps) = self.ready(Instant::now());
+            if steps.is_empty() {
+                return Ok(());
             }
-        }
-        for (task, started) in claiming {
-            self.local.insert(task, Local::Claiming(started));
-        }
-    }
-
-    /// A batch's outcomes: each step's is read as if it had been sent
-    /// alone; one that can go again at once (a result without what was
-    /// already gone, a re-run that became a result) goes with the next
-    /// batch.
-    fn on_written(&mut self, written: Written) {
-        if written.generation != self.ctx.my_generation {
-            return;
-        }
-        self.in_flight = self.in_flight.saturating_sub(1);
-        for (write, result) in written.outcomes {
-            match write {
-                Write::End(task) => {
-                    if let Some(Local::Ended(ending)) = self.local.get_mut(&task) {
-                        ending.in_flight = false;
+            let metrics = self.cfg.obs.metrics();
+            let results = self.zk.commit(&[], &steps, &|n| metrics.zk_transactions(n));
+            let mut again = false;
+            for (write, result) in writes.into_iter().zip(results) {
+                let result = result.map(drop);
+                again |= match write {
+                    Write::End(task) => self.ended_written(&task, &result),
+                    Write::Claim(task, started) => {
+                        self.claimed(task, started, &result);
+                        false
                     }
-                    self.ended_written(&task, &result);
-                }
-                Write::Claim(task) => match self.local.remove(&task) {
-                    Some(Local::Claiming(started)) => self.claimed(task, started, &result),
-                    Some(other) => {
-                        self.local.insert(task, other);
-                    }
-                    None => {}
-                },
+                };
+            }
+            if !again {
+                return Ok(());
             }
         }
     }
 
-    /// The steps ready now, what each is for, and the tasks they claim
-    /// (with this run counted).
-    #[allow(clippy::type_complexity)]
-    fn ready(&self, now: Instant) -> (Vec<Write>, Vec<Vec<Op>>, Vec<(String, Box<Task>)>) {
+    /// The steps ready now and what each is for.
+    fn ready(&self, now: Instant) -> (Vec<Write>, Vec<Vec<Op>>) {
         let mut writes = Vec::new();
         let mut steps = Vec::new();
-        let mut claiming = Vec::new();
         for (task, state) in &self.local {
             if let Local::Ended(ending) = state
                 && !ending.unsure
-                && !ending.in_flight
                 && ending.due <= now
             {
                 writes.push(Write::End(task.clone()));
@@ -523,11 +415,10 @@ impl<'a> WorkerSession<'a> {
                 waiting,
                 model::now_ms(),
             );
-            writes.push(Write::Claim(task.clone()));
+            writes.push(Write::Claim(task, Box::new(started)));
             steps.push(ops);
-            claiming.push((task, Box::new(started)));
         }
-        (writes, steps, claiming)
+        (writes, steps)
     }
 
     /// The waiting assignments to claim now: as many as it has free
@@ -540,12 +431,7 @@ impl<'a> WorkerSession<'a> {
         let taken = self
             .local
             .values()
-            .filter(|s| {
-                matches!(
-                    s,
-                    Local::Running { .. } | Local::Claiming(_) | Local::Unsure(_)
-                )
-            })
+            .filter(|s| matches!(s, Local::Running { .. } | Local::Unsure(_)))
             .count();
         let mut waiting: Vec<(&String, &Task)> = self
             .local
@@ -569,7 +455,7 @@ impl<'a> WorkerSession<'a> {
     fn claimed(&mut self, task: String, started: Box<Task>, result: &Result<(), ZkError>) {
         let verdict = decide::on_claim(&self.cfg.obs.metrics().txn("claim", result.clone()));
         match verdict {
-            ClaimVerdict::Ours => self.ours(task, started),
+            ClaimVerdict::Ours => self.start(task, started),
             ClaimVerdict::Unknown => {
                 self.local.insert(task, Local::Unsure(started));
             }
@@ -598,19 +484,6 @@ impl<'a> WorkerSession<'a> {
         }
     }
 
-    /// A claim went through: the job starts, unless the worker stopped
-    /// taking work while the claim was on its way (draining, pausing):
-    /// then the run goes back to the queue without starting.
-    fn ours(&mut self, task: String, started: Box<Task>) {
-        if self.accepting {
-            return self.start(task, started);
-        }
-        info!("{task}: claimed as this worker stopped taking work; handing it back unstarted");
-        let step = job::hand_back(&self.cfg.layout, &self.cfg.id, &task, &started);
-        self.local
-            .insert(task, Local::Ended(Box::new(Ending::new(step))));
-    }
-
     fn set_aside(&mut self, task: String) {
         self.local
             .insert(task, Local::Ignored(Instant::now() + self.cfg.tick));
@@ -623,10 +496,6 @@ impl<'a> WorkerSession<'a> {
         let (name, run, switch) = (task.clone(), started.clone(), kill.clone());
         self.pool
             .execute(move || job::run(&ctx, &name, &run, &switch));
-        if let Some(grace) = self.cancel_on_start.remove(&task) {
-            info!("worker {}: cancelling {task}", self.cfg.id);
-            kill.cancel(grace);
-        }
         self.local.insert(
             task,
             Local::Running {
@@ -636,12 +505,11 @@ impl<'a> WorkerSession<'a> {
         );
     }
 
-    /// What became of an ended job's step; one changed to go again (without
-    /// what was gone, or as a result instead of a re-run) goes with the
-    /// next batch.
-    fn ended_written(&mut self, task: &str, result: &Result<(), ZkError>) {
+    /// What became of an ended job's step; true when it can go again at
+    /// once (changed).
+    fn ended_written(&mut self, task: &str, result: &Result<(), ZkError>) -> bool {
         let Some(Local::Ended(ending)) = self.local.get_mut(task) else {
-            return;
+            return false;
         };
         let kind = match ending.step {
             EndStep::Finish { .. } => "finish",
@@ -658,7 +526,7 @@ impl<'a> WorkerSession<'a> {
                     // Something that goes with the result is gone already
                     // (a master cleaned it up): store the result without it.
                     ops.remove(i);
-                    return;
+                    return true;
                 }
                 FinishVerdict::StoredBefore => {
                     // An earlier try of ours whose reply was lost.
@@ -668,27 +536,28 @@ impl<'a> WorkerSession<'a> {
                     warn!("{task}: storing the result: {result:?}; checking and retrying");
                     ending.unsure = true;
                     ending.due = Instant::now() + ending.backoff.next_wait();
-                    return;
+                    return false;
                 }
                 FinishVerdict::Lost => {
                     warn!("{task}: result not stored ({result:?}); the master will run it again");
                     self.local.remove(task);
-                    return;
+                    return false;
                 }
             },
             (EndStep::Retry { result: stored, .. }, Err(err)) => {
                 warn!("{task}: could not queue its re-run ({err}); storing the result");
                 let result = stored.clone();
                 ending.step = job::finish(layout, &self.cfg.id, task, result);
-                return;
+                return true;
             }
             (EndStep::HandBack { .. }, Err(err)) => {
                 warn!("{task}: killed; not handed back ({err}): the master requeues it");
                 self.local.remove(task);
-                return;
+                return false;
             }
         }
         self.applied(task);
+        false
     }
 
     /// An ended job's step went through: it is done here.
@@ -758,7 +627,7 @@ impl<'a> WorkerSession<'a> {
         for (task, claim) in unsure.into_iter().zip(self.zk.exists_many(&paths)) {
             let ours = claim?.is_some_and(|s| s.ephemeral_owner == self.zk.session_id());
             match self.local.remove(&task) {
-                Some(Local::Unsure(started)) if ours => self.ours(task, started),
+                Some(Local::Unsure(started)) if ours => self.start(task, started),
                 Some(Local::Unsure(_)) => {}
                 Some(Local::Ended(mut ending)) if ours => {
                     ending.unsure = false;
@@ -780,14 +649,13 @@ impl<'a> WorkerSession<'a> {
     /// When the next ended job's step is due, if one waits and it can be
     /// written (connected: a reconnect wakes the loop anyway).
     fn next_due(&self) -> Option<Instant> {
-        // With every committer busy, a batch's outcome wakes the loop.
-        if !self.zk.is_connected() || self.in_flight >= IN_FLIGHT {
+        if !self.zk.is_connected() {
             return None;
         }
         self.local
             .values()
             .filter_map(|s| match s {
-                Local::Ended(ending) if !ending.in_flight => Some(ending.due),
+                Local::Ended(ending) => Some(ending.due),
                 _ => None,
             })
             .min()
@@ -930,7 +798,7 @@ impl<'a> WorkerSession<'a> {
             .filter(|s| {
                 matches!(
                     s,
-                    Local::Running { .. } | Local::Claiming(_) | Local::Unsure(_) | Local::Ended(_)
+                    Local::Running { .. } | Local::Unsure(_) | Local::Ended(_)
                 )
             })
             .count()
@@ -1013,7 +881,6 @@ impl<'a> WorkerSession<'a> {
                     generation,
                     report,
                 }) => self.on_job(task, generation, *report),
-                Ok(Msg::Written(written)) => self.on_written(*written),
                 Ok(Msg::Session(event)) => self.on_session(event),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
