@@ -380,7 +380,7 @@ fn run_purge(global: &GlobalArgs, args: &PurgeArgs) -> Result<(), Error> {
         older_than: args.older_than,
         keep: args.keep,
     };
-    let deleted = retention::purge(&zk, &layout, policy, None)
+    let deleted = retention::purge(&zk, &layout, policy, None, &|_| {})
         .map_err(|err| Error::zk(format!("purging {}", layout.status()), err));
     zk.close(session::CLOSE_WAIT);
     let deleted = deleted?;

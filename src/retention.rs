@@ -43,7 +43,8 @@ pub fn older_than(stats: &[(String, i64)], cutoff_ms: i64) -> Vec<String> {
 }
 
 /// Applies the policy to /status; every write is fenced by `fence`
-/// (`/epoch` at that version) when given. Returns how many were deleted.
+/// (`/epoch` at that version) when given; `sent` is told how many
+/// transactions the deletions took. Returns how many were deleted.
 ///
 /// Ages are read oldest first, a batch at a time, stopping at the first
 /// batch with nothing old enough: results finish roughly in submission
@@ -55,6 +56,7 @@ pub fn purge(
     layout: &Layout,
     policy: Policy,
     fence: Option<i32>,
+    sent: &dyn Fn(usize),
 ) -> Result<usize, ZkError> {
     let (mut doomed, rest) = split_by_count(zk.children(&layout.status())?, policy.keep);
     if let Some(age) = policy.older_than {
@@ -79,7 +81,7 @@ pub fn purge(
     }
     let mut deleted = 0;
     for chunk in doomed.chunks(CHUNK) {
-        deleted += delete_chunk(zk, layout, chunk, fence)?;
+        deleted += delete_chunk(zk, layout, chunk, fence, sent)?;
     }
     if deleted > 0 {
         info!("purged {deleted} results from {}", layout.status());
@@ -131,12 +133,16 @@ fn raise_mark(zk: &Zk, layout: &Layout, seq: i64, fence: Option<i32>) -> Result<
 }
 
 /// Deletes the results `chunk` names, each with its unique key (read from
-/// the result: the key goes with it); returns how many were deleted.
+/// the result: the key goes with it), in grouped transactions (each
+/// result's deletion all-or-nothing, fenced once per transaction: see
+/// `zk::group`); returns how many were deleted. `sent` is told how many
+/// transactions went.
 fn delete_chunk(
     zk: &Zk,
     layout: &Layout,
     chunk: &[String],
     fence: Option<i32>,
+    sent: &dyn Fn(usize),
 ) -> Result<usize, ZkError> {
     let paths: Vec<String> = chunk.iter().map(|t| layout.status_task(t)).collect();
     let keys: Vec<Option<String>> = zk
@@ -147,43 +153,53 @@ fn delete_chunk(
             model::decode::<model::TaskResult>(&data).ok()?.unique
         })
         .collect();
-    let txn = |path: &String, key: Option<&String>| -> Vec<Op> {
-        let fence = fence.map(|version| Op::Check {
+    let prefix: Vec<Op> = fence
+        .map(|version| Op::Check {
             path: layout.epoch(),
             version,
-        });
-        let delete = Op::Delete {
-            path: path.clone(),
-            version: None,
-        };
-        let unique = key.map(|k| Op::Delete {
-            path: layout.unique_key(k),
-            version: None,
-        });
-        fence.into_iter().chain([delete]).chain(unique).collect()
-    };
-    let txns: Vec<Vec<Op>> = paths
+        })
+        .into_iter()
+        .collect();
+    let steps: Vec<Vec<Op>> = paths
         .iter()
         .zip(&keys)
-        .map(|(p, k)| txn(p, k.as_ref()))
+        .map(|(path, key)| {
+            let delete = Op::Delete {
+                path: path.clone(),
+                version: None,
+            };
+            let unique = key.as_ref().map(|k| Op::Delete {
+                path: layout.unique_key(k),
+                version: None,
+            });
+            [delete].into_iter().chain(unique).collect()
+        })
         .collect();
     // Operation `status_at` deletes the result, the next one its key.
-    let status_at = usize::from(fence.is_some());
+    let status_at = prefix.len();
     let mut deleted = 0;
     let mut again = Vec::new();
-    for ((path, txn), result) in paths.iter().zip(&txns).zip(zk.multi_many(&txns)) {
+    for ((path, step), result) in paths
+        .iter()
+        .zip(&steps)
+        .zip(zk.commit(&prefix, &steps, sent))
+    {
         match result {
-            Ok(()) => deleted += 1,
+            Ok(_) => deleted += 1,
             Err(err) if fence.is_some() && err.txn_cause().0 == Some(0) => return Err(err),
             // The key is gone already (deleted by hand?): the result alone.
             Err(err) if err.txn_cause() == (Some(status_at + 1), &ZkError::NoNode) => {
-                again.push(txn[..=status_at].to_vec());
+                again.push(step[..1].to_vec());
             }
             Err(err) if err.txn_cause().1 == &ZkError::NoNode => {}
             Err(err) => debug!("purge: deleting {path} failed: {err}"),
         }
     }
-    deleted += zk.multi_many(&again).iter().filter(|r| r.is_ok()).count();
+    deleted += zk
+        .commit(&prefix, &again, sent)
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
     Ok(deleted)
 }
 

@@ -55,7 +55,9 @@ pub fn lead(
         }
         if zk.is_connected() && Instant::now() >= next_retention {
             next_retention = Instant::now() + RETENTION_EVERY;
-            match retention::purge(zk, &cfg.layout, policy(tuning), Some(epoch)) {
+            let metrics = cfg.obs.metrics();
+            let sent = |n| metrics.zk_transactions(n);
+            match retention::purge(zk, &cfg.layout, policy(tuning), Some(epoch), &sent) {
                 Err(err) if fenced_out(&err) => return Next::Restart,
                 Err(err) => warn!("master {}: retention not applied: {err}", cfg.id),
                 Ok(_) => {}

@@ -151,11 +151,15 @@ impl<'a> WorkerSession<'a> {
         }
     }
 
-    /// The control loop: reads the assignments again when a watch fired,
-    /// on a session change, and every tick (which also revisits tasks set
-    /// aside); a job's progress alone changes nothing there to read.
+    /// The control loop: reads what a watch said changed, and lists the
+    /// assignments on a session change and every tick too (which also
+    /// revisits tasks set aside); a job's progress alone changes nothing
+    /// there to read.
     pub fn serve(&mut self, rx: &Receiver<Msg>) -> Next {
+        // Something may have changed: read it.
         let mut stale = true;
+        // List the assignments whatever their watch says.
+        let mut full = true;
         let mut next_tick = Instant::now();
         loop {
             self.cfg.obs.beat();
@@ -180,12 +184,12 @@ impl<'a> WorkerSession<'a> {
                 self.resume_taking();
             }
             if now >= next_tick {
-                stale = true;
+                (stale, full) = (true, true);
                 next_tick = now + self.cfg.tick;
             }
             if stale && self.zk.is_connected() {
                 stale = false;
-                if let Err(err) = self.round() {
+                if let Err(err) = self.round(std::mem::take(&mut full)) {
                     debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
                 }
             }
@@ -220,7 +224,7 @@ impl<'a> WorkerSession<'a> {
                     }
                     Msg::Session(event) => {
                         self.on_session(event);
-                        stale = true;
+                        (stale, full) = (true, true);
                     }
                     Msg::Job {
                         task,
@@ -294,10 +298,16 @@ impl<'a> WorkerSession<'a> {
         Ok(())
     }
 
-    /// Reads the assignments and starts the ones it has not seen.
-    fn round(&mut self) -> Result<(), ZkError> {
+    /// Reads the settings and the cancel requests if their watches fired,
+    /// and the assignments (keeping the ones it has not seen) if theirs
+    /// did or `full`: a cancel request or a new setting alone changes no
+    /// assignment.
+    fn round(&mut self, full: bool) -> Result<(), ZkError> {
         self.read_settings()?;
         self.read_cancels()?;
+        if self.armed && !full {
+            return Ok(());
+        }
         let dir = self.cfg.layout.assign_dir(&self.cfg.id);
         let listed = if self.armed {
             self.zk.children(&dir)
