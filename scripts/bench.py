@@ -22,9 +22,13 @@ ratio: these machines are shared and noisy, absolute times are not.
   ensemble      the same against a three-node ensemble on loopback
   latency       `zkmw submit --wait true`, one at a time, whole process
   backlog       a queue of many pending tasks drained by the same cluster
+  against       (ZKMW_BENCH_AGAINST=PATH) the throughput of another build
+                of zkmw and of this one, taking turns, several rounds, each
+                with its own local baseline; medians
 """
 
 import argparse
+import collections
 import json
 import os
 import socket
@@ -35,6 +39,7 @@ import time
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZKMW = os.environ.get("ZKMW_BENCH_ZKMW") or os.path.join(ROOT_DIR, "target", "release", "zkmw")
+AGAINST = os.environ.get("ZKMW_BENCH_AGAINST")
 EXAMPLES = os.path.join(ROOT_DIR, "target", "release", "examples")
 CEILING = os.path.join(EXAMPLES, "ceiling")
 AWAIT = os.path.join(EXAMPLES, "await_results")
@@ -86,10 +91,11 @@ def local_baseline(n, slots):
 class Cluster:
     """One master and the workers, in a namespace of their own."""
 
-    def __init__(self, zk, root, log_dir, workers=WORKERS, threads=THREADS):
+    def __init__(self, zk, root, log_dir, workers=WORKERS, threads=THREADS, zkmw=None):
         self.env = dict(os.environ, ZKMW_ZK=zk, ZKMW_ROOT=root, RUST_LOG="warn")
         self.procs = []
         self.log_dir = log_dir
+        self.bin = zkmw or ZKMW
         self.spawn("master", ["master", "--id", "m1"])
         for i in range(workers):
             self.spawn(f"w{i + 1}", ["worker", "--id", f"w{i + 1}", "--threads", str(threads)])
@@ -97,10 +103,10 @@ class Cluster:
 
     def spawn(self, name, args):
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
-        self.procs.append(subprocess.Popen([ZKMW, *args], env=self.env, stdout=log, stderr=log))
+        self.procs.append(subprocess.Popen([self.bin, *args], env=self.env, stdout=log, stderr=log))
 
     def zkmw(self, *args, stdin=None):
-        return subprocess.run([ZKMW, *args], env=self.env, input=stdin, capture_output=True, check=False)
+        return subprocess.run([self.bin, *args], env=self.env, input=stdin, capture_output=True, check=False)
 
     def status(self):
         out = self.zkmw("status", "--json")
@@ -157,16 +163,43 @@ def ceiling(zk, seconds, threads, in_flight):
     return float(out.stdout.strip().split("=")[1])
 
 
-def throughput(zk, ports, n, log_dir, tag, zk_pids, workers=WORKERS, threads=THREADS):
+def zk_threads(pid):
+    """CPU seconds of each of a JVM's threads, by name (numbers folded:
+    "NIOWorkerThread-3" counts as "NIOWorkerThread-#")."""
+    tick = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        threads[tid] = ("".join("#" if c.isdigit() else c for c in name).replace("##", "#"),
+                        (int(fields[11]) + int(fields[12])) / tick)
+    return threads
+
+
+def by_thread(before, after, n):
+    """ZooKeeper's CPU milliseconds per task by thread name, largest first."""
+    spent = collections.Counter()
+    for tid, (name, cpu) in after.items():
+        spent[name] += cpu - before.get(tid, (name, 0.0))[1]
+    return [(name, s * 1000 / n) for name, s in spent.most_common() if s > 0]
+
+
+def throughput(zk, ports, n, log_dir, tag, zk_pids, workers=WORKERS, threads=THREADS, zkmw=None):
     """For n no-op jobs: tasks per second; per task the server's
     transactions, write requests, read requests and packets; the bulk
     submit rate; and CPU milliseconds per task of ZooKeeper (all its
-    servers), the master, the workers and the jobs (the workers' reaped
-    children)."""
-    cluster = Cluster(zk, f"/bench-{os.getpid()}-{tag}", log_dir, workers, threads)
+    servers; for one server, also by thread under "zk_threads"), the
+    master, the workers and the jobs (the workers' reaped children)."""
+    cluster = Cluster(zk, f"/bench-{os.getpid()}-{tag}", log_dir, workers, threads, zkmw)
     try:
         jobs = b"true\n" * n
         pids = [cluster.procs[0].pid] + [p.pid for p in cluster.procs[1:]]
+        threads0 = zk_threads(zk_pids[0]) if len(zk_pids) == 1 else None
         zk0 = [cpu_seconds(pid) for pid in zk_pids]
         cpu0 = [cpu_seconds(pid) for pid in pids]
         c0 = counters(ports)
@@ -181,6 +214,8 @@ def throughput(zk, ports, n, log_dir, tag, zk_pids, workers=WORKERS, threads=THR
         c1["reads"] -= own_reads
         c1["packets"] -= own_reads
         zk_cpu = sum(cpu_seconds(pid)[0] - before[0] for pid, before in zip(zk_pids, zk0))
+        if threads0 is not None:
+            per_thread = by_thread(threads0, zk_threads(zk_pids[0]), n)
         cpu = [(a1 - a0, c1_ - c0_) for (a0, c0_), (a1, c1_) in zip(cpu0, (cpu_seconds(p) for p in pids))]
         per_task = lambda s: s * 1000 / n  # noqa: E731
         cost = {
@@ -190,6 +225,8 @@ def throughput(zk, ports, n, log_dir, tag, zk_pids, workers=WORKERS, threads=THR
             "jobs": per_task(sum(children for _, children in cpu[1:])),
         }
         per = {k: (c1[k] - c0[k]) / n for k in c0}
+        if threads0 is not None:
+            per["zk_threads"] = per_thread
         return n / elapsed, per, n / submitted, cost
     finally:
         cluster.stop()
@@ -305,6 +342,31 @@ def print_throughput(label, n, rate, per, cost, local, slots):
           f"requests, {per['reads']:.2f} read requests, {per['packets']:.2f} packets")
     print(f"  CPU per task: {total:.2f} ms = " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items())
           + f"; {os.cpu_count()} cores / {total:.2f} ms = {os.cpu_count() * 1000 / total:,.0f} tasks/s at most")
+    if per.get("zk_threads"):
+        print("  ZooKeeper's CPU per task by thread: "
+              + ", ".join(f"{name} {ms:.3f}" for name, ms in per["zk_threads"][:6]) + " ms")
+
+
+def against(a, other, rounds, n, slots):
+    """The throughput of the build `other` and of this one, taking turns
+    for `rounds` rounds, each run next to a local baseline of its own:
+    per build, the median ratio to local and ZooKeeper CPU per task."""
+    builds = [("other", other), ("this", ZKMW)]
+    seen = {name: [] for name, _ in builds}
+    for r in range(rounds):
+        for name, path in builds:
+            local = local_baseline(n, slots)
+            rate, per, _, cost = throughput(a.zk, [a.port], n, a.log_dir, f"against-{name}-{r}", [a.zk_pid],
+                                            zkmw=path)
+            seen[name].append((rate / local, cost["zookeeper"], per["txns"], per["reads"]))
+            print(f"  round {r + 1}, {name} build: {rate / local:.2f} x local ({rate:,.0f} of {local:,.0f}); "
+                  f"ZooKeeper {cost['zookeeper']:.2f} ms per task; {per['txns']:.2f} transactions, "
+                  f"{per['reads']:.2f} reads per task")
+    med = {name: [statistics.median(v[i] for v in runs) for i in range(4)] for name, runs in seen.items()}
+    for name, (ratio, zk_ms, txns, reads) in med.items():
+        print(f"  median, {name} build: {ratio:.2f} x local; ZooKeeper {zk_ms:.2f} ms per task; "
+              f"{txns:.2f} transactions, {reads:.2f} reads per task")
+    return med
 
 
 def grouping(zk, zk_pid, n, k):
@@ -408,6 +470,14 @@ def main():
           f"worker (4 threads) {cost['worker']:.0f} ms CPU per minute, {rss['worker']:.1f} MiB resident; "
           f"`zkmw status` {status_ms:.1f} ms, `zkmw submit true` {submit_ms:.1f} ms (whole process)")
     summary.append(f"idle_cpu_ms_per_min={cost['master']:.0f}+{cost['worker']:.0f}")
+
+    if AGAINST:
+        rounds = 2 if a.short else 4
+        print(f"against {AGAINST} (N={scale_n}, {WORKERS} workers x {THREADS} threads, {rounds} rounds, "
+              f"taking turns):")
+        med = against(a, AGAINST, rounds, scale_n, slots)
+        summary.append(f"against={med['other'][0]:.2f}/{med['this'][0]:.2f}xlocal,"
+                       f"zk_cpu_ratio={med['this'][1] / med['other'][1]:.2f}")
 
     if backlog_n:
         queued, drained, pending, status_ms, master_kib = backlog(a.zk, backlog_n, a.log_dir)

@@ -6,7 +6,9 @@
 # at the end), and runs scripts/bench.py, which prints every figure next to
 # a baseline measured in the same run, then one summary line. Loopback
 # only; every process it starts is stopped. ZKMW_BENCH_ZKMW=PATH measures
-# another build of zkmw (an older commit's, say) with this bench.
+# another build of zkmw (an older commit's, say) with this bench;
+# ZKMW_BENCH_AGAINST=PATH also measures the bulk throughput of that build
+# and of this one taking turns (four rounds, medians).
 #
 #   scripts/bench.sh           full run (about 10-15 minutes on 2 cores)
 #   scripts/bench.sh --short   a small smoke run, as CI does
