@@ -380,11 +380,12 @@ fn eprint_now(text: &str) {
 mod rules {
     //! The rules of the verdict, without a cluster.
 
+    use std::os::unix::process::CommandExt;
     use std::process::Command;
     use std::time::Duration;
 
     use crate::common::ledger::{Ledger, Run, overlaps, overlaps_by};
-    use crate::common::{scratch_dir, secs, wait_until};
+    use crate::common::{Reaped, scratch_dir, secs, wait_until};
 
     /// A run of task 1.
     fn run(attempt: u32, started: u128, ended: Option<u128>, died: Option<u128>) -> Run {
@@ -438,8 +439,9 @@ mod rules {
             let mut cmd = Command::new("sh");
             cmd.args(["-c", &ledger.job(work)])
                 .env("ZKMW_TASK_ID", task)
-                .env("ZKMW_ATTEMPT", "1");
-            cmd.spawn().expect("sh")
+                .env("ZKMW_ATTEMPT", "1")
+                .process_group(0);
+            Reaped::spawn(&mut cmd).expect("sh")
         };
         let mut quick = job("task-0000000001", "true");
         let mut slow = job("task-0000000002", "sleep 30");

@@ -8,7 +8,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{COMMAND_LIMIT, Namespace, describe, run_bounded, secs, stderr, stdout, wait_until};
+use common::{
+    COMMAND_LIMIT, Namespace, Reaped, describe, run_bounded, secs, stderr, stdout, wait_until,
+};
 use serde_json::Value;
 use zkmw::zk::Op;
 
@@ -115,7 +117,7 @@ fn concurrent_changes_are_all_kept() {
                 cmd.args(["config", "set", key, value])
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped());
-                cmd.spawn().expect("config set")
+                Reaped::spawn(&mut cmd).expect("config set")
             })
             .collect();
         for child in children {

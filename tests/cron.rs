@@ -7,11 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::proxy::Proxy;
-use common::{Namespace, Proc, describe, secs, stderr, stdout, wait_until};
+use common::{Namespace, Proc, Reaped, describe, secs, stderr, stdout, wait_until};
 use serde_json::Value;
 
 /// A job that records its run's start and end (unix ns) in `ledger`.
@@ -73,7 +73,7 @@ fn now_ns() -> u128 {
 }
 
 /// `n` `zkmw submit ARGS` started at once.
-fn submit_at_once(ns: &Namespace, n: usize, args: &[&str]) -> Vec<Child> {
+fn submit_at_once(ns: &Namespace, n: usize, args: &[&str]) -> Vec<Reaped> {
     (0..n)
         .map(|_| {
             let mut cmd: Command = ns.cmd();
@@ -81,7 +81,7 @@ fn submit_at_once(ns: &Namespace, n: usize, args: &[&str]) -> Vec<Child> {
                 .args(args)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            cmd.spawn().expect("zkmw submit")
+            Reaped::spawn(&mut cmd).expect("zkmw submit")
         })
         .collect()
 }
@@ -267,7 +267,7 @@ fn unique_survives_a_submitter_whose_reply_is_lost() {
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let cut = cut.spawn().expect("submit through the proxy");
+    let cut = Reaped::spawn(&mut cut).expect("submit through the proxy");
     assert!(
         wait_until(secs(10), || proxy.triggered()),
         "the create never went through the proxy"

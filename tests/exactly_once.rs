@@ -7,11 +7,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::sync::atomic::Ordering;
 
-use common::Namespace;
+use common::{Background, Namespace};
 use zkmw::model::{self, Task};
 use zkmw::session;
 use zkmw::submit::find_by_tokens;
@@ -45,11 +43,10 @@ fn a_task_that_moves_during_the_search_for_its_token_is_found_every_time() {
         layout.assignment("w1", &name),
         layout.assignment("w2", &name),
     ];
-    let stop = Arc::new(AtomicBool::new(false));
     let mover = {
-        let (stop, places, data) = (stop.clone(), places.clone(), data.clone());
+        let (places, data) = (places.clone(), data.clone());
         let zk = ns.connect();
-        thread::spawn(move || {
+        Background::spawn(move |stop| {
             let mut moves = 0u64;
             for at in (0..places.len()).cycle() {
                 if stop.load(Ordering::SeqCst) {
@@ -82,8 +79,7 @@ fn a_task_that_moves_during_the_search_for_its_token_is_found_every_time() {
             Err(err) => panic!("search failed: {err}"),
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    let moves = mover.join().expect("mover");
+    let moves = mover.stop().expect("mover");
     assert!(moves > 100, "the task moved only {moves} times");
     assert_eq!(
         missed, 0,

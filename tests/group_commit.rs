@@ -9,12 +9,12 @@ mod common;
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Namespace, describe, secs, stdout, wait_until};
+use common::{Background, Namespace, Reaped, describe, secs, stdout, wait_until};
 use zkmw::layout::Layout;
 use zkmw::model::{self, FailReason, Task, TaskResult};
 use zkmw::zk::{Op, Zk};
@@ -223,7 +223,7 @@ fn a_batch_whose_reply_is_lost_is_stored_once() {
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut submit = Reaped(Some(cmd.spawn().expect("submit through the proxy")));
+    let submit = Reaped::spawn(&mut cmd).expect("submit through the proxy");
     assert!(
         wait_until(secs(10), || proxy.triggered()),
         "the second batch never went through the proxy"
@@ -233,8 +233,7 @@ fn a_batch_whose_reply_is_lost_is_stored_once() {
     assert!(stored, "the second batch was not applied");
     proxy.cut();
     proxy.pass();
-    let out = submit.0.take().expect("the submit").wait_with_output();
-    let out = out.expect("the submit's end");
+    let out = submit.wait_with_output().expect("the submit's end");
     assert!(out.status.success(), "{}", describe(&out));
     let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
     assert_eq!(ids.len(), 1000, "{}", describe(&out));
@@ -253,18 +252,6 @@ fn a_batch_whose_reply_is_lost_is_stored_once() {
     }
 }
 
-/// A child process killed if the test ends before waiting for it.
-struct Reaped(Option<std::process::Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Another writer keeps moving the versions of pending tasks (an operator's
 /// script rewriting them as they were), and cancels take a tenth of the
 /// tasks, while the master assigns in groups and the workers claim and
@@ -280,12 +267,11 @@ fn versions_moved_and_cancels_under_the_groups_lose_and_repeat_nothing() {
     ns.wait_for_workers(&["w1", "w2"], secs(15));
     let jobs = format!("{}\n", ledger.job("sleep 0.02")).repeat(300);
 
-    let stop = Arc::new(AtomicBool::new(false));
     let moved = Arc::new(AtomicUsize::new(0));
     let meddler = {
         let (zk, layout) = (ns.connect(), layout.clone());
-        let (stop, moved) = (Arc::clone(&stop), Arc::clone(&moved));
-        thread::spawn(move || {
+        let moved = Arc::clone(&moved);
+        Background::spawn(move |stop| {
             while !stop.load(Ordering::SeqCst) {
                 move_versions(&zk, &layout, &moved);
                 thread::sleep(Duration::from_millis(5));
@@ -303,8 +289,7 @@ fn versions_moved_and_cancels_under_the_groups_lose_and_repeat_nothing() {
     let mut args = vec!["cancel"];
     args.extend(&cancelled);
     let out = ns.run(&args);
-    stop.store(true, Ordering::SeqCst);
-    meddler.join().expect("the meddler");
+    meddler.stop().expect("the meddler");
     // Some cancels may come after their task finished: those are errors
     // of `cancel`, and the task stays done.
     assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::proxy::Proxy;
 use common::servers::Standalone;
-use common::{Namespace, describe, group_alive, secs, stdout, wait_until};
+use common::{Namespace, Reaped, describe, group_alive, secs, stdout, wait_until};
 
 /// The session timeout users get by default.
 const DEFAULT_SESSION: &str = "5s";
@@ -38,7 +38,7 @@ fn a_zookeeper_restart_of_ten_seconds_kills_no_job_and_reruns_nothing() {
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let submitter = cmd.spawn().expect("submit --wait");
+    let submitter = Reaped::spawn(&mut cmd).expect("submit --wait");
     assert!(
         wait_until(secs(15), || ns.status_json()["tasks"]["running"] == 1),
         "the job never ran"

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::ensemble::four_letter_word;
 use common::proxy::Proxy;
 use common::servers::Standalone;
-use common::{Namespace, describe, group_alive, secs, stderr, stdout, wait_until};
+use common::{Namespace, Reaped, describe, group_alive, secs, stderr, stdout, wait_until};
 use serde_json::Value;
 
 /// The server's last zxid counter (its low 32 bits count transactions).
@@ -107,7 +107,7 @@ fn cancel_of_pending_assigned_and_running_tasks() {
         .args(["wait", &pending])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let waiter = waiter.spawn().expect("zkmw wait");
+    let waiter = Reaped::spawn(&mut waiter).expect("zkmw wait");
 
     let out = ns.run(&["cancel", &pending, &assigned]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));

@@ -11,16 +11,15 @@
 
 mod common;
 
-use std::fs::{self, File};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use common::namespace::connect_options;
 use common::servers::ZkServers;
 use common::{COMMAND_LIMIT, Namespace, describe, parse_json, run_bounded, secs, stderr, stdout};
-use common::{SESSION_TIMEOUT, delete_tree, free_port, wait_until};
+use common::{Proc, SESSION_TIMEOUT, delete_tree, free_port, wait_until};
 use serde_json::Value;
 use zkmw::zk::{ConnectOptions, Zk, ZkError};
 
@@ -133,48 +132,6 @@ fn ca_and_cert(key: &str) -> Vec<String> {
     ]
 }
 
-/// A service started by the test; SIGKILLed and reaped on drop.
-struct Service {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    exited: Option<ExitStatus>,
-}
-
-impl Service {
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().ok().flatten();
-        }
-        self.exited.is_none()
-    }
-
-    fn term(&mut self) {
-        if self.running() {
-            // SAFETY: kill only sends a signal to our own unreaped child.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-    }
-
-    fn wait_exit(&mut self, deadline: Instant) -> Option<ExitStatus> {
-        wait_until(deadline, || !self.running());
-        self.exited
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// One test's namespace on one TLS server. Commands get `--zk` (the TLS
 /// port), `--root`, the session timeout and a one-second tick, then the
 /// TLS flags the test gives. On a passing test the services are stopped
@@ -183,7 +140,7 @@ struct TlsNs {
     ns: Namespace,
     /// Credentials the namespace was made with, for the cleanup.
     creds: Option<String>,
-    services: Vec<Service>,
+    services: Vec<Proc>,
     /// Last: the server may stop once the services are gone.
     server: Server,
 }
@@ -216,21 +173,9 @@ impl TlsNs {
     /// Starts a service with its stderr (RUST_LOG=info) in `<dir>/<name>.log`.
     fn spawn(&mut self, name: &str, tls: &[String], args: &[&str]) -> usize {
         let log = self.ns.dir.join(format!("{name}.log"));
-        let file = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = self
-            .cmd(tls)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        self.services.push(Service {
-            name: name.to_string(),
-            child,
-            log,
-            exited: None,
-        });
+        let mut cmd = self.cmd(tls);
+        cmd.args(args).env("RUST_LOG", "info");
+        self.services.push(Proc::spawn(name, cmd, &log));
         self.services.len() - 1
     }
 

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Namespace, describe, secs, stderr, stdout, wait_until};
+use common::{Namespace, Reaped, describe, secs, stderr, stdout, wait_until};
 
 /// The one line a wait that ended without the result prints.
 fn assert_names_the_task(err: &str, task: &str) {
@@ -68,7 +68,7 @@ fn a_signal_while_waiting_exits_128_plus_it_naming_the_task() {
         cmd.args(["submit", "--wait", &job])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = cmd.spawn().expect("submit --wait");
+        let child = Reaped::spawn(&mut cmd).expect("submit --wait");
         assert!(
             wait_until(secs(15), || started.exists()),
             "the job never ran"
@@ -97,7 +97,7 @@ fn an_outage_longer_than_the_connect_timeout_is_waited_out() {
         .args(["--wait-timeout", "40s", "sleep 6; echo after"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("submit --wait");
+    let child = Reaped::spawn(&mut cmd).expect("submit --wait");
     assert!(
         wait_until(secs(15), || ns.status_json()["tasks"]["running"] == 1),
         "the job never ran"
@@ -177,7 +177,7 @@ fn a_full_stdout_is_one_line_and_exit_74() {
 /// Runs `cmd` with its stdout going to `stdout` (stderr captured), bounded.
 fn run_bounded_to(mut cmd: Command, stdout: std::fs::File) -> std::process::Output {
     cmd.stdout(stdout).stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn");
+    let child = Reaped::spawn(&mut cmd).expect("spawn");
     let pid = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output());
     let done = wait_until(secs(20), || waiter.is_finished());

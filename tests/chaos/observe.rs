@@ -4,13 +4,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
 use zkmw::layout::Layout;
 use zkmw::model::{self, MasterInfo};
 use zkmw::zk::{ConnectOptions, Zk, ZkError};
 
+use crate::common::background::Background;
 use crate::common::namespace::connect_options;
 
 /// How often the view is read again.
@@ -32,23 +33,20 @@ pub struct Snapshot {
 /// A thread reading the [`Snapshot`] again and again, until dropped.
 pub struct Observer {
     latest: Arc<Mutex<Option<Snapshot>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Background<()>,
 }
 
 impl Observer {
     /// Starts reading the namespace of `layout` on `hosts`.
     pub fn start(hosts: &str, layout: Layout) -> Observer {
         let latest = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (latest, stop, hosts) = (Arc::clone(&latest), Arc::clone(&stop), hosts.to_string());
-            thread::spawn(move || observe(&hosts, &layout, &latest, &stop))
+            let (latest, hosts) = (Arc::clone(&latest), hosts.to_string());
+            Background::spawn(move |stop| observe(&hosts, &layout, &latest, stop))
         };
         Observer {
             latest,
-            stop,
-            thread: Some(thread),
+            _thread: thread,
         }
     }
 
@@ -58,15 +56,6 @@ impl Observer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-}
-
-impl Drop for Observer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -2,11 +2,13 @@
 //! described for failure messages.
 
 use std::io::Read;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use super::process::Reaped;
 
 /// Runs `cmd` to completion with its output captured; SIGKILLs it and
 /// panics if it is still running after `limit`.
@@ -26,13 +28,12 @@ pub fn try_run_bounded(cmd: Command, limit: Duration) -> std::io::Result<Output>
 /// Runs `cmd` with its output captured: its output, or `None` when it was
 /// still running after `limit` (it is then SIGKILLed and reaped).
 pub fn run_within(mut cmd: Command, limit: Duration) -> std::io::Result<Option<Output>> {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let mut guard = KillOnDrop(child);
-    let out_reader = reader(guard.0.stdout.take());
-    let err_reader = reader(guard.0.stderr.take());
+    let mut child = Reaped::spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
+    let out_reader = reader(child.stdout.take());
+    let err_reader = reader(child.stderr.take());
     let deadline = Instant::now() + limit;
     let status = loop {
-        match guard.0.try_wait()? {
+        match child.try_wait()? {
             Some(status) => break status,
             None if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
             None => return Ok(None),
@@ -63,18 +64,6 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8
         }
         buf
     })
-}
-
-/// A child that is SIGKILLed and reaped when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
 }
 
 /// Parses a command's stdout as JSON; the command must have exited 0.

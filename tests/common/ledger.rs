@@ -13,11 +13,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::Duration;
 
+use super::background::Background;
 use super::process::{job_task, parent_pid, pid_alive};
 use super::wait::now_ns;
 
@@ -89,10 +90,9 @@ impl Ledger {
     /// [`Watch`] is dropped.
     pub fn watch(&self) -> Watch {
         let book = Arc::new(Mutex::new(Book::new(self.path.clone())));
-        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (book, stop) = (Arc::clone(&book), Arc::clone(&stop));
-            thread::spawn(move || {
+            let book = Arc::clone(&book);
+            Background::spawn(move |stop| {
                 while !stop.load(Ordering::SeqCst) {
                     lock(&book).poll();
                     thread::sleep(WATCH_EVERY);
@@ -101,8 +101,7 @@ impl Ledger {
         };
         Watch {
             book,
-            stop,
-            thread: Some(thread),
+            _thread: thread,
         }
     }
 }
@@ -172,8 +171,7 @@ pub fn overlaps_by(runs: &[Run], group: impl Fn(&Run) -> Option<String>) -> Vec<
 /// The ledger's runs as a [`Watch`] sees them.
 pub struct Watch {
     book: Arc<Mutex<Book>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Background<()>,
 }
 
 impl Watch {
@@ -194,15 +192,6 @@ impl Watch {
     /// The lines that are neither a start nor an end line.
     pub fn malformed(&self) -> Vec<String> {
         lock(&self.book).malformed.clone()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

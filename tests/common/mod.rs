@@ -14,7 +14,10 @@
 //!   their output for failure messages ([`describe`]).
 //! - [`process`]: [`Proc`], a started service, SIGKILLed and reaped on drop
 //!   (with the job process groups it started), even when the test panics;
-//!   what /proc says of any process ([`pid_alive`], [`group_alive`]).
+//!   [`Reaped`], a short-lived child, the same; what /proc says of any
+//!   process ([`pid_alive`], [`group_alive`]).
+//! - [`background`]: [`Background`], a helper thread looping until told to
+//!   stop, stopped and joined on drop.
 //! - [`ledger`]: [`Ledger`], a file jobs append their runs to, to count them
 //!   and to find runs of one task that overlapped.
 //! - [`wait`]: [`wait_until`], the bounded poll every "it eventually
@@ -36,6 +39,7 @@
 // Each test binary uses a part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod background;
 pub mod command;
 pub mod ensemble;
 pub mod http;
@@ -50,11 +54,12 @@ pub mod servers;
 pub mod wait;
 
 // What the tests have always found here; newer items by their module's path.
+pub use background::Background;
 pub use command::{describe, parse_json, run_bounded, stderr, stdout, try_run_bounded};
 pub use ledger::Ledger;
 pub use namespace::{BIN, COMMAND_LIMIT, Namespace, SESSION_TIMEOUT, delete_tree};
 pub use ports::free_port;
-pub use process::{Proc, group_alive, pid_alive};
+pub use process::{Proc, Reaped, group_alive, pid_alive};
 pub use scratch::scratch_dir;
 pub use server::zk;
 pub use wait::{now_ms, secs, wait_until};

@@ -1,11 +1,14 @@
 //! Processes the tests start, and what /proc says about any process.
 //!
 //! [`Proc`] is a started service, SIGKILLed and reaped on drop (with the
-//! job process groups it started), even when the test panics.
+//! job process groups it started), even when the test panics; [`Reaped`]
+//! is a short-lived child (a submitter, a waiter, `sh`), the same.
 
 use std::fs::{self, File};
+use std::io;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Instant;
 
 use super::wait::wait_until;
@@ -147,6 +150,61 @@ impl Drop for Proc {
                 // SAFETY: killpg only sends a signal.
                 unsafe { libc::killpg(pgid, libc::SIGKILL) };
             }
+        }
+    }
+}
+
+/// A short-lived child of a test (a submitter, a waiter, `sh`), the
+/// [`Child`] itself through `Deref`. A test that panics before it waits
+/// would leave it running: dropping it SIGKILLs it and reaps it, unless
+/// the test already waited for it. Services are [`Proc`]s.
+pub struct Reaped(Option<Child>);
+
+impl Reaped {
+    /// Starts `cmd`.
+    pub fn spawn(cmd: &mut Command) -> io::Result<Reaped> {
+        cmd.spawn().map(|child| Reaped(Some(child)))
+    }
+
+    /// SIGKILL, and to its process group too while it runs and leads one
+    /// (`Command::process_group(0)`): unreaped, its pid names nothing else.
+    pub fn kill(&mut self) -> io::Result<()> {
+        let pid = self.id() as i32;
+        if self.try_wait()?.is_none() && proc_stat(pid).is_some_and(|s| s.pgrp == pid) {
+            // SAFETY: killpg only sends a signal.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+        }
+        self.deref_mut().kill()
+    }
+
+    /// Waits for it to exit, reading all of its piped output.
+    pub fn wait_with_output(mut self) -> io::Result<Output> {
+        self.0
+            .take()
+            .expect("a Reaped has its child")
+            .wait_with_output()
+    }
+}
+
+impl Deref for Reaped {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a Reaped has its child")
+    }
+}
+
+impl DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a Reaped has its child")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            let _ = self.kill();
+            let _ = self.wait();
         }
     }
 }
