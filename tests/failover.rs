@@ -7,18 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{Namespace, Proc, secs, wait_until};
+use common::{Namespace, Proc, StopOnDrop, secs, wait_until};
 use serde_json::Value;
-
-/// Sets the flag when dropped, so a background thread stops even when the
-/// test panics.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 #[test]
 fn standby_master_takes_over_after_kill9_and_every_task_runs_once() {

@@ -11,19 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{Namespace, describe, free_port, now_ms, secs, stderr, stdout, wait_until};
+use common::{
+    Namespace, StopOnDrop, describe, free_port, now_ms, secs, stderr, stdout, wait_until,
+};
 use serde_json::Value;
 use zkmw::zk::Zk;
-
-/// Sets the flag when dropped, so a background thread stops even when the
-/// test panics.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 /// The session that owns worker `id`'s ephemeral /workers node, if live.
 fn worker_owner(ns: &Namespace, zk: &Zk, id: &str) -> Option<i64> {

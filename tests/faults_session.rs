@@ -10,23 +10,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Namespace, Proc, pid_alive, secs, wait_until};
+use common::{Namespace, Proc, StopOnDrop, pid_alive, secs, wait_until};
 use serde_json::Value;
 use zkmw::model::{self, Task};
 use zkmw::zk::Op;
 
 /// How long a frozen process stays frozen: twice the 3 s session timeout.
 const FREEZE: Duration = Duration::from_secs(6);
-
-/// Sets the flag when dropped, so a background thread stops even when the
-/// test panics.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 /// Sleeps until `at` (to keep a fault going, never to wait for an effect).
 fn sleep_until(at: Instant) {

@@ -1,4 +1,5 @@
-//! Helper threads of a test that loop until told to stop.
+//! Helper threads of a test that loop until told to stop: owned ones
+//! ([`Background`]) and scoped ones ([`StopOnDrop`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,5 +42,16 @@ impl<T> Background<T> {
 impl<T> Drop for Background<T> {
     fn drop(&mut self) {
         let _ = self.halt();
+    }
+}
+
+/// Sets the stop flag of a scoped helper thread when dropped: held in the
+/// scope, it stops the thread even when the test panics inside the scope
+/// (which would otherwise wait for the thread for ever).
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }

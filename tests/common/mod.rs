@@ -54,7 +54,7 @@ pub mod servers;
 pub mod wait;
 
 // What the tests have always found here; newer items by their module's path.
-pub use background::Background;
+pub use background::{Background, StopOnDrop};
 pub use command::{describe, parse_json, run_bounded, stderr, stdout, try_run_bounded};
 pub use ledger::Ledger;
 pub use namespace::{BIN, COMMAND_LIMIT, Namespace, SESSION_TIMEOUT, delete_tree};
