@@ -427,3 +427,46 @@ fn hand_made_task(job: String, token: &str) -> Task {
         ..Default::default()
     }
 }
+
+/// Retention is fenced like every master write: a master whose epoch has
+/// moved on deletes no result, even when the purge mark already covers
+/// them (so the mark's own fenced write is skipped and only the deletions'
+/// fence stands). With the current epoch, the same purge deletes them all.
+#[test]
+fn a_deposed_masters_retention_deletes_no_result() {
+    let ns = Namespace::new("fence-retention");
+    let zk = ns.connect();
+    let layout = ns.layout();
+    zkmw::session::ensure_namespace(&zk, &layout).expect("the namespace");
+    let names: Vec<String> = (1..=20).map(zkmw::layout::task_name).collect();
+    for name in &names {
+        let result = model::TaskResult::failed(None, model::FailReason::Malformed, None, 0);
+        zk.create(&layout.status_task(name), &model::encode(&result))
+            .expect("a result");
+    }
+    let mark = br#"{"purged_through":1000}"#.to_vec();
+    let set = |path: String, data: Vec<u8>| Op::SetData {
+        path,
+        data,
+        version: None,
+    };
+    zk.multi(&[set(layout.status(), mark)])
+        .expect("the purge mark");
+    let epoch = |zk: &zkmw::zk::Zk| zk.exists(&layout.epoch()).unwrap().unwrap().version;
+    let deposed = epoch(&zk);
+    zk.multi(&[set(layout.epoch(), b"next".to_vec())])
+        .expect("a new master's epoch");
+    let policy = || zkmw::retention::Policy {
+        older_than: None,
+        keep: Some(0),
+    };
+    let purged = zkmw::retention::purge(&zk, &layout, policy(), Some(deposed), &|_| {});
+    assert!(purged.is_err(), "fenced out: {purged:?}");
+    assert_eq!(
+        ns.children(&zk, &layout.status()).len(),
+        names.len(),
+        "a deposed master deleted results"
+    );
+    let purged = zkmw::retention::purge(&zk, &layout, policy(), Some(epoch(&zk)), &|_| {});
+    assert_eq!(purged.ok(), Some(names.len()), "the current epoch purges");
+}

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -35,6 +35,18 @@ fn has_result(zk: &Zk, layout: &Layout, task: &str) -> bool {
     zk.exists(&layout.status_task(task))
         .expect("reading a result")
         .is_some()
+}
+
+/// The ids a successful `submit --stdin` printed: `n` of them, in input
+/// order (task ids rise with each create).
+fn ids_in_input_order(out: &Output, n: usize) -> Vec<String> {
+    assert!(out.status.success(), "{}", describe(out));
+    let ids: Vec<String> = stdout(out).lines().map(String::from).collect();
+    assert_eq!(ids.len(), n, "{}", describe(out));
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids are printed in input order");
+    ids
 }
 
 /// The worker lists eight assignments at once and claims them in one
@@ -172,12 +184,7 @@ fn batches_past_the_size_bound_are_split_and_every_task_runs_once() {
         })
         .collect();
     let out = ns.run_with_stdin(&["submit", "--stdin"], (lines.join("\n") + "\n").as_bytes());
-    assert!(out.status.success(), "{}", describe(&out));
-    let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
-    assert_eq!(ids.len(), 8, "{}", describe(&out));
-    let mut sorted = ids.clone();
-    sorted.sort();
-    assert_eq!(ids, sorted, "ids are printed in input order");
+    let ids = ids_in_input_order(&out, 8);
 
     ns.wait_finished(8, secs(30));
     ledger.assert_each_exactly_once(&ids);
@@ -234,12 +241,7 @@ fn a_batch_whose_reply_is_lost_is_stored_once() {
     proxy.cut();
     proxy.pass();
     let out = submit.wait_with_output().expect("the submit's end");
-    assert!(out.status.success(), "{}", describe(&out));
-    let ids: Vec<String> = stdout(&out).lines().map(String::from).collect();
-    assert_eq!(ids.len(), 1000, "{}", describe(&out));
-    let mut sorted = ids.clone();
-    sorted.sort();
-    assert_eq!(ids, sorted, "ids are printed in input order");
+    let ids = ids_in_input_order(&out, 1000);
     let tasks = ns.children(&zk, &layout.tasks());
     assert_eq!(tasks.len(), 1000, "no task stored twice");
     for (n, id) in ids.iter().enumerate().step_by(97) {

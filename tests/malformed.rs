@@ -21,10 +21,7 @@ fn assert_failed_malformed(ns: &Namespace, task: &str) {
 #[test]
 fn garbage_tasks_fail_as_malformed_and_normal_jobs_still_run() {
     let ns = Namespace::new("malformed");
-    let _master = ns.spawn_master("m1");
-    let _worker = ns.spawn_worker("w1", 2);
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["w1"], secs(15));
+    let _cluster = ns.spawn_cluster(&["w1"], 2);
 
     let zk = ns.connect();
     let layout = ns.layout();
@@ -109,10 +106,7 @@ fn garbage_present_before_the_master_starts_fails_as_malformed() {
 #[test]
 fn a_task_whose_names_zookeeper_would_refuse_fails_as_malformed() {
     let ns = Namespace::new("malformed-names");
-    let _master = ns.spawn_master("m1");
-    let _worker = ns.spawn_worker("w1", 2);
-    ns.wait_for_master("m1", secs(15));
-    ns.wait_for_workers(&["w1"], secs(15));
+    let _cluster = ns.spawn_cluster(&["w1"], 2);
     let zk = ns.connect();
     let layout = ns.layout();
     let bad = br#"{"job":"true","submitted_ms":1,"retries":0,"token":"a/b/","lock":"nightly"}"#;

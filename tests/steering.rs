@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::ensemble::four_letter_word;
@@ -295,16 +295,14 @@ fn a_task_run_twice_shows_both_runs_in_its_history() {
     );
 }
 
-/// On a terminal, `submit --wait` keeps one line up to date; with stderr
-/// a pipe it prints nothing of its own.
-#[test]
-fn the_live_line_shows_on_a_terminal_only() {
-    let ns = Namespace::new("steering-live");
-    let (_master, _workers) = ns.spawn_cluster(&["w1"], 1);
-    let job = format!("{} progress 40 copying; sleep 2; echo out", common::BIN);
+/// Runs `zkmw ARGS` of `ns` on a pseudo-terminal (`script(1)` gives it
+/// one), `timeout` (if given, in seconds) ending it; its exit and what the
+/// terminal showed.
+fn on_a_terminal(ns: &Namespace, args: &str, timeout: Option<u32>) -> (Output, String) {
     let typescript = ns.dir.join("typescript");
+    let timeout = timeout.map_or(String::new(), |s| format!("timeout {s} "));
     let command = format!(
-        "{} --zk {} --root {} submit --wait '{job}'",
+        "{timeout}{} --zk {} --root {} {args}",
         common::BIN,
         ns.hosts(),
         ns.root
@@ -312,8 +310,19 @@ fn the_live_line_shows_on_a_terminal_only() {
     let mut script = std::process::Command::new("script");
     script.args(["-qfec", &command]).arg(&typescript);
     let out = common::run_bounded(script, Duration::from_secs(30));
-    assert!(out.status.success(), "{}", describe(&out));
     let seen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    (out, seen)
+}
+
+/// On a terminal, `submit --wait` keeps one line up to date; with stderr
+/// a pipe it prints nothing of its own.
+#[test]
+fn the_live_line_shows_on_a_terminal_only() {
+    let ns = Namespace::new("steering-live");
+    let (_master, _workers) = ns.spawn_cluster(&["w1"], 1);
+    let job = format!("{} progress 40 copying; sleep 2; echo out", common::BIN);
+    let (out, seen) = on_a_terminal(&ns, &format!("submit --wait '{job}'"), None);
+    assert!(out.status.success(), "{}", describe(&out));
     assert!(seen.contains("running on w1"), "{seen}");
     assert!(seen.contains("40% copying"), "{seen}");
     let out = ns.submit_wait(&[&job]);
@@ -336,18 +345,8 @@ fn status_watch_shows_the_running_tasks_and_the_last_failures() {
     ns.wait_task_state(&failed, "failed", secs(15));
     let running = ns.submit("sleep 60");
     ns.wait_task_state(&running, "running", secs(15));
-    // On a terminal (`script` gives it one), as it must be, for 3 s.
-    let typescript = ns.dir.join("watch.typescript");
-    let command = format!(
-        "timeout 3 {} --zk {} --root {} status --watch --interval 200ms",
-        common::BIN,
-        ns.hosts(),
-        ns.root
-    );
-    let mut script = std::process::Command::new("script");
-    script.args(["-qfec", &command]).arg(&typescript);
-    common::run_bounded(script, Duration::from_secs(30));
-    let screen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    // On a terminal, as it must be, for 3 s.
+    let (_, screen) = on_a_terminal(&ns, "status --watch --interval 200ms", Some(3));
     for shown in ["running (1)", &running, "last failures", &failed] {
         assert!(screen.contains(shown), "{shown} not shown:\n{screen}");
     }

@@ -160,21 +160,21 @@ impl Glances {
             limit: TASKS,
             ..Query::default()
         };
-        let views = status::task_views(zk, layout, &read, &newest).map_err(|e| e.to_string())?;
+        let tasks = status::task_rows(zk, layout, &read, &newest).map_err(|e| e.to_string())?;
         let running = Query {
             state: Some(TaskState::Running),
             limit: TASKS,
             ..Query::default()
         };
-        let running = status::task_views(zk, layout, &read, &running).map_err(|e| e.to_string())?;
+        let running = status::task_rows(zk, layout, &read, &running).map_err(|e| e.to_string())?;
         let now_ms = model::now_ms();
         self.note_stored(zk, &read.finished, &mut memory.stored);
         self.inspect(zk, memory, now_ms.saturating_sub(MINUTES as u64 * 60_000));
         Ok(Glance {
             at_ms: now_ms,
             cluster: status::cluster_view(read),
-            tasks: views.into_iter().map(TaskRow::from).collect(),
-            running: running.into_iter().map(TaskRow::from).collect(),
+            tasks,
+            running,
             failures: memory.failures.values().rev().cloned().collect(),
             per_minute: per_minute(memory.stored.values().map(|s| s.at_ms), now_ms),
         })

@@ -833,6 +833,13 @@ mod tests {
         actions.iter().any(|a| matches!(a, Action::Requeue { .. }))
     }
 
+    /// Whether `actions` assign task number `n`.
+    fn assigns(actions: &[Action], n: u32) -> bool {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Assign { task, .. } if *task == name(n)))
+    }
+
     /// A claim that vanished counts as live for its worker's published
     /// grace, and not a moment longer.
     #[test]
@@ -883,15 +890,10 @@ mod tests {
             cancels: vec![],
             lock: Some("nightly"),
         };
-        let assigns = |actions: &[Action]| {
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Assign { task, .. } if *task == name(1)))
-        };
         for cancelled in [false, true] {
             let mut core = core(t0);
             assert!(
-                !assigns(&round(&mut core, &held, t0).1),
+                !assigns(&round(&mut core, &held, t0).1, 1),
                 "parked behind the lock"
             );
             let freed = World {
@@ -903,7 +905,7 @@ mod tests {
             core.session_changed();
             let actions = round(&mut core, &freed, t0 + TICK).1;
             assert_eq!(
-                assigns(&actions),
+                assigns(&actions, 1),
                 !cancelled,
                 "cancelled: {cancelled}: {actions:?}"
             );
@@ -925,13 +927,11 @@ mod tests {
             cancels: vec![],
             lock: Some("nightly"),
         };
-        let assigns = |actions: &[Action]| {
-            actions
-                .iter()
-                .any(|a| matches!(a, Action::Assign { task, .. } if *task == name(2)))
-        };
         let mut core = core(t0);
-        assert!(!assigns(&round(&mut core, &world, t0).1), "held by the run");
+        assert!(
+            !assigns(&round(&mut core, &world, t0).1, 2),
+            "held by the run"
+        );
         let gone = World {
             workers: vec![("w2", worker(2, None))],
             running: vec![],
@@ -942,7 +942,7 @@ mod tests {
             core.session_changed();
             let actions = round(&mut core, &gone, at).1;
             assert!(
-                !assigns(&actions) && !requeued(&actions),
+                !assigns(&actions, 2) && !requeued(&actions),
                 "at {:?}",
                 at - lost_at
             );

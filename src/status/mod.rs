@@ -9,7 +9,7 @@ mod view;
 mod watch;
 
 pub use render::{progress_text, render_cluster, render_task, render_tasks, span, when};
-pub use tasks::{Query, TaskRow, task_views, tasks};
+pub use tasks::{Query, TaskRow, task_rows, tasks};
 pub use view::{
     ClusterRead, ClusterView, MasterView, ResultView, StandbyView, TaskCounts, TaskState, TaskView,
     WaitingView, WorkerState, WorkerView, cluster_view, finished_view,

@@ -100,13 +100,24 @@ const BATCH: usize = 200;
 pub fn tasks(zk: &Zk, layout: &Layout, query: &Query) -> Result<Vec<TaskRow>, Error> {
     let mut read = ClusterRead::default();
     read_tasks(zk, layout, &mut read)?;
-    let views = task_views(zk, layout, &read, query)?;
+    task_rows(zk, layout, &read, query)
+}
+
+/// The rows of the tasks `query` asks for among those `read` listed,
+/// newest first: one read of the namespace can serve several queries.
+pub fn task_rows(
+    zk: &Zk,
+    layout: &Layout,
+    read: &ClusterRead,
+    query: &Query,
+) -> Result<Vec<TaskRow>, Error> {
+    let views = task_views(zk, layout, read, query)?;
     Ok(views.into_iter().map(TaskRow::from).collect())
 }
 
 /// The views of the tasks `query` asks for among those `read` listed,
 /// newest first: each with its output once finished.
-pub fn task_views(
+fn task_views(
     zk: &Zk,
     layout: &Layout,
     read: &ClusterRead,

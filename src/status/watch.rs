@@ -9,7 +9,7 @@ use crossbeam_channel::Receiver;
 
 use super::cluster_read;
 use super::render::{render_cluster, render_tasks};
-use super::tasks::{Query, TaskRow, task_views};
+use super::tasks::{Query, task_rows};
 use super::view::{TaskState, cluster_view};
 use crate::error::Error;
 use crate::layout::Layout;
@@ -53,12 +53,8 @@ fn frame(zk: &Zk, layout: &Layout) -> Result<String, Error> {
     };
     // One read of the namespace for the whole screen.
     let read = cluster_read(zk, layout)?;
-    let rows = |state, limit| -> Result<Vec<TaskRow>, Error> {
-        let views = task_views(zk, layout, &read, &query(state, limit))?;
-        Ok(views.into_iter().map(TaskRow::from).collect())
-    };
-    let running = rows(TaskState::Running, RUNNING)?;
-    let failed = rows(TaskState::Failed, FAILURES)?;
+    let running = task_rows(zk, layout, &read, &query(TaskState::Running, RUNNING))?;
+    let failed = task_rows(zk, layout, &read, &query(TaskState::Failed, FAILURES))?;
     let mut screen = render_cluster(&cluster_view(read), now);
     screen.push_str(&format!(
         "\nrunning ({}{})\n",
