@@ -132,6 +132,20 @@ fn raise_mark(zk: &Zk, layout: &Layout, seq: i64, fence: Option<i32>) -> Result<
     Err(last)
 }
 
+/// The step deleting the result at `path` and, if it has one, its unique
+/// key: the result first, then the key.
+fn deletion(layout: &Layout, path: &str, key: Option<&str>) -> Vec<Op> {
+    let result = Op::Delete {
+        path: path.to_string(),
+        version: None,
+    };
+    let key = key.map(|k| Op::Delete {
+        path: layout.unique_key(k),
+        version: None,
+    });
+    [result].into_iter().chain(key).collect()
+}
+
 /// Deletes the results `chunk` names, each with its unique key (read from
 /// the result: the key goes with it), in grouped transactions (each
 /// result's deletion all-or-nothing, fenced once per transaction: see
@@ -163,17 +177,7 @@ fn delete_chunk(
     let steps: Vec<Vec<Op>> = paths
         .iter()
         .zip(&keys)
-        .map(|(path, key)| {
-            let delete = Op::Delete {
-                path: path.clone(),
-                version: None,
-            };
-            let unique = key.as_ref().map(|k| Op::Delete {
-                path: layout.unique_key(k),
-                version: None,
-            });
-            [delete].into_iter().chain(unique).collect()
-        })
+        .map(|(path, key)| deletion(layout, path, key.as_deref()))
         .collect();
     // Operation `status_at` deletes the result, the next one its key.
     let status_at = prefix.len();

@@ -77,9 +77,55 @@ pub struct DetailsRead {
     /// For each of `Details::cancelled`: its node in /tasks, and whether it
     /// has a result.
     pub cancelled: Vec<(Node, bool)>,
-    /// The lock queues' members (full rounds): lock, token, the task they
-    /// name, when created, and whether that task has a result.
-    pub lock_members: Vec<(String, String, Option<String>, u64, bool)>,
+    /// The lock queues' members (full rounds).
+    pub lock_members: Vec<QueueMember>,
+}
+
+/// A lock queue member as read: whether its task is still in flight is
+/// judged from the round's listing ([`plan::LockMember`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMember {
+    /// The lock.
+    pub lock: String,
+    /// Its name: the task's token.
+    pub token: String,
+    /// The task it names, if its data is a task name.
+    pub task: Option<String>,
+    /// When it was created (unix ms; `u64::MAX` when it went away).
+    pub created_ms: u64,
+    /// Whether the task it names has a result.
+    pub finished: bool,
+}
+
+/// Each folder's assignments as listed, in a full round with the data and
+/// version read of each (`read`, in listing order); one gone since the
+/// listing is left out: nothing is to be done about it.
+fn assign_dirs(
+    listed: Vec<(String, Vec<String>)>,
+    full: bool,
+    read: Vec<Node>,
+) -> BTreeMap<String, Vec<Assigned>> {
+    let mut read = read.into_iter();
+    let mut dirs = BTreeMap::new();
+    for (worker, names) in listed {
+        let mut assigned = Vec::new();
+        for name in names {
+            let detail = if full {
+                let Some(Some((data, stat))) = read.next() else {
+                    continue;
+                };
+                Some(AssignedDetail {
+                    version: stat.version,
+                    task: model::decode_task(&data),
+                })
+            } else {
+                None
+            };
+            assigned.push(Assigned { name, detail });
+        }
+        dirs.insert(worker, assigned);
+    }
+    dirs
 }
 
 /// The active master's state between and within rounds.
@@ -306,17 +352,36 @@ impl Core {
         tasks: Option<Vec<String>>,
     ) -> Details {
         if let Some(names) = tasks {
-            if listing.tasks == Some(true) {
-                self.armed.insert(self.layout.tasks());
-            }
-            self.tasks_changed = false;
-            let listed: BTreeSet<String> = names.into_iter().collect();
-            self.parked.retain(|name| listed.contains(name));
-            self.queue = listed
-                .into_iter()
-                .filter(|name| !self.parked.contains(name))
-                .collect();
+            self.note_queue(listing, names);
         }
+        let listed = self.note_folders(listing, dirs);
+        let details = self.details_for(&listed);
+        self.round.listed = listed;
+        self.round.details = details.clone();
+        details
+    }
+
+    /// The queue as /tasks listed it: what is not parked, oldest first.
+    fn note_queue(&mut self, listing: &Listing, names: Vec<String>) {
+        if listing.tasks == Some(true) {
+            self.armed.insert(self.layout.tasks());
+        }
+        self.tasks_changed = false;
+        let listed: BTreeSet<String> = names.into_iter().collect();
+        self.parked.retain(|name| listed.contains(name));
+        self.queue = listed
+            .into_iter()
+            .filter(|name| !self.parked.contains(name))
+            .collect();
+    }
+
+    /// Each live worker's assignment names: as listed now, or (in a light
+    /// round, for a folder not listed) as last listed.
+    fn note_folders(
+        &mut self,
+        listing: &Listing,
+        dirs: Vec<Option<Vec<String>>>,
+    ) -> Vec<(String, Vec<String>)> {
         let mut listed = Vec::new();
         for ((worker, watch), names) in listing.dirs.iter().zip(dirs) {
             let Some(names) = names else { continue };
@@ -328,51 +393,51 @@ impl Core {
             }
             listed.push((worker.clone(), names));
         }
-        if !self.round.full {
-            // Every live worker's folder: as listed now, or as last listed.
-            listed = self
-                .workers
-                .keys()
-                .filter_map(|w| self.folders.get(w).map(|names| (w.clone(), names.clone())))
-                .collect();
+        if self.round.full {
+            return listed;
         }
+        self.workers
+            .keys()
+            .filter_map(|w| self.folders.get(w).map(|names| (w.clone(), names.clone())))
+            .collect()
+    }
+
+    /// What to read in detail, given the folders `listed`: in a full round,
+    /// every assignment, the claims and the cancelled tasks no folder
+    /// holds; in every round, the oldest pending tasks there is room for.
+    fn details_for(&self, listed: &[(String, Vec<String>)]) -> Details {
         let held: BTreeMap<String, usize> = listed
             .iter()
             .map(|(w, names)| (w.clone(), names.len()))
             .collect();
-        let full = self.round.full;
+        let heads = self
+            .queue
+            .iter()
+            .filter(|t| !self.cancels.contains(*t))
+            .take(plan::room(&self.workers, &held))
+            .cloned()
+            .collect();
+        if !self.round.full {
+            return Details {
+                heads,
+                ..Details::default()
+            };
+        }
         let assigned: BTreeSet<&String> = listed.iter().flat_map(|(_, names)| names).collect();
-        let cancelled = if full {
-            self.cancels
+        Details {
+            assignments: listed
+                .iter()
+                .flat_map(|(w, names)| names.iter().map(|t| (w.clone(), t.clone())))
+                .collect(),
+            running: true,
+            heads,
+            cancelled: self
+                .cancels
                 .iter()
                 .filter(|t| !assigned.contains(t))
                 .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let details = Details {
-            assignments: if full {
-                listed
-                    .iter()
-                    .flat_map(|(w, names)| names.iter().map(|t| (w.clone(), t.clone())))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            running: full,
-            heads: self
-                .queue
-                .iter()
-                .filter(|t| !self.cancels.contains(*t))
-                .take(plan::room(&self.workers, &held))
-                .cloned()
                 .collect(),
-            cancelled,
-        };
-        self.round.listed = listed;
-        self.round.details = details.clone();
-        details
+        }
     }
 
     /// Step 4: the details read, at `now` (`now_ms` stamps results);
@@ -385,27 +450,7 @@ impl Core {
         pick: &mut dyn FnMut(usize) -> usize,
     ) -> Vec<Action> {
         let round = std::mem::take(&mut self.round);
-        let mut details = round.details.assignments.iter().zip(read.assignments);
-        let mut assign_dirs: BTreeMap<String, Vec<Assigned>> = BTreeMap::new();
-        for (worker, names) in round.listed {
-            let mut assigned = Vec::new();
-            for name in names {
-                let detail = if round.full {
-                    match details.next() {
-                        Some((_, Some((data, stat)))) => Some(AssignedDetail {
-                            version: stat.version,
-                            task: model::decode_task(&data),
-                        }),
-                        // Gone since the listing: nothing to do about it.
-                        _ => continue,
-                    }
-                } else {
-                    None
-                };
-                assigned.push(Assigned { name, detail });
-            }
-            assign_dirs.insert(worker, assigned);
-        }
+        let assign_dirs = assign_dirs(round.listed, round.full, read.assignments);
         let running = read
             .running
             .map(|claims| self.live_claims(claims, &assign_dirs, now));
@@ -457,25 +502,25 @@ impl Core {
     /// in flight: no result, and queued, parked or assigned.
     fn lock_members(
         &self,
-        read: Vec<(String, String, Option<String>, u64, bool)>,
+        read: Vec<QueueMember>,
         heads: &[String],
         assign_dirs: &BTreeMap<String, Vec<Assigned>>,
     ) -> Vec<LockMember> {
         let assigned: HashSet<&String> = assign_dirs.values().flatten().map(|a| &a.name).collect();
         read.into_iter()
-            .map(|(lock, token, task, created_ms, finished)| {
-                let in_flight = task.as_ref().is_some_and(|t| {
-                    !finished
+            .map(|member| {
+                let in_flight = member.task.as_ref().is_some_and(|t| {
+                    !member.finished
                         && (self.queue.contains(t)
                             || self.parked.contains(t)
                             || heads.contains(t)
                             || assigned.contains(t))
                 });
                 LockMember {
-                    lock,
-                    token,
-                    task,
-                    created_ms,
+                    lock: member.lock,
+                    token: member.token,
+                    task: member.task,
+                    created_ms: member.created_ms,
                     in_flight,
                 }
             })

@@ -3,22 +3,22 @@
 //! core asks, applies the retention policy on a slow timer, and steps down
 //! when the core says it was deposed or the session is lost.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
-use super::core::{Core, Deposed, DetailsRead, fenced_out};
+use super::core::{Core, Deposed, Details, DetailsRead, Listing, QueueMember, fenced_out};
 use super::plan::{Action, Origin};
 use super::{MasterConfig, Msg};
+use crate::layout::{Layout, is_task_name};
 use crate::model;
 use crate::notify;
 use crate::obs::Obs;
 use crate::retention;
 use crate::session::{self, Next};
 use crate::settings::{self, Key, Tuning};
-use crate::zk::{Op, Zk, ZkError};
+use crate::zk::{Node, Op, Zk, ZkError};
 
 /// How often the active master applies the retention policy.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -221,26 +221,55 @@ impl From<Deposed> for Failed {
 /// Steps 1 to 3 of a round: the roots (full rounds), the folders, the
 /// details.
 fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Failed> {
-    let layout = core.layout().clone();
     if let Some(watch_workers) = core.begin(Instant::now()) {
-        let master = zk.exists(&layout.master())?;
-        let still_master = master.is_some_and(|s| s.ephemeral_owner == zk.session_id());
-        let workers = if watch_workers {
-            zk.children_watch(&layout.workers(), tx)?
-        } else {
-            zk.children(&layout.workers())?
-        };
-        let paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
-        let nodes = zk.get_grouped(&paths)?;
-        let assign = zk.children(&layout.assign())?;
-        let cancels = match zk.children(&layout.cancel()) {
-            Err(ZkError::NoNode) => Vec::new(),
-            listed => listed?,
-        };
-        let workers = workers.into_iter().zip(nodes).collect();
-        core.roots(still_master, workers, watch_workers, assign, cancels)?;
+        read_roots(core, zk, tx, watch_workers)?;
     }
     let listing = core.listing();
+    let (dirs, tasks) = read_folders(core.layout(), zk, tx, &listing)?;
+    let details = core.listed(&listing, dirs, tasks);
+    Ok(read_details(core.layout(), zk, &details)?)
+}
+
+/// Step 1: whether this session still holds /master, the live workers and
+/// their records, the assignment folders and the cancel requests.
+fn read_roots(
+    core: &mut Core,
+    zk: &Zk,
+    tx: &Sender<Msg>,
+    watch_workers: bool,
+) -> Result<(), Failed> {
+    let layout = core.layout().clone();
+    let master = zk.exists(&layout.master())?;
+    let still_master = master.is_some_and(|s| s.ephemeral_owner == zk.session_id());
+    let workers = if watch_workers {
+        zk.children_watch(&layout.workers(), tx)?
+    } else {
+        zk.children(&layout.workers())?
+    };
+    let paths: Vec<String> = workers.iter().map(|w| layout.worker(w)).collect();
+    let nodes = zk.get_grouped(&paths)?;
+    let assign = zk.children(&layout.assign())?;
+    let cancels = match zk.children(&layout.cancel()) {
+        Err(ZkError::NoNode) => Vec::new(),
+        listed => listed?,
+    };
+    let workers = workers.into_iter().zip(nodes).collect();
+    core.roots(still_master, workers, watch_workers, assign, cancels)?;
+    Ok(())
+}
+
+/// What step 2 lists: each asked assignment folder's names (`None` for one
+/// that is gone) and, if asked, /tasks's.
+type Folders = (Vec<Option<Vec<String>>>, Option<Vec<String>>);
+
+/// Step 2: the folders the listing asks for, each with its watch re-armed
+/// if asked.
+fn read_folders(
+    layout: &Layout,
+    zk: &Zk,
+    tx: &Sender<Msg>,
+    listing: &Listing,
+) -> Result<Folders, ZkError> {
     let mut requests: Vec<(String, bool)> = listing
         .dirs
         .iter()
@@ -262,7 +291,12 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
             Err(err) => Err(err),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let details = core.listed(&listing, dirs, tasks);
+    Ok((dirs, tasks))
+}
+
+/// Step 3: the data the listing's changes need, in the order `details`
+/// asks for it.
+fn read_details(layout: &Layout, zk: &Zk, details: &Details) -> Result<DetailsRead, ZkError> {
     let paths: Vec<String> = details
         .assignments
         .iter()
@@ -272,11 +306,7 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
     // Claims are read after the assignments: a claim made in between is
     // then seen, so a running task is never taken for an interrupted one.
     let running = if details.running {
-        Some(
-            zk.children(&layout.running())?
-                .into_iter()
-                .collect::<BTreeSet<_>>(),
-        )
+        Some(zk.children(&layout.running())?.into_iter().collect())
     } else {
         None
     };
@@ -289,23 +319,8 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
             warn!("master: task {name} is malformed: {why}");
         }
     }
-    let queued: Vec<String> = details.cancelled.iter().map(|t| layout.task(t)).collect();
-    let results: Vec<String> = details
-        .cancelled
-        .iter()
-        .map(|t| layout.status_task(t))
-        .collect();
-    let queued = zk.get_grouped(&queued)?;
-    let results = zk
-        .exists_many(&results)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let cancelled = queued
-        .into_iter()
-        .zip(results.iter().map(Option::is_some))
-        .collect();
     let lock_members = if details.running {
-        read_lock_queues(zk, &layout)?
+        read_lock_queues(zk, layout)?
     } else {
         Vec::new()
     };
@@ -313,19 +328,41 @@ fn read(core: &mut Core, zk: &Zk, tx: &Sender<Msg>) -> Result<DetailsRead, Faile
         assignments,
         running,
         heads,
-        cancelled,
+        cancelled: read_cancelled(layout, zk, &details.cancelled)?,
         lock_members,
     })
 }
 
-/// Every lock queue member (lock, token, the task it names, created, has
-/// a result): a listing of /lockq, one of each queue, their data, and the
-/// results of the tasks they name. Nothing when no task uses a lock.
-#[allow(clippy::type_complexity)]
-fn read_lock_queues(
+/// For each task with a cancel request that no folder listed: its node in
+/// /tasks, and whether it has a result.
+fn read_cancelled(
+    layout: &Layout,
     zk: &Zk,
-    layout: &crate::layout::Layout,
-) -> Result<Vec<(String, String, Option<String>, u64, bool)>, ZkError> {
+    tasks: &[String],
+) -> Result<Vec<(Node, bool)>, ZkError> {
+    let queued: Vec<String> = tasks.iter().map(|t| layout.task(t)).collect();
+    let queued = zk.get_grouped(&queued)?;
+    let finished = have_results(zk, layout, tasks.iter().map(String::as_str))?;
+    Ok(queued.into_iter().zip(finished).collect())
+}
+
+/// Whether each of `tasks` has a result (all asked at once).
+fn have_results<'a>(
+    zk: &Zk,
+    layout: &Layout,
+    tasks: impl Iterator<Item = &'a str>,
+) -> Result<Vec<bool>, ZkError> {
+    let paths: Vec<String> = tasks.map(|t| layout.status_task(t)).collect();
+    zk.exists_many(&paths)
+        .into_iter()
+        .map(|found| found.map(|stat| stat.is_some()))
+        .collect()
+}
+
+/// Every lock queue member: a listing of /lockq, one of each queue, their
+/// data, and the results of the tasks they name. Nothing when no task uses
+/// a lock.
+fn read_lock_queues(zk: &Zk, layout: &Layout) -> Result<Vec<QueueMember>, ZkError> {
     let locks = match zk.children(&layout.lockq()) {
         Err(ZkError::NoNode) => return Ok(Vec::new()),
         listed => listed?,
@@ -341,34 +378,37 @@ fn read_lock_queues(
         .iter()
         .map(|(l, t)| layout.lockq_member(l, t))
         .collect();
-    let nodes = zk.get_grouped(&paths)?;
-    let named: Vec<(Option<String>, u64)> = nodes
-        .iter()
-        .map(|node| match node {
-            Some((data, stat)) => {
-                let name = String::from_utf8_lossy(data).into_owned();
-                let task = crate::layout::is_task_name(&name).then_some(name);
-                (task, stat.ctime_ms.max(0) as u64)
-            }
-            None => (None, u64::MAX),
-        })
-        .collect();
-    let results: Vec<String> = named
-        .iter()
-        .map(|(t, _)| layout.status_task(t.as_deref().unwrap_or("none")))
-        .collect();
-    let finished = zk
-        .exists_many(&results)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let named: Vec<(Option<String>, u64)> =
+        zk.get_grouped(&paths)?.iter().map(member_names).collect();
+    let named_tasks = named.iter().map(|(t, _)| t.as_deref().unwrap_or("none"));
+    let finished = have_results(zk, layout, named_tasks)?;
     Ok(members
         .into_iter()
         .zip(named)
         .zip(finished)
-        .map(|(((lock, token), (task, created)), result)| {
-            (lock, token, task, created, result.is_some())
-        })
+        .map(
+            |(((lock, token), (task, created_ms)), finished)| QueueMember {
+                lock,
+                token,
+                task,
+                created_ms,
+                finished,
+            },
+        )
         .collect())
+}
+
+/// The task a lock queue member names (if its data is a task name) and
+/// when it was created (`u64::MAX` when it went away).
+fn member_names(node: &Node) -> (Option<String>, u64) {
+    match node {
+        Some((data, stat)) => {
+            let name = String::from_utf8_lossy(data).into_owned();
+            let task = is_task_name(&name).then_some(name);
+            (task, stat.ctime_ms.max(0) as u64)
+        }
+        None => (None, u64::MAX),
+    }
 }
 
 /// Says what the master did; a line about a worker names it (`worker`

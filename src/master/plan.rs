@@ -565,47 +565,35 @@ pub fn ops(action: &Action, layout: &Layout) -> Vec<Op> {
             worker,
             version,
             data,
-        } => ops.extend([
-            Op::Create {
-                path: layout.assignment(worker, task),
-                data: data.clone(),
-            },
-            Op::Delete {
-                path: layout.task(task),
-                version: Some(*version),
-            },
-        ]),
+        } => ops.extend(move_node(
+            layout.task(task),
+            *version,
+            layout.assignment(worker, task),
+            data,
+        )),
         Action::Requeue {
             task,
             worker,
             version,
             data,
-        } => ops.extend([
-            Op::Create {
-                path: layout.task(task),
-                data: data.clone(),
-            },
-            Op::Delete {
-                path: layout.assignment(worker, task),
-                version: Some(*version),
-            },
-        ]),
+        } => ops.extend(move_node(
+            layout.assignment(worker, task),
+            *version,
+            layout.task(task),
+            data,
+        )),
         // Version 0: only while no worker has claimed it.
         Action::Move {
             task,
             from,
             to,
             data,
-        } => ops.extend([
-            Op::Create {
-                path: layout.assignment(to, task),
-                data: data.clone(),
-            },
-            Op::Delete {
-                path: layout.assignment(from, task),
-                version: Some(0),
-            },
-        ]),
+        } => ops.extend(move_node(
+            layout.assignment(from, task),
+            0,
+            layout.assignment(to, task),
+            data,
+        )),
         Action::Fail {
             task,
             from,
@@ -654,6 +642,21 @@ pub fn ops(action: &Action, layout: &Layout) -> Vec<Op> {
         ]),
     }
     ops
+}
+
+/// A task's move from `from` (at `version`: nobody changed it since it was
+/// read) to `to`, carrying `data`.
+fn move_node(from: String, version: i32, to: String, data: &[u8]) -> [Op; 2] {
+    [
+        Op::Create {
+            path: to,
+            data: data.to_vec(),
+        },
+        Op::Delete {
+            path: from,
+            version: Some(version),
+        },
+    ]
 }
 
 /// For a `Fail` whose /status node already exists (the task already has its

@@ -247,41 +247,14 @@ fn register(
         };
         let mut wait = backoff.next_wait();
         if err.is_txn_failure(1, &ZkError::NodeExists) {
-            let node = layout.worker(&cfg.id);
-            // Watch the node in the way: its deletion wakes us at once.
-            let owner = zk.exists_watch(&node, tx).ok().flatten();
-            let holding = zk
-                .get(&node)
-                .ok()
-                .flatten()
-                .and_then(|(data, _)| model::decode::<WorkerInfo>(&data).ok());
-            let way = InTheWay {
-                owner: owner.map(|s| s.ephemeral_owner),
-                info: holding.as_ref(),
-            };
-            let me = Me {
-                session: zk.session_id(),
-                previous,
-                host: &host,
-                pid: std::process::id(),
-            };
-            match decide::holder(way, me, |pid| worker_process_alive(pid, &cfg.id)) {
+            let (holder, way) = holder_of(cfg, zk, tx, previous, &host);
+            match holder {
                 Holder::Us => return Ok(Registered::Yes),
                 Holder::Nobody => continue,
                 Holder::Another => return Err(Error::WorkerIdTaken(cfg.id.clone())),
                 Holder::OurPrevious | Holder::OurGhost => {
                     if !said {
-                        info!(
-                            "worker {}: {node} is still held by an earlier session of this worker ({:#x}, pid {}); waiting for ZooKeeper to expire it (within {} s)",
-                            cfg.id,
-                            way.owner.unwrap_or(0),
-                            holding.as_ref().map_or(0, |i| i.pid),
-                            zk.session_timeout().as_secs()
-                        );
-                        notify::status(&format!(
-                            "waiting for an earlier session of worker {} to expire",
-                            cfg.id
-                        ));
+                        say_waiting_for(cfg, zk, way);
                         said = true;
                     }
                     wait = Duration::from_secs(1);
@@ -305,6 +278,53 @@ fn register(
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
         }
     }
+}
+
+/// Who holds this worker's `/workers/<id>`, with the holder's session and
+/// pid as read; also watches the node, so that its deletion wakes the
+/// loop at once.
+fn holder_of(
+    cfg: &WorkerConfig,
+    zk: &Zk,
+    tx: &Sender<Msg>,
+    previous: Option<i64>,
+    host: &str,
+) -> (Holder, (Option<i64>, u32)) {
+    let node = cfg.layout.worker(&cfg.id);
+    let owner = zk.exists_watch(&node, tx).ok().flatten();
+    let holding = zk
+        .get(&node)
+        .ok()
+        .flatten()
+        .and_then(|(data, _)| model::decode::<WorkerInfo>(&data).ok());
+    let way = InTheWay {
+        owner: owner.map(|s| s.ephemeral_owner),
+        info: holding.as_ref(),
+    };
+    let me = Me {
+        session: zk.session_id(),
+        previous,
+        host,
+        pid: std::process::id(),
+    };
+    let holder = decide::holder(way, me, |pid| worker_process_alive(pid, &cfg.id));
+    (holder, (way.owner, holding.map_or(0, |i| i.pid)))
+}
+
+/// Says, in the log and to systemd, that registering waits for an earlier
+/// session of this worker (`way`: its session and pid) to expire.
+fn say_waiting_for(cfg: &WorkerConfig, zk: &Zk, (owner, pid): (Option<i64>, u32)) {
+    info!(
+        "worker {}: {} is still held by an earlier session of this worker ({:#x}, pid {pid}); waiting for ZooKeeper to expire it (within {} s)",
+        cfg.id,
+        cfg.layout.worker(&cfg.id),
+        owner.unwrap_or(0),
+        zk.session_timeout().as_secs()
+    );
+    notify::status(&format!(
+        "waiting for an earlier session of worker {} to expire",
+        cfg.id
+    ));
 }
 
 /// Whether a worker process of this id runs on this host with this pid

@@ -194,17 +194,7 @@ impl<'a> WorkerSession<'a> {
                 }
             }
             self.write_ready();
-            let wake = [
-                Some(next_tick),
-                self.cut_off_since.map(|since| since + self.hold),
-                self.paused_until,
-                self.next_due(),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_tick);
-            let first = match rx.recv_deadline(notify::wake_by(wake)) {
+            let first = match rx.recv_deadline(notify::wake_by(self.next_wake(next_tick))) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Next::Stop,
@@ -213,13 +203,7 @@ impl<'a> WorkerSession<'a> {
                 match msg {
                     Msg::Shutdown => return self.drain(rx),
                     Msg::Watch(event) => {
-                        if event.path == self.cfg.layout.cancel() {
-                            self.cancel_armed = false;
-                        } else if event.path == self.cfg.layout.config() {
-                            self.settings_armed = false;
-                        } else {
-                            self.armed = false;
-                        }
+                        self.on_watch(&event.path);
                         stale = true;
                     }
                     Msg::Session(event) => {
@@ -233,6 +217,32 @@ impl<'a> WorkerSession<'a> {
                     } => self.on_job(task, generation, *report),
                 }
             }
+        }
+    }
+
+    /// When the loop must wake at the latest: the tick, the end of the
+    /// hold, the end of a pause, or a retry falling due.
+    fn next_wake(&self, next_tick: Instant) -> Instant {
+        [
+            Some(next_tick),
+            self.cut_off_since.map(|since| since + self.hold),
+            self.paused_until,
+            self.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next_tick)
+    }
+
+    /// A one-shot watch fired: it is to be armed again with the next read.
+    fn on_watch(&mut self, path: &str) {
+        if path == self.cfg.layout.cancel() {
+            self.cancel_armed = false;
+        } else if path == self.cfg.layout.config() {
+            self.settings_armed = false;
+        } else {
+            self.armed = false;
         }
     }
 
