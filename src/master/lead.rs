@@ -55,12 +55,8 @@ pub fn lead(
         }
         if zk.is_connected() && Instant::now() >= next_retention {
             next_retention = Instant::now() + RETENTION_EVERY;
-            let metrics = cfg.obs.metrics();
-            let sent = |n| metrics.zk_transactions(n);
-            match retention::purge(zk, &cfg.layout, policy(tuning), Some(epoch), &sent) {
-                Err(err) if fenced_out(&err) => return Next::Restart,
-                Err(err) => warn!("master {}: retention not applied: {err}", cfg.id),
-                Ok(_) => {}
+            if apply_retention(cfg, zk, epoch, tuning).is_err() {
+                return Next::Restart;
             }
         }
         if zk.is_connected() {
@@ -90,6 +86,26 @@ pub fn lead(
                 Msg::Session(_) => core.session_changed(),
             }
         }
+    }
+}
+
+/// Deletes the results the retention settings say are old enough, fenced
+/// by `epoch`; `Err` when a newer master's epoch refused it.
+fn apply_retention(
+    cfg: &MasterConfig,
+    zk: &Zk,
+    epoch: i32,
+    tuning: &Tuning,
+) -> Result<(), Deposed> {
+    let metrics = cfg.obs.metrics();
+    let sent = |n| metrics.zk_transactions(n);
+    match retention::purge(zk, &cfg.layout, policy(tuning), Some(epoch), &sent) {
+        Err(err) if fenced_out(&err) => Err(Deposed),
+        Err(err) => {
+            warn!("master {}: retention not applied: {err}", cfg.id);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
 }
 

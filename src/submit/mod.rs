@@ -287,32 +287,14 @@ pub fn cancel_tasks(
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
     let zk = session::connect(connect)?;
-    let mut code = 0;
-    let mut asked = Vec::new();
-    for task in tasks {
-        let line = match cancel::cancel(&zk, layout, task, grace) {
-            Ok(cancel::Cancelled::BeforeStart) => format!("{task} cancelled (it had not started)"),
-            Ok(cancel::Cancelled::Asked { worker }) => {
-                asked.push(task.clone());
-                format!(
-                    "{task} cancel asked of {worker}, which stops it (SIGTERM, then SIGKILL after {} s)",
-                    grace.as_secs_f64()
-                )
-            }
-            Err(err) => {
-                eprintln!("zkmw: {err}");
-                code = code.max(err.exit_code());
-                continue;
-            }
-        };
-        crate::output::line(&line, None)?;
-    }
+    let (asked, code) = ask_cancels(&zk, layout, tasks, grace)?;
     if !wait || asked.is_empty() {
         zk.close(session::CLOSE_WAIT);
         return Ok(code);
     }
     zk.forward_session_events(tx.clone());
     let mut zk = Some(zk);
+    let mut code = code;
     for task in &asked {
         let waiting = Waiting {
             connect,
@@ -335,6 +317,38 @@ pub fn cancel_tasks(
         zk.close(session::CLOSE_WAIT);
     }
     Ok(code)
+}
+
+/// Cancels each of `tasks`, printing a line for each (an error on stderr);
+/// answers the running ones, whose workers were asked to stop them, and
+/// the exit code so far.
+fn ask_cancels(
+    zk: &Zk,
+    layout: &Layout,
+    tasks: &[String],
+    grace: Duration,
+) -> Result<(Vec<String>, i32), Error> {
+    let mut code = 0;
+    let mut asked = Vec::new();
+    for task in tasks {
+        let line = match cancel::cancel(zk, layout, task, grace) {
+            Ok(cancel::Cancelled::BeforeStart) => format!("{task} cancelled (it had not started)"),
+            Ok(cancel::Cancelled::Asked { worker }) => {
+                asked.push(task.clone());
+                format!(
+                    "{task} cancel asked of {worker}, which stops it (SIGTERM, then SIGKILL after {} s)",
+                    grace.as_secs_f64()
+                )
+            }
+            Err(err) => {
+                eprintln!("zkmw: {err}");
+                code = code.max(err.exit_code());
+                continue;
+            }
+        };
+        crate::output::line(&line, None)?;
+    }
+    Ok((asked, code))
 }
 
 /// Closes the session and tells the user how the wait ended.
