@@ -9,26 +9,26 @@ use clap::CommandFactory;
 use log::info;
 
 use crate::cli::{
-    self, CancelArgs, Cli, Command, GlobalArgs, MasterArgs, ProgressArgs, PurgeArgs, StatusArgs,
-    SubmitArgs, TasksArgs, WaitArgs, WorkerArgs,
+    self, CancelArgs, Cli, Command, GlobalArgs, MasterArgs, Parsed, ProgressArgs, PurgeArgs,
+    StatusArgs, SubmitArgs, TasksArgs, WaitArgs, WorkerArgs,
 };
 use crate::error::Error;
 use crate::layout::Layout;
 use crate::obs::metrics::Role;
 use crate::obs::{self, Obs};
-use crate::settings::{self, Given, Key, Value};
+use crate::settings::{self, Given, Key, Source, Value};
 use crate::zk::{ConnectOptions, TlsFiles, ZkError};
 use crate::{
     exec, http, master, model, output, retention, session, shutdown, status, submit, worker,
 };
 
 /// Runs the command and returns the process exit code.
-pub fn run(cli: Cli) -> i32 {
-    let global = &cli.global;
-    let outcome = match &cli.command {
-        Command::Master(args) => run_master(global, args).map(|()| 0),
-        Command::Worker(args) => run_worker(global, args).map(|()| 0),
-        Command::Submit(args) => run_submit(global, args),
+pub fn run(parsed: &Parsed) -> i32 {
+    let (global, env) = (&parsed.cli.global, &parsed.from_env);
+    let outcome = match &parsed.cli.command {
+        Command::Master(args) => run_master(global, args, env).map(|()| 0),
+        Command::Worker(args) => run_worker(global, args, env).map(|()| 0),
+        Command::Submit(args) => run_submit(global, args, env),
         Command::Wait(args) => run_wait(global, args),
         Command::Progress(args) => report_progress(args).map(|()| 0),
         Command::Cancel(args) => run_cancel(global, args),
@@ -92,7 +92,7 @@ fn connect_options(global: &GlobalArgs, service: bool) -> Result<ConnectOptions,
     })
 }
 
-fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
+fn run_master(global: &GlobalArgs, args: &MasterArgs, env: &[Key]) -> Result<(), Error> {
     let connect = connect_options(global, true)?;
     let id = args
         .id
@@ -111,13 +111,16 @@ fn run_master(global: &GlobalArgs, args: &MasterArgs) -> Result<(), Error> {
         layout,
         id,
         tick: args.tick,
-        given: given(&[
-            (Key::ResultTtl, args.result_ttl.map(Value::Duration)),
-            (
-                Key::KeepResults,
-                args.keep_results.map(|n| Value::Count(n as u64)),
-            ),
-        ]),
+        given: given(
+            env,
+            &[
+                (Key::ResultTtl, args.result_ttl.map(Value::Duration)),
+                (
+                    Key::KeepResults,
+                    args.keep_results.map(|n| Value::Count(n as u64)),
+                ),
+            ],
+        ),
         obs,
     };
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -133,7 +136,7 @@ fn serve_http(addr: SocketAddr, endpoint: http::Endpoint, who: &str) -> Result<(
     Ok(())
 }
 
-fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
+fn run_worker(global: &GlobalArgs, args: &WorkerArgs, env: &[Key]) -> Result<(), Error> {
     let connect = connect_options(global, true)?;
     let obs = Obs::new(Role::Worker, args.tick, connect.call_timeout);
     obs::log::set_process(Role::Worker.name(), &args.id);
@@ -147,13 +150,16 @@ fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
         id: args.id.clone(),
         threads: usize::from(args.threads),
         tick: args.tick,
-        given: given(&[
-            (
-                Key::OutputCap,
-                args.output_cap.map(|n| Value::Count(n.into())),
-            ),
-            (Key::DrainTimeout, args.drain_timeout.map(Value::Duration)),
-        ]),
+        given: given(
+            env,
+            &[
+                (
+                    Key::OutputCap,
+                    args.output_cap.map(|n| Value::Count(n.into())),
+                ),
+                (Key::DrainTimeout, args.drain_timeout.map(Value::Duration)),
+            ],
+        ),
         shell: PathBuf::from(&args.shell),
         labels: args.labels.clone(),
         obs,
@@ -163,7 +169,7 @@ fn run_worker(global: &GlobalArgs, args: &WorkerArgs) -> Result<(), Error> {
     worker::run(&cfg, &tx, &rx)
 }
 
-fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
+fn run_submit(global: &GlobalArgs, args: &SubmitArgs, env: &[Key]) -> Result<i32, Error> {
     let cfg = submit::SubmitConfig {
         connect: connect_options(global, false)?,
         layout: Layout::new(&global.root),
@@ -173,14 +179,17 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
         timeout: None,
         retries: 0,
         max_pending: 0,
-        given: given(&[
-            (Key::Timeout, args.timeout.map(Value::Duration)),
-            (Key::Retries, args.retries.map(|n| Value::Count(n.into()))),
-            (
-                Key::MaxPending,
-                args.max_pending.map(|n| Value::Count(n as u64)),
-            ),
-        ]),
+        given: given(
+            env,
+            &[
+                (Key::Timeout, args.timeout.map(Value::Duration)),
+                (Key::Retries, args.retries.map(|n| Value::Count(n.into()))),
+                (
+                    Key::MaxPending,
+                    args.max_pending.map(|n| Value::Count(n as u64)),
+                ),
+            ],
+        ),
         options: submit::TaskOptions {
             lock: args.lock.clone(),
             skip_if_locked: args.skip_if_locked,
@@ -193,13 +202,20 @@ fn run_submit(global: &GlobalArgs, args: &SubmitArgs) -> Result<i32, Error> {
     submit::run(&cfg.settled(&settings::Values::new()))
 }
 
-/// The settings a role was given by its flags or environment, each with
-/// where it came from.
-fn given(values: &[(Key, Option<Value>)]) -> Given {
-    let args: Vec<String> = std::env::args().collect();
+/// The settings a role was given by its flags or environment (`env`: the
+/// keys whose value is their environment variable's), each with where it
+/// came from.
+fn given(env: &[Key], values: &[(Key, Option<Value>)]) -> Given {
+    let source = |key: &Key| {
+        if env.contains(key) {
+            Source::Env
+        } else {
+            Source::Flag
+        }
+    };
     values
         .iter()
-        .filter_map(|(key, value)| value.map(|v| (*key, (v, settings::origin(*key, &args)))))
+        .filter_map(|(key, value)| value.map(|v| (*key, (v, source(key)))))
         .collect()
 }
 

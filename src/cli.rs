@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
-use clap::{Arg, Args, CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::layout::check_znode_name;
 use crate::obs::log::Format;
+use crate::settings::{KEYS, Key};
 
 /// Longest worker or master id accepted (it becomes a znode name).
 pub const MAX_ID_LEN: usize = 128;
@@ -708,6 +710,43 @@ pub fn show_duration(d: Duration) -> String {
             || format!("{ms}ms"),
             |(unit, size)| format!("{}{unit}", ms / size),
         )
+}
+
+/// The command line, parsed, and which of the cluster settings it gives
+/// came from their environment variable rather than their flag (clap
+/// knows; the roles' logs say it).
+pub struct Parsed {
+    /// The command and its options.
+    pub cli: Cli,
+    /// The settings whose value is their environment variable's.
+    pub from_env: Vec<Key>,
+}
+
+/// Parses `args` (the program's name first) into [`Parsed`].
+pub fn parse_from<I, T>(args: I) -> Result<Parsed, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let from_env = match matches.subcommand() {
+        Some((_, command)) => KEYS
+            .iter()
+            .copied()
+            .filter(|key| came_from_env(command, *key))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Parsed { cli, from_env })
+}
+
+/// Whether `key`'s option is one of this command's and took its value from
+/// its environment variable.
+fn came_from_env(command: &ArgMatches, key: Key) -> bool {
+    let id = key.name().replace('-', "_");
+    command.ids().any(|given| given.as_str() == id)
+        && command.value_source(&id) == Some(ValueSource::EnvVariable)
 }
 
 /// The one line zkmw prints for a command line clap refused (after `zkmw: `):

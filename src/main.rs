@@ -1,14 +1,13 @@
 //! The `zkmw` binary: parse the command line, run one role, exit with its
 //! code. Everything else lives in the library.
 
-use clap::Parser;
 use clap::error::ErrorKind;
-use zkmw::cli::{Cli, Command};
+use zkmw::cli::Command;
 use zkmw::error::EXIT_ZKMW_FAILED;
 
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = match zkmw::cli::parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed,
         Err(err)
             if matches!(
                 err.kind(),
@@ -24,11 +23,11 @@ fn main() {
         }
     };
     // Services log their life at info; commands stay quiet unless asked.
-    let default_level = match cli.command {
+    let default_level = match parsed.cli.command {
         Command::Master(_) | Command::Worker(_) => "info",
         _ => "warn",
     };
     // Millisecond timestamps: a task crosses several processes in a few ms.
-    zkmw::obs::log::init(cli.global.log_format, default_level);
-    std::process::exit(zkmw::app::run(cli));
+    zkmw::obs::log::init(parsed.cli.global.log_format, default_level);
+    std::process::exit(zkmw::app::run(&parsed));
 }

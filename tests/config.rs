@@ -242,6 +242,18 @@ fn the_process_beats_the_cluster_which_beats_the_default() {
     assert!(list.contains("(cluster: 0)"), "{list}");
 }
 
+/// A role says where each of its own settings came from: its flag, or its
+/// environment variable (as the command line parser saw it).
+#[test]
+fn a_role_names_the_flag_or_the_variable_its_settings_came_from() {
+    let ns = Namespace::new("config-sources");
+    let args = ["worker", "--id", "w1", "--output-cap", "5"];
+    let env = [("ZKMW_DRAIN_TIMEOUT", "7s")];
+    let w1 = ns.spawn_env("w1", ns.hosts(), "5s", &env, &args);
+    let said = "settings: output-cap 5 (--output-cap), drain-timeout 7s (env ZKMW_DRAIN_TIMEOUT)";
+    assert!(w1.wait_log(said, 0, secs(15)), "{}", w1.log());
+}
+
 #[test]
 fn the_active_master_applies_a_retention_change_at_once() {
     let ns = Namespace::new("config-master-live");

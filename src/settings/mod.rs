@@ -270,21 +270,6 @@ pub fn pick(key: Key, given: &Given, cluster: &Values) -> (Option<Value>, Source
     }
 }
 
-/// Whether a given value came from the flag or its environment variable,
-/// judged by the command line `args`: the flag wins when both are there.
-pub fn origin(key: Key, args: &[String]) -> Source {
-    let flag = key.flag();
-    let on_command_line = args
-        .iter()
-        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
-    let in_env = key.env().is_some_and(|env| std::env::var_os(env).is_some());
-    if in_env && !on_command_line {
-        Source::Env
-    } else {
-        Source::Flag
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,16 +407,5 @@ mod tests {
             pick(Key::Retries, &given, &cluster),
             (Some(Value::Count(0)), Source::Flag)
         );
-    }
-
-    #[test]
-    fn a_flag_on_the_command_line_is_the_flags() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // No env var for retries: always the flag.
-        assert_eq!(
-            origin(Key::Retries, &args(&["--retries", "3"])),
-            Source::Flag
-        );
-        assert_eq!(origin(Key::Retries, &args(&["--retries=3"])), Source::Flag);
     }
 }
