@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use super::load;
 use super::parked::Parked;
-use super::plan::{self, Action, Assigned, AssignedDetail, LockMember, Pending, Snapshot};
+use super::plan::{
+    self, Action, Assigned, AssignedDetail, LockMember, Pending, QueueMember, Snapshot,
+};
 use crate::layout::{Layout, task_sequence};
 use crate::model::{self, WorkerInfo};
 use crate::obs::metrics::Load;
@@ -79,22 +81,6 @@ pub struct DetailsRead {
     pub cancelled: Vec<(Node, bool)>,
     /// The lock queues' members (full rounds).
     pub lock_members: Vec<QueueMember>,
-}
-
-/// A lock queue member as read: whether its task is still in flight is
-/// judged from the round's listing ([`plan::LockMember`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueMember {
-    /// The lock.
-    pub lock: String,
-    /// Its name: the task's token.
-    pub token: String,
-    /// The task it names, if its data is a task name.
-    pub task: Option<String>,
-    /// When it was created (unix ms; `u64::MAX` when it went away).
-    pub created_ms: u64,
-    /// Whether the task it names has a result.
-    pub finished: bool,
 }
 
 /// Each folder's assignments as listed, in a full round with the data and
@@ -516,13 +502,7 @@ impl Core {
                             || heads.contains(t)
                             || assigned.contains(t))
                 });
-                LockMember {
-                    lock: member.lock,
-                    token: member.token,
-                    task: member.task,
-                    created_ms: member.created_ms,
-                    in_flight,
-                }
+                LockMember { member, in_flight }
             })
             .collect()
     }
@@ -883,6 +863,47 @@ mod tests {
         actions
             .iter()
             .any(|a| matches!(a, Action::Assign { task, .. } if *task == name(n)))
+    }
+
+    /// A lock queue member's task is in flight while it has no result and
+    /// is queued, parked, about to be read or assigned; anywhere else (or
+    /// finished) it is not, and rule 8 lets the member go.
+    #[test]
+    fn a_lock_queue_members_task_is_in_flight_only_without_a_result_and_somewhere() {
+        let mut core = core(Instant::now());
+        core.queue.insert(name(1));
+        let read = |task: u32, finished: bool| QueueMember {
+            lock: "nightly".into(),
+            token: format!("t{task}{finished}"),
+            task: Some(name(task)),
+            created_ms: 0,
+            finished,
+        };
+        let unnamed = QueueMember {
+            task: None,
+            ..read(0, false)
+        };
+        let dirs = BTreeMap::from([(
+            "w1".to_string(),
+            vec![Assigned {
+                name: name(3),
+                detail: None,
+            }],
+        )]);
+        let members = vec![
+            read(1, false),
+            read(1, true),
+            read(2, false),
+            read(3, false),
+            read(4, false),
+            unnamed,
+        ];
+        let judged: Vec<bool> = core
+            .lock_members(members, &[name(4)], &dirs)
+            .iter()
+            .map(|m| m.in_flight)
+            .collect();
+        assert_eq!(judged, [true, false, false, true, true, false]);
     }
 
     /// A claim that vanished counts as live for its worker's published

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 
-use super::core::{Core, Deposed, Details, DetailsRead, Listing, QueueMember, fenced_out};
-use super::plan::{Action, Origin};
+use super::core::{Core, Deposed, Details, DetailsRead, Listing, fenced_out};
+use super::plan::{Action, Origin, QueueMember};
 use super::{MasterConfig, Msg};
 use crate::layout::{Layout, is_task_name};
 use crate::model;

@@ -89,15 +89,24 @@ pub struct Snapshot {
 
 /// A member of a lock's queue, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockMember {
+pub struct QueueMember {
     /// The lock.
     pub lock: String,
     /// Its name: the task's token.
     pub token: String,
-    /// The task, once its submit wrote it in.
+    /// The task it names, once its submit wrote it in.
     pub task: Option<String>,
-    /// When it was created (unix ms).
+    /// When it was created (unix ms; `u64::MAX` when it went away).
     pub created_ms: u64,
+    /// Whether the task it names has a result.
+    pub finished: bool,
+}
+
+/// A lock queue member, judged against the round's listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockMember {
+    /// The member as read.
+    pub member: QueueMember,
     /// Whether its task is anywhere: pending, assigned, or (without a
     /// result) still to be found.
     pub in_flight: bool,
@@ -116,15 +125,15 @@ fn forget_members(snap: &Snapshot) -> Vec<Action> {
     snap.lock_members
         .iter()
         .filter(|m| {
-            let age = snap.now_ms.saturating_sub(m.created_ms);
-            match m.task {
+            let age = snap.now_ms.saturating_sub(m.member.created_ms);
+            match m.member.task {
                 Some(_) => !m.in_flight && age > MEMBER_MIN_AGE_MS,
                 None => age > UNNAMED_MEMBER_MS,
             }
         })
         .map(|m| Action::LeaveLockQueue {
-            lock: m.lock.clone(),
-            token: m.token.clone(),
+            lock: m.member.lock.clone(),
+            token: m.member.token.clone(),
         })
         .collect()
 }
@@ -756,6 +765,52 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn member(
+        token: &str,
+        task: Option<u32>,
+        age_ms: u64,
+        in_flight: bool,
+        now_ms: u64,
+    ) -> LockMember {
+        LockMember {
+            member: QueueMember {
+                lock: "nightly".into(),
+                token: token.into(),
+                task: task.map(name),
+                created_ms: now_ms - age_ms,
+                finished: false,
+            },
+            in_flight,
+        }
+    }
+
+    /// Rule 8: a lock queue member leaves once its task is no longer in
+    /// flight and the member is old enough to have been listed with it; a
+    /// member whose submit never named its task leaves much later.
+    #[test]
+    fn a_lock_queue_member_leaves_only_once_its_task_is_gone_and_it_is_old_enough() {
+        let now_ms = 10 * UNNAMED_MEMBER_MS;
+        let mut snap = snapshot(&["w1"], &[("w1", vec![])], Some(&[]));
+        snap.now_ms = now_ms;
+        let old = MEMBER_MIN_AGE_MS + 1;
+        snap.lock_members = vec![
+            member("gone", Some(1), old, false, now_ms),
+            member("in-flight", Some(2), old, true, now_ms),
+            member("young", Some(3), MEMBER_MIN_AGE_MS, false, now_ms),
+            member("unnamed-young", None, UNNAMED_MEMBER_MS, false, now_ms),
+            member("unnamed-old", None, UNNAMED_MEMBER_MS + 1, false, now_ms),
+        ];
+        let left: Vec<String> = plan(&snap, &mut first)
+            .actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::LeaveLockQueue { token, .. } => Some(token),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, ["gone", "unnamed-old"]);
     }
 
     #[test]

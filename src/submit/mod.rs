@@ -287,14 +287,13 @@ pub fn cancel_tasks(
     let (tx, rx) = crossbeam_channel::unbounded();
     shutdown::forward_signals(tx.clone());
     let zk = session::connect(connect)?;
-    let (asked, code) = ask_cancels(&zk, layout, tasks, grace)?;
+    let (asked, mut code) = ask_cancels(&zk, layout, tasks, grace)?;
     if !wait || asked.is_empty() {
         zk.close(session::CLOSE_WAIT);
         return Ok(code);
     }
     zk.forward_session_events(tx.clone());
     let mut zk = Some(zk);
-    let mut code = code;
     for task in &asked {
         let waiting = Waiting {
             connect,
