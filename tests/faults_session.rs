@@ -470,3 +470,46 @@ fn a_deposed_masters_retention_deletes_no_result() {
     let purged = zkmw::retention::purge(&zk, &layout, policy(), Some(epoch(&zk)), &|_| {});
     assert_eq!(purged.ok(), Some(names.len()), "the current epoch purges");
 }
+
+/// The master's own retention turn carries its epoch: deposed behind its
+/// back (its epoch bumped) and then told to keep no result, it deletes
+/// nothing until it has been elected again, under a newer epoch.
+#[test]
+fn a_deposed_master_purges_no_result_before_it_is_elected_again() {
+    let ns = Namespace::new("fence-master-retention");
+    let zk = ns.connect();
+    let layout = ns.layout();
+    zkmw::session::ensure_namespace(&zk, &layout).expect("the namespace");
+    for seq in 1..=20 {
+        let result = model::TaskResult::failed(None, model::FailReason::Malformed, None, 0);
+        let path = layout.status_task(&zkmw::layout::task_name(seq));
+        zk.create(&path, &model::encode(&result)).expect("a result");
+    }
+    // The mark already covers them, so only the deletions' fence stands.
+    let mark = br#"{"purged_through":1000}"#.to_vec();
+    let set = |path: String, data: Vec<u8>| Op::SetData {
+        path,
+        data,
+        version: None,
+    };
+    zk.multi(&[set(layout.status(), mark)]).expect("the mark");
+    let master = ns.spawn_master("m1");
+    ns.wait_for_master("m1", secs(15));
+    zk.multi(&[set(layout.epoch(), b"next".to_vec())])
+        .expect("another master's epoch");
+    let out = ns.run(&["config", "set", "keep-results", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
+
+    let purged = wait_until(secs(30), || ns.children(&zk, &layout.status()).is_empty());
+    assert!(purged, "m1 never purged:\n{}", master.log());
+    let log = master.log();
+    let deleted_at = log.find("purged 20 results").expect("the purge's line");
+    let elected: Vec<usize> = log
+        .match_indices(": active (epoch")
+        .map(|(at, _)| at)
+        .collect();
+    assert!(
+        elected.len() >= 2 && elected[1] < deleted_at,
+        "m1 deleted results before it was elected again:\n{log}"
+    );
+}
