@@ -428,33 +428,42 @@ fn hand_made_task(job: String, token: &str) -> Task {
     }
 }
 
+/// Results for tasks 1 to `count`, in a fresh namespace, with the purge
+/// mark already above them (so a purge skips the mark's own fenced write
+/// and only the deletions' fence stands).
+fn results_below_the_mark(zk: &zkmw::zk::Zk, layout: &zkmw::layout::Layout, count: i64) {
+    zkmw::session::ensure_namespace(zk, layout).expect("the namespace");
+    for seq in 1..=count {
+        let result = model::TaskResult::failed(None, model::FailReason::Malformed, None, 0);
+        let path = layout.status_task(&zkmw::layout::task_name(seq));
+        zk.create(&path, &model::encode(&result)).expect("a result");
+    }
+    let mark = br#"{"purged_through":1000}"#.to_vec();
+    zk.multi(&[set_data(layout.status(), mark)])
+        .expect("the purge mark");
+}
+
+/// Sets a node's data whatever its version.
+fn set_data(path: String, data: Vec<u8>) -> Op {
+    Op::SetData {
+        path,
+        data,
+        version: None,
+    }
+}
+
 /// Retention is fenced like every master write: a master whose epoch has
 /// moved on deletes no result, even when the purge mark already covers
-/// them (so the mark's own fenced write is skipped and only the deletions'
-/// fence stands). With the current epoch, the same purge deletes them all.
+/// them. With the current epoch, the same purge deletes them all.
 #[test]
 fn a_deposed_masters_retention_deletes_no_result() {
     let ns = Namespace::new("fence-retention");
     let zk = ns.connect();
     let layout = ns.layout();
-    zkmw::session::ensure_namespace(&zk, &layout).expect("the namespace");
-    let names: Vec<String> = (1..=20).map(zkmw::layout::task_name).collect();
-    for name in &names {
-        let result = model::TaskResult::failed(None, model::FailReason::Malformed, None, 0);
-        zk.create(&layout.status_task(name), &model::encode(&result))
-            .expect("a result");
-    }
-    let mark = br#"{"purged_through":1000}"#.to_vec();
-    let set = |path: String, data: Vec<u8>| Op::SetData {
-        path,
-        data,
-        version: None,
-    };
-    zk.multi(&[set(layout.status(), mark)])
-        .expect("the purge mark");
+    results_below_the_mark(&zk, &layout, 20);
     let epoch = |zk: &zkmw::zk::Zk| zk.exists(&layout.epoch()).unwrap().unwrap().version;
     let deposed = epoch(&zk);
-    zk.multi(&[set(layout.epoch(), b"next".to_vec())])
+    zk.multi(&[set_data(layout.epoch(), b"next".to_vec())])
         .expect("a new master's epoch");
     let policy = || zkmw::retention::Policy {
         older_than: None,
@@ -464,11 +473,11 @@ fn a_deposed_masters_retention_deletes_no_result() {
     assert!(purged.is_err(), "fenced out: {purged:?}");
     assert_eq!(
         ns.children(&zk, &layout.status()).len(),
-        names.len(),
+        20,
         "a deposed master deleted results"
     );
     let purged = zkmw::retention::purge(&zk, &layout, policy(), Some(epoch(&zk)), &|_| {});
-    assert_eq!(purged.ok(), Some(names.len()), "the current epoch purges");
+    assert_eq!(purged.ok(), Some(20), "the current epoch purges");
 }
 
 /// The master's own retention turn carries its epoch: deposed behind its
@@ -479,23 +488,10 @@ fn a_deposed_master_purges_no_result_before_it_is_elected_again() {
     let ns = Namespace::new("fence-master-retention");
     let zk = ns.connect();
     let layout = ns.layout();
-    zkmw::session::ensure_namespace(&zk, &layout).expect("the namespace");
-    for seq in 1..=20 {
-        let result = model::TaskResult::failed(None, model::FailReason::Malformed, None, 0);
-        let path = layout.status_task(&zkmw::layout::task_name(seq));
-        zk.create(&path, &model::encode(&result)).expect("a result");
-    }
-    // The mark already covers them, so only the deletions' fence stands.
-    let mark = br#"{"purged_through":1000}"#.to_vec();
-    let set = |path: String, data: Vec<u8>| Op::SetData {
-        path,
-        data,
-        version: None,
-    };
-    zk.multi(&[set(layout.status(), mark)]).expect("the mark");
+    results_below_the_mark(&zk, &layout, 20);
     let master = ns.spawn_master("m1");
     ns.wait_for_master("m1", secs(15));
-    zk.multi(&[set(layout.epoch(), b"next".to_vec())])
+    zk.multi(&[set_data(layout.epoch(), b"next".to_vec())])
         .expect("another master's epoch");
     let out = ns.run(&["config", "set", "keep-results", "0"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
