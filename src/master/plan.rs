@@ -567,42 +567,41 @@ pub fn fence(layout: &Layout, epoch: i32) -> Op {
 /// transaction that starts with the [`fence`]. Indexes in an action's
 /// error count the fence as operation 0.
 pub fn ops(action: &Action, layout: &Layout) -> Vec<Op> {
-    let mut ops = Vec::new();
     match action {
         Action::Assign {
             task,
             worker,
             version,
             data,
-        } => ops.extend(move_node(
+        } => move_node(
             layout.task(task),
             *version,
             layout.assignment(worker, task),
             data,
-        )),
+        ),
         Action::Requeue {
             task,
             worker,
             version,
             data,
-        } => ops.extend(move_node(
+        } => move_node(
             layout.assignment(worker, task),
             *version,
             layout.task(task),
             data,
-        )),
+        ),
         // Version 0: only while no worker has claimed it.
         Action::Move {
             task,
             from,
             to,
             data,
-        } => ops.extend(move_node(
+        } => move_node(
             layout.assignment(from, task),
             0,
             layout.assignment(to, task),
             data,
-        )),
+        ),
         Action::Fail {
             task,
             from,
@@ -610,53 +609,46 @@ pub fn ops(action: &Action, layout: &Layout) -> Vec<Op> {
             result,
             cancel,
         } => {
-            ops.extend([
+            let mut ops = vec![
                 Op::Create {
                     path: layout.status_task(task),
                     data: encode(result),
                 },
                 origin_delete(layout, task, from, *version),
-            ]);
+            ];
             if *cancel {
-                ops.push(Op::Delete {
-                    path: layout.cancel_task(task),
-                    version: None,
-                });
+                ops.push(delete(layout.cancel_task(task)));
             }
+            ops
         }
-        Action::ForgetCancel { task } => ops.push(Op::Delete {
-            path: layout.cancel_task(task),
-            version: None,
-        }),
-        Action::LeaveLockQueue { lock, token } => ops.push(Op::Delete {
-            path: layout.lockq_member(lock, token),
-            version: None,
-        }),
+        Action::ForgetCancel { task } => vec![delete(layout.cancel_task(task))],
+        Action::LeaveLockQueue { lock, token } => vec![delete(layout.lockq_member(lock, token))],
         // Creating and deleting the worker's ephemeral node in the same
         // transaction proves the worker is not live: if it registered
         // meanwhile, the create fails and nothing is removed.
-        Action::RemoveAssignDir { worker } => ops.extend([
+        Action::RemoveAssignDir { worker } => vec![
             Op::CreateEphemeral {
                 path: layout.worker(worker),
                 data: Vec::new(),
             },
-            Op::Delete {
-                path: layout.worker(worker),
-                version: None,
-            },
-            Op::Delete {
-                path: layout.assign_dir(worker),
-                version: None,
-            },
-        ]),
+            delete(layout.worker(worker)),
+            delete(layout.assign_dir(worker)),
+        ],
     }
-    ops
+}
+
+/// Deletes `path` whatever its version.
+fn delete(path: String) -> Op {
+    Op::Delete {
+        path,
+        version: None,
+    }
 }
 
 /// A task's move from `from` (at `version`: nobody changed it since it was
 /// read) to `to`, carrying `data`.
-fn move_node(from: String, version: i32, to: String, data: &[u8]) -> [Op; 2] {
-    [
+fn move_node(from: String, version: i32, to: String, data: &[u8]) -> Vec<Op> {
+    vec![
         Op::Create {
             path: to,
             data: data.to_vec(),
