@@ -343,3 +343,57 @@ fn silent_partition_expires_the_worker_and_its_tasks_finish_once() {
         w1.log()
     );
 }
+
+/// Whether the server holds a watch of session `owner` on `path`: its
+/// `wchc` lists each session (in hex) with the paths it watches under it.
+fn server_watches(owner: i64, path: &str) -> bool {
+    let port: u16 = common::zk()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let report = common::ensemble::four_letter_word(port, "wchc");
+    let session = format!("{owner:#x}");
+    let mut ours = false;
+    for line in report.lines() {
+        match line.strip_prefix('\t') {
+            Some(watched) if ours && watched.trim() == path => return true,
+            Some(_) => {}
+            None => ours = line.trim() == session,
+        }
+    }
+    false
+}
+
+/// A worker's watch on its assignments outlives a reconnect (the client
+/// crate does not restore it: the worker adds it again): after each cut of
+/// its connection (its session lives on), the server holds the watch again
+/// and a new task reaches the worker long before its tick (60 s) would
+/// list the folder.
+#[test]
+fn a_worker_cut_off_and_back_watches_its_assignments_again() {
+    let ns = Namespace::new("net-cut-watch");
+    let proxy = Proxy::start(common::zk());
+    let _master = ns.spawn_master("m1");
+    let args = ["worker", "--id", "w1", "--threads", "2", "--tick", "60s"];
+    let w1 = ns.spawn_via("w1", &proxy.addr(), &args);
+    ns.wait_for_master("m1", secs(15));
+    ns.wait_for_workers(&["w1"], secs(15));
+    let zk = ns.connect();
+    let owner = worker_owner(&ns, &zk, "w1").expect("w1 is live");
+    let folder = ns.layout().assign_dir("w1");
+    for cut in 0..=2 {
+        if cut > 0 {
+            proxy.cut();
+        }
+        let watched = wait_until(secs(15), || server_watches(owner, &folder));
+        assert!(watched, "cut {cut}: no watch on {folder}:\n{}", w1.log());
+        let out = ns.submit_wait(&["true"]);
+        assert_eq!(out.status.code(), Some(0), "cut {cut}: {}", describe(&out));
+    }
+    assert_eq!(
+        worker_owner(&ns, &zk, "w1"),
+        Some(owner),
+        "the same session"
+    );
+}

@@ -44,7 +44,7 @@ use crate::obs::health::Stage;
 use crate::session::{self, Next};
 use crate::settings::{Given, Tuning, WORKER_KEYS};
 use crate::shutdown::Shutdown;
-use crate::zk::{ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
+use crate::zk::{ChildEvent, ConnectOptions, Op, SessionEvent, WatchEvent, Zk, ZkError};
 use decide::{Holder, InTheWay, Me};
 use serve::WorkerSession;
 
@@ -77,6 +77,8 @@ pub struct WorkerConfig {
 pub enum Msg {
     /// A watched node changed.
     Watch(WatchEvent),
+    /// The watch on the assignments folder saw a child come or go.
+    Children(ChildEvent),
     /// The session's state changed.
     Session(SessionEvent),
     /// Stop: drain and leave.
@@ -95,6 +97,12 @@ pub enum Msg {
 impl From<WatchEvent> for Msg {
     fn from(event: WatchEvent) -> Self {
         Msg::Watch(event)
+    }
+}
+
+impl From<ChildEvent> for Msg {
+    fn from(event: ChildEvent) -> Self {
+        Msg::Children(event)
     }
 }
 

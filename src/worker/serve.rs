@@ -1,5 +1,7 @@
-//! The worker's control loop for one session: reads its assignments when a
-//! watch fires, on a session change and every tick; claims those it can
+//! The worker's control loop for one session: reads the assignments its
+//! persistent watch reports (`zk::ChildWatch`: its own deletions cost it no
+//! listing), and lists them all when the watch begins, on a session change
+//! and every tick; claims those it can
 //! start and hands them to the thread pool; stores what became of the jobs
 //! that ended; gives its jobs up when cut off from ZooKeeper past the
 //! hold; pauses when its jobs cannot start; drains on SIGTERM.
@@ -30,7 +32,7 @@ use crate::notify;
 use crate::obs::health::Stage;
 use crate::session::{self, Next};
 use crate::settings::{self, Key, Tuning};
-use crate::zk::{Op, SessionEvent, Zk, ZkError};
+use crate::zk::{ChildEvent, ChildWatch, Op, SessionEvent, Zk, ZkError};
 
 /// Where a task this worker knows of stands locally.
 #[derive(Debug)]
@@ -94,8 +96,10 @@ pub struct WorkerSession<'a> {
     local: HashMap<String, Local>,
     /// Whether it takes work: not while draining or paused.
     accepting: bool,
-    /// The watch on the assignments folder is armed and has not fired.
-    armed: bool,
+    /// The watch on the assignments folder, while it reports.
+    assignments: Option<ChildWatch>,
+    /// The assignments it reported since the last read of them.
+    created: Vec<String>,
     /// The watch on /cancel is armed and has not fired.
     cancel_armed: bool,
     /// The tasks with a cancel request, as last listed.
@@ -139,7 +143,8 @@ impl<'a> WorkerSession<'a> {
             pool,
             local: HashMap::new(),
             accepting: true,
-            armed: false,
+            assignments: None,
+            created: Vec::new(),
             cancel_armed: false,
             cancels: HashSet::new(),
             cut_off_since: None,
@@ -206,6 +211,10 @@ impl<'a> WorkerSession<'a> {
                         self.on_watch(&event.path);
                         stale = true;
                     }
+                    Msg::Children(event) => {
+                        full |= self.on_children(event);
+                        stale = true;
+                    }
                     Msg::Session(event) => {
                         self.on_session(event);
                         (stale, full) = (true, true);
@@ -241,9 +250,28 @@ impl<'a> WorkerSession<'a> {
             self.cancel_armed = false;
         } else if path == self.cfg.layout.config() {
             self.settings_armed = false;
-        } else {
-            self.armed = false;
         }
+    }
+
+    /// What the watch on the assignments said: one to read, one gone (the
+    /// master took it back, if it was not claimed here), or the watch's
+    /// end (true: watch again and list them all).
+    fn on_children(&mut self, event: ChildEvent) -> bool {
+        match event {
+            ChildEvent::Created(task) => self.created.push(task),
+            ChildEvent::Deleted(task) => {
+                if let Some(Local::Waiting(_) | Local::Ignored(_)) = self.local.get(&task) {
+                    self.local.remove(&task);
+                }
+            }
+            ChildEvent::Ended(id) => {
+                if self.assignments.as_ref().is_some_and(|w| w.id() == id) {
+                    self.assignments = None;
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     fn on_session(&mut self, event: SessionEvent) {
@@ -309,22 +337,28 @@ impl<'a> WorkerSession<'a> {
     }
 
     /// Reads the settings and the cancel requests if their watches fired,
-    /// and the assignments (keeping the ones it has not seen) if theirs
-    /// did or `full`: a cancel request or a new setting alone changes no
-    /// assignment.
+    /// the assignments the watch reported since the last round, and, if
+    /// `full` or the watch is not on, all of them (keeping the ones it has
+    /// not seen).
     fn round(&mut self, full: bool) -> Result<(), ZkError> {
         self.read_settings()?;
         self.read_cancels()?;
-        if self.armed && !full {
-            return Ok(());
+        let now = Instant::now();
+        if self.assignments.is_some() && !full {
+            let created = std::mem::take(&mut self.created);
+            return self.read_new(created.clone(), now).inspect_err(|_| {
+                // Read again next round.
+                self.created.extend(created);
+            });
         }
         let dir = self.cfg.layout.assign_dir(&self.cfg.id);
-        let listed = if self.armed {
-            self.zk.children(&dir)
-        } else {
-            self.zk.children_watch(&dir, &self.ctx.tx)
-        };
-        let listed = match listed {
+        // Watched first, then listed: the listing covers what happened
+        // before the watch began.
+        if self.assignments.is_none() {
+            self.assignments = Some(self.zk.watch_children(&dir, &self.ctx.tx)?);
+        }
+        self.created.clear();
+        let listed = match self.zk.children(&dir) {
             Ok(listed) => listed,
             Err(ZkError::NoNode) => {
                 // The folder went away under us (a master cleaning up just as
@@ -333,15 +367,19 @@ impl<'a> WorkerSession<'a> {
             }
             Err(err) => return Err(err),
         };
-        self.armed = true;
         // Forget what the master took back (unclaimed: it may move them),
         // and look again at what was set aside long enough ago.
-        let now = Instant::now();
         self.local.retain(|task, state| match state {
             Local::Ignored(until) => *until > now && listed.contains(task),
             Local::Waiting(_) => listed.contains(task),
             _ => true,
         });
+        self.read_new(listed, now)
+    }
+
+    /// Reads the assignments among `listed` it does not know yet, and
+    /// takes each as waiting, set aside or malformed.
+    fn read_new(&mut self, listed: Vec<String>, now: Instant) -> Result<(), ZkError> {
         let new: Vec<String> = listed
             .into_iter()
             .filter(|t| !self.local.contains_key(t) && !self.cancels.contains(t))

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::thread;
 
-use async_executor::Executor;
+use async_executor::{Executor, Task};
 use log::warn;
 
 /// Runs every forwarding task; driven by the `zk-events` thread.
@@ -17,6 +17,14 @@ static EXECUTOR: Executor<'static> = Executor::new();
 /// If that thread cannot start, notifications are lost and the roles rely
 /// on their periodic tick, which is said once in the log.
 pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    if let Some(task) = spawn_owned(task) {
+        task.detach();
+    }
+}
+
+/// Like [`spawn`], but `task` is cancelled when the returned handle is
+/// dropped; `None` when the events thread cannot start.
+pub fn spawn_owned(task: impl Future<Output = ()> + Send + 'static) -> Option<Task<()>> {
     static RUNNING: OnceLock<bool> = OnceLock::new();
     let running = *RUNNING.get_or_init(|| {
         thread::Builder::new()
@@ -31,7 +39,5 @@ pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
             })
             .is_ok()
     });
-    if running {
-        EXECUTOR.spawn(task).detach();
-    }
+    running.then(|| EXECUTOR.spawn(task))
 }

@@ -1,8 +1,9 @@
 //! The only code that touches zookeeper-client.
 //!
 //! zkmw is synchronous; the crate is async. This layer turns each call into a
-//! blocking one with a deadline (`block.rs`), forwards one-shot watches and
-//! session state changes into a crossbeam channel (`events.rs`), and maps
+//! blocking one with a deadline (`block.rs`), forwards one-shot watches,
+//! persistent child watches (`children.rs`) and session state changes into
+//! a crossbeam channel (`events.rs`), and maps
 //! every failure to [`ZkError`]. Nothing else in zkmw sees a future or a
 //! type of the crate.
 //!
@@ -19,6 +20,7 @@
 //! [`group`] allows (group commit).
 
 mod block;
+mod children;
 mod diagnose;
 mod error;
 mod events;
@@ -26,6 +28,7 @@ pub mod group;
 mod keeper;
 mod txn;
 
+pub use children::{ChildEvent, ChildWatch};
 pub use error::ZkError;
 pub use txn::Op;
 
