@@ -256,10 +256,11 @@ def round_trips(zk, runs):
 # The round trips `submit --wait` cannot avoid, in order: the submitter
 # checks the queue's size (--max-pending) and creates the task, then arms
 # its watch on the result; the master lists what is new and reads the task,
-# then assigns it; the worker lists its assignments and reads the task, then
-# claims it; runs it; stores the result; the submitter reads it. A watch
-# says only "something changed", hence each list and read.
-CHAIN_READS = 7
+# then assigns it; the worker reads the task its persistent watch named,
+# then claims it; runs it; stores the result; the submitter reads it. The
+# master's and the submitter's one-shot watches say only "something
+# changed", hence their list and reads.
+CHAIN_READS = 6
 CHAIN_WRITES = 4
 
 

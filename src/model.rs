@@ -573,6 +573,30 @@ mod tests {
         }
     }
 
+    /// `--retry-failed N`: N re-runs of a failed run at most, each wait
+    /// twice the one before; an exit code of 0 or a cancel is never re-run.
+    #[test]
+    fn a_failed_run_is_retried_n_times_with_a_doubling_delay() {
+        let failed = AttemptEnd::Exited { code: 1 };
+        let mut t = Task {
+            retry_failed: 3,
+            retry_delay_ms: 100,
+            ..task()
+        };
+        let mut waits = Vec::new();
+        while let Some(wait) = t.retry_after(&failed) {
+            waits.push(wait);
+            t.failed_runs += 1;
+        }
+        assert_eq!(waits, [100, 200, 400]);
+        t.failed_runs = 0;
+        assert_eq!(t.retry_after(&AttemptEnd::Exited { code: 0 }), None);
+        let cancelled = AttemptEnd::Failed {
+            reason: FailReason::Cancelled,
+        };
+        assert_eq!(t.retry_after(&cancelled), None);
+    }
+
     #[test]
     fn round_trips_records() {
         let t = task();

@@ -373,3 +373,37 @@ pub fn finish_ops(layout: &Layout, worker: &str, name: &str, result: &TaskResult
     }
     ops
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::decide::{self, ClaimVerdict};
+    use crate::zk::ZkError;
+    use crate::zk::group::fake::FakeZk;
+
+    /// The claim takes an assignment only at version 0: one that a run
+    /// raised already (its claim gone with that run's session, say) is not
+    /// this worker's to run again; the master decides what becomes of it.
+    #[test]
+    fn a_claim_takes_only_an_assignment_no_run_has_raised() {
+        let layout = Layout::new("/zkmw");
+        let task = "task-0000000001";
+        let assignment = layout.assignment("w1", task);
+        let mut zk = FakeZk::with(&[&assignment]);
+        zk.nodes.insert(assignment.clone(), 1);
+        let (_, ops) = claim(&layout, "w1", task, Task::default(), 0);
+
+        let raised = zk.send(std::slice::from_ref(&ops)).remove(0).map(|_| ());
+        assert!(
+            matches!(raised, Err(ZkError::TxnFailed { index: 0, .. })),
+            "{raised:?}"
+        );
+        assert_eq!(decide::on_claim(&raised), ClaimVerdict::NotOurs);
+        assert!(!zk.has(&layout.running_task(task)), "no claim was made");
+
+        zk.nodes.insert(assignment.clone(), 0);
+        let fresh = zk.send(&[ops]).remove(0).map(|_| ());
+        assert_eq!(decide::on_claim(&fresh), ClaimVerdict::Ours);
+        assert_eq!(zk.nodes[&assignment], 1, "the claim raised it");
+    }
+}
