@@ -201,6 +201,39 @@ fn skip_if_locked_from_concurrent_submitters_stores_one_task() {
     );
 }
 
+/// A `--skip-if-locked` submit that meets a queue member whose submit has
+/// stored its task but not yet written its id into the member (the moment
+/// between the two) waits for the id and names that task.
+#[test]
+fn skip_if_locked_names_a_holder_whose_id_is_written_a_moment_later() {
+    let ns = Namespace::new("cron-skip-unnamed");
+    let zk = ns.connect();
+    let layout = ns.layout();
+    zkmw::session::ensure_namespace(&zk, &layout).expect("the namespace");
+    zk.ensure(&layout.lockq_dir("nightly")).expect("the queue");
+    let member = layout.lockq_member("nightly", "a-token");
+    zk.create(&member, b"a-token").expect("a member");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The racing submit, a moment after its transaction.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let named = zkmw::zk::Op::SetData {
+                path: member.clone(),
+                data: b"task-0000000007".to_vec(),
+                version: Some(0),
+            };
+            zk.multi(&[named]).expect("naming the member");
+        });
+        let out = ns.run(&["submit", "--lock", "nightly", "--skip-if-locked", "true"]);
+        assert_eq!(out.status.code(), Some(122), "{}", describe(&out));
+        assert!(
+            stderr(&out).contains("is held by task-0000000007"),
+            "{}",
+            describe(&out)
+        );
+    });
+}
+
 fn pending_or_running(ns: &Namespace) -> u64 {
     let t = &ns.status_json()["tasks"];
     ["pending", "assigned", "running"]

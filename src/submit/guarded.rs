@@ -208,19 +208,37 @@ fn lock_queue(zk: &Zk, layout: &Layout, lock: &str) -> Result<(i32, NodeStat), Z
     }
 }
 
-/// The ids of the tasks in a lock's queue (as far as they are written).
+/// The ids of the tasks in a lock's queue. Each member's id is written by
+/// its submit just after the task is stored, so wait a moment for those
+/// not written yet (a submit racing this one), then give what is known.
 fn holders(zk: &Zk, layout: &Layout, lock: &str) -> Vec<String> {
+    let until = Instant::now() + NAME_WAIT;
+    loop {
+        let (named, unnamed) = queue_members(zk, layout, lock);
+        if unnamed == 0 || Instant::now() >= until {
+            return named;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The ids written in a lock's queue members, and how many members have
+/// none yet.
+fn queue_members(zk: &Zk, layout: &Layout, lock: &str) -> (Vec<String>, usize) {
     let members = zk.children(&layout.lockq_dir(lock)).unwrap_or_default();
     let paths: Vec<String> = members
         .iter()
         .map(|m| layout.lockq_member(lock, m))
         .collect();
-    zk.get_many(&paths)
+    let data: Vec<String> = zk
+        .get_many(&paths)
         .into_iter()
         .filter_map(|got| got.ok().flatten())
         .map(|(data, _)| String::from_utf8_lossy(&data).into_owned())
-        .filter(|name| is_task_name(name))
-        .collect()
+        .collect();
+    let (named, unnamed): (Vec<String>, Vec<String>) =
+        data.into_iter().partition(|name| is_task_name(name));
+    (named, unnamed.len())
 }
 
 /// Writes the new task's id into its key and its queue member.

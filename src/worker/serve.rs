@@ -357,7 +357,6 @@ impl<'a> WorkerSession<'a> {
         if self.assignments.is_none() {
             self.assignments = Some(self.zk.watch_children(&dir, &self.ctx.tx)?);
         }
-        self.created.clear();
         let listed = match self.zk.children(&dir) {
             Ok(listed) => listed,
             Err(ZkError::NoNode) => {
@@ -367,6 +366,8 @@ impl<'a> WorkerSession<'a> {
             }
             Err(err) => return Err(err),
         };
+        // The listing covers what the watch reported so far.
+        self.created.clear();
         // Forget what the master took back (unclaimed: it may move them),
         // and look again at what was set aside long enough ago.
         self.local.retain(|task, state| match state {
