@@ -61,6 +61,11 @@ pub fn store_guarded(
             .unwrap_or(Duration::from_secs(10));
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let doing = |err| Error::zk("storing the task", err);
+    // The floor of the first try: the search for a task an earlier try may
+    // have stored starts there.
+    let mut since = None;
+    // An earlier try's outcome is unknown.
+    let mut unsure = false;
     loop {
         if Instant::now() > give_up {
             return Err(doing(ZkError::Timeout));
@@ -80,6 +85,10 @@ pub fn store_guarded(
             }
             Err(err) => return Err(doing(err)),
         };
+        let search = (*since.get_or_insert(floor), give_up);
+        if unsure && own_member(zk, layout, task).map_err(doing)? {
+            return stored_after_all(zk, cfg, task, search);
+        }
         let queue = match &task.lock {
             Some(lock) => Some(lock_queue(zk, layout, lock).map_err(doing)?),
             None => None,
@@ -98,10 +107,13 @@ pub fn store_guarded(
                 name_it(zk, layout, task, &name);
                 return Ok(Stored::New(name));
             }
-            Err(err) => match on_failure(zk, cfg, task, &ops, &err, (floor, give_up))? {
-                Some(stored) => return Ok(stored),
-                None => backoff.sleep(),
-            },
+            Err(err) => {
+                unsure |= err.is_unknown_outcome() || err.is_session_lost();
+                match on_failure(zk, cfg, task, &ops, &err, search)? {
+                    Some(stored) => return Ok(stored),
+                    None => backoff.sleep(),
+                }
+            }
         }
     }
 }
@@ -125,7 +137,18 @@ fn on_failure(
             let key = task.unique.as_deref().unwrap_or_default();
             existing(zk, layout, key).map(|name| name.map(Stored::Existing))
         }
-        // The queue moved (another task joined): read it again.
+        // Its own queue member (named by its token) is there: an earlier
+        // try, whose outcome was unknown, went through after all.
+        (Some(i), ZkError::NodeExists)
+            if task
+                .lock
+                .as_ref()
+                .is_some_and(|lock| ops[i].path() == layout.lockq_member(lock, &task.token)) =>
+        {
+            stored_after_all(zk, cfg, task, search).map(Some)
+        }
+        // The queue moved (another task joined, or an earlier try of this
+        // one went through): read it again.
         (Some(_), ZkError::BadVersion) => Ok(None),
         (Some(_), ZkError::NoNode) => {
             session::ensure_namespace(zk, layout)
@@ -206,6 +229,38 @@ fn lock_queue(zk: &Zk, layout: &Layout, lock: &str) -> Result<(i32, NodeStat), Z
         }
         zk.ensure(&path)?;
     }
+}
+
+/// Whether this submit's own lock queue member is there: proof that a try
+/// of its transaction went through (the member is named by its token, and
+/// comes and goes with the task, all-or-nothing).
+fn own_member(zk: &Zk, layout: &Layout, task: &Task) -> Result<bool, ZkError> {
+    match &task.lock {
+        Some(lock) => Ok(zk
+            .exists(&layout.lockq_member(lock, &task.token))?
+            .is_some()),
+        None => Ok(false),
+    }
+}
+
+/// The task an earlier try of this submit stored after all (its outcome
+/// was unknown, and it was applied only after the search for it).
+fn stored_after_all(
+    zk: &mut Zk,
+    cfg: &SubmitConfig,
+    task: &Task,
+    search: (i32, Instant),
+) -> Result<Stored, Error> {
+    let tokens = HashMap::from([(task.token.as_str(), 0)]);
+    let found = find_until(zk, cfg, &tokens, search.0, search.1)?;
+    let name = found.get(&0).cloned().ok_or_else(|| {
+        Error::zk(
+            "finding the task an earlier try stored (its lock queue member is there)",
+            ZkError::NoNode,
+        )
+    })?;
+    name_it(zk, &cfg.layout, task, &name);
+    Ok(Stored::New(name))
 }
 
 /// The ids of the tasks in a lock's queue. Each member's id is written by
