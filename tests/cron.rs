@@ -207,16 +207,16 @@ fn skip_if_locked_from_concurrent_submitters_stores_one_task() {
 #[test]
 fn skip_if_locked_names_a_holder_whose_id_is_written_a_moment_later() {
     let ns = Namespace::new("cron-skip-unnamed");
-    let zk = ns.connect();
+    let zk = ns.connect_prepared();
     let layout = ns.layout();
-    zkmw::session::ensure_namespace(&zk, &layout).expect("the namespace");
     zk.ensure(&layout.lockq_dir("nightly")).expect("the queue");
     let member = layout.lockq_member("nightly", "a-token");
     zk.create(&member, b"a-token").expect("a member");
     std::thread::scope(|s| {
         s.spawn(|| {
-            // The racing submit, a moment after its transaction.
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            // The racing submit, a moment after its transaction (well
+            // within the 2 s the refused one waits for the id).
+            std::thread::sleep(std::time::Duration::from_secs(1));
             let named = zkmw::zk::Op::SetData {
                 path: member.clone(),
                 data: b"task-0000000007".to_vec(),

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 
 use common::{Background, Namespace};
 use zkmw::model::{self, Task};
-use zkmw::session;
 use zkmw::submit::find_by_tokens;
 use zkmw::zk::Op;
 
@@ -22,8 +21,7 @@ use zkmw::zk::Op;
 fn a_task_that_moves_during_the_search_for_its_token_is_found_every_time() {
     let ns = Namespace::new("exact-search");
     let layout = ns.layout();
-    let zk = ns.connect();
-    session::ensure_namespace(&zk, &layout).expect("namespace");
+    let zk = ns.connect_prepared();
     for worker in ["w1", "w2"] {
         zk.ensure(&layout.assign_dir(worker))
             .expect("assign folder");

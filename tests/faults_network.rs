@@ -191,8 +191,7 @@ fn nodes_with_job(ns: &Namespace, zk: &Zk, job: &str) -> Vec<(String, String)> {
 fn create_whose_reply_is_lost_stores_the_task_exactly_once() {
     let ns = Namespace::new("net-ambiguous");
     let ledger = ns.ledger();
-    let zk = ns.connect();
-    zkmw::session::ensure_namespace(&zk, &ns.layout()).expect("namespace");
+    let zk = ns.connect_prepared();
     let marker = format!("ambiguous-{}", now_ms());
     let job = format!("{}; : {marker}", ledger.record());
     let proxy = Proxy::start(common::zk());

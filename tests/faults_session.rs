@@ -428,11 +428,10 @@ fn hand_made_task(job: String, token: &str) -> Task {
     }
 }
 
-/// Results for tasks 1 to `count`, in a fresh namespace, with the purge
+/// Results for tasks 1 to `count`, in a prepared namespace, with the purge
 /// mark already above them (so a purge skips the mark's own fenced write
 /// and only the deletions' fence stands).
 fn results_below_the_mark(zk: &zkmw::zk::Zk, layout: &zkmw::layout::Layout, count: i64) {
-    zkmw::session::ensure_namespace(zk, layout).expect("the namespace");
     for seq in 1..=count {
         let result = model::TaskResult::failed(None, model::FailReason::Malformed, None, 0);
         let path = layout.status_task(&zkmw::layout::task_name(seq));
@@ -458,7 +457,7 @@ fn set_data(path: String, data: Vec<u8>) -> Op {
 #[test]
 fn a_deposed_masters_retention_deletes_no_result() {
     let ns = Namespace::new("fence-retention");
-    let zk = ns.connect();
+    let zk = ns.connect_prepared();
     let layout = ns.layout();
     results_below_the_mark(&zk, &layout, 20);
     let epoch = |zk: &zkmw::zk::Zk| zk.exists(&layout.epoch()).unwrap().unwrap().version;
@@ -486,7 +485,7 @@ fn a_deposed_masters_retention_deletes_no_result() {
 #[test]
 fn a_deposed_master_purges_no_result_before_it_is_elected_again() {
     let ns = Namespace::new("fence-master-retention");
-    let zk = ns.connect();
+    let zk = ns.connect_prepared();
     let layout = ns.layout();
     results_below_the_mark(&zk, &layout, 20);
     let master = ns.spawn_master("m1");

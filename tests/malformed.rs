@@ -62,9 +62,8 @@ fn garbage_tasks_fail_as_malformed_and_normal_jobs_still_run() {
 #[test]
 fn garbage_present_before_the_master_starts_fails_as_malformed() {
     let ns = Namespace::new("malformed-at-start");
-    let zk = ns.connect();
+    let zk = ns.connect_prepared();
     let layout = ns.layout();
-    zkmw::session::ensure_namespace(&zk, &layout).expect("creating the namespace");
     zk.create(&layout.task("task-9000000001"), b"{\"job\":")
         .expect("creating a garbage task");
     // A task name that is not one, holding a valid task: it must not run.

@@ -11,7 +11,6 @@ use common::ensemble::four_letter_word;
 use common::{Namespace, describe, stdout};
 use zkmw::layout::task_name;
 use zkmw::model::{self, FailReason, TaskResult};
-use zkmw::session::ensure_namespace;
 
 const RESULTS: i64 = 300;
 
@@ -33,9 +32,8 @@ fn zxid(hosts: &str) -> u64 {
 #[test]
 fn purge_deletes_many_results_and_their_keys_in_a_few_transactions() {
     let ns = Namespace::new("retention-grouped");
-    let zk = ns.connect();
+    let zk = ns.connect_prepared();
     let layout = ns.layout();
-    ensure_namespace(&zk, &layout).expect("the namespace");
     // 300 results, every tenth with a unique key that goes with it.
     for seq in 1..=RESULTS {
         let name = task_name(seq);

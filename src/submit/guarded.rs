@@ -118,6 +118,47 @@ pub fn store_guarded(
     }
 }
 
+/// What a failed guarded transaction says, read from its failing
+/// operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Another task has the key.
+    KeyTaken,
+    /// Its own queue member (named by its token) is there: an earlier try,
+    /// whose outcome was unknown, went through after all.
+    OwnMember,
+    /// The queue moved (another task joined, or an earlier try of this one
+    /// went through): read it again.
+    QueueMoved,
+    /// A folder of the namespace is missing.
+    NoNamespace,
+    /// Whether anything was stored is unknown.
+    Unknown,
+    /// Nothing was stored, and trying again will not change that.
+    Refused,
+}
+
+/// Reads `err`, the failure of `task`'s guarded transaction `ops`.
+fn failure(layout: &Layout, task: &Task, ops: &[Op], err: &ZkError) -> Failure {
+    let own_member = |i: usize| {
+        task.lock
+            .as_ref()
+            .is_some_and(|lock| ops[i].path() == layout.lockq_member(lock, &task.token))
+    };
+    match err.txn_cause() {
+        (Some(i), ZkError::NodeExists)
+            if task.unique.is_some() && ops[i].path().starts_with(&layout.unique()) =>
+        {
+            Failure::KeyTaken
+        }
+        (Some(i), ZkError::NodeExists) if own_member(i) => Failure::OwnMember,
+        (Some(_), ZkError::BadVersion) => Failure::QueueMoved,
+        (Some(_), ZkError::NoNode) => Failure::NoNamespace,
+        (None, cause) if cause.is_unknown_outcome() || cause.is_session_lost() => Failure::Unknown,
+        _ => Failure::Refused,
+    }
+}
+
 /// What a failed guarded transaction means: the task found after all, the
 /// key's task, or `None` to try again (only once it is known that nothing
 /// was stored). `search` is the floor and the deadline of a search by token.
@@ -130,41 +171,23 @@ fn on_failure(
     search: (i32, Instant),
 ) -> Result<Option<Stored>, Error> {
     let layout = &cfg.layout;
-    match err.txn_cause() {
-        (Some(i), ZkError::NodeExists)
-            if task.unique.is_some() && ops[i].path().starts_with(&layout.unique()) =>
-        {
+    match failure(layout, task, ops, err) {
+        Failure::KeyTaken => {
             let key = task.unique.as_deref().unwrap_or_default();
             existing(zk, layout, key).map(|name| name.map(Stored::Existing))
         }
-        // Its own queue member (named by its token) is there: an earlier
-        // try, whose outcome was unknown, went through after all.
-        (Some(i), ZkError::NodeExists)
-            if task
-                .lock
-                .as_ref()
-                .is_some_and(|lock| ops[i].path() == layout.lockq_member(lock, &task.token)) =>
-        {
-            stored_after_all(zk, cfg, task, search).map(Some)
-        }
-        // The queue moved (another task joined, or an earlier try of this
-        // one went through): read it again.
-        (Some(_), ZkError::BadVersion) => Ok(None),
-        (Some(_), ZkError::NoNode) => {
+        Failure::OwnMember => stored_after_all(zk, cfg, task, search).map(Some),
+        Failure::QueueMoved => Ok(None),
+        Failure::NoNamespace => {
             session::ensure_namespace(zk, layout)
                 .map_err(|e| Error::zk(format!("creating {}", layout.root()), e))?;
             Ok(None)
         }
-        (None, cause) if cause.is_unknown_outcome() || cause.is_session_lost() => {
+        Failure::Unknown => {
             warn!("storing the task: {err}; checking whether it was stored");
-            let tokens = HashMap::from([(task.token.as_str(), 0)]);
-            let found = find_until(zk, cfg, &tokens, search.0, search.1)?;
-            Ok(found.get(&0).map(|name| {
-                name_it(zk, layout, task, name);
-                Stored::New(name.clone())
-            }))
+            find_own(zk, cfg, task, search)
         }
-        _ => Err(Error::zk(
+        Failure::Refused => Err(Error::zk(
             format!("storing the task in {}", layout.tasks()),
             err.clone(),
         )),
@@ -251,16 +274,28 @@ fn stored_after_all(
     task: &Task,
     search: (i32, Instant),
 ) -> Result<Stored, Error> {
-    let tokens = HashMap::from([(task.token.as_str(), 0)]);
-    let found = find_until(zk, cfg, &tokens, search.0, search.1)?;
-    let name = found.get(&0).cloned().ok_or_else(|| {
+    find_own(zk, cfg, task, search)?.ok_or_else(|| {
         Error::zk(
             "finding the task an earlier try stored (its lock queue member is there)",
             ZkError::NoNode,
         )
-    })?;
-    name_it(zk, &cfg.layout, task, &name);
-    Ok(Stored::New(name))
+    })
+}
+
+/// The task this submit stored, if a search by its token finds it; its id
+/// is then written into its key and queue member.
+fn find_own(
+    zk: &mut Zk,
+    cfg: &SubmitConfig,
+    task: &Task,
+    search: (i32, Instant),
+) -> Result<Option<Stored>, Error> {
+    let tokens = HashMap::from([(task.token.as_str(), 0)]);
+    let found = find_until(zk, cfg, &tokens, search.0, search.1)?;
+    Ok(found.get(&0).map(|name| {
+        name_it(zk, &cfg.layout, task, name);
+        Stored::New(name.clone())
+    }))
 }
 
 /// The ids of the tasks in a lock's queue. Each member's id is written by
@@ -353,3 +388,4 @@ fn existing(zk: &Zk, layout: &Layout, key: &str) -> Result<Option<String>, Error
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+

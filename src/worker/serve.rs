@@ -346,7 +346,7 @@ impl<'a> WorkerSession<'a> {
         let now = Instant::now();
         if self.assignments.is_some() && !full {
             let created = std::mem::take(&mut self.created);
-            return self.read_new(created.clone(), now).inspect_err(|_| {
+            return self.read_new(&created, now).inspect_err(|_| {
                 // Read again next round.
                 self.created.extend(created);
             });
@@ -375,15 +375,16 @@ impl<'a> WorkerSession<'a> {
             Local::Waiting(_) => listed.contains(task),
             _ => true,
         });
-        self.read_new(listed, now)
+        self.read_new(&listed, now)
     }
 
     /// Reads the assignments among `listed` it does not know yet, and
     /// takes each as waiting, set aside or malformed.
-    fn read_new(&mut self, listed: Vec<String>, now: Instant) -> Result<(), ZkError> {
+    fn read_new(&mut self, listed: &[String], now: Instant) -> Result<(), ZkError> {
         let new: Vec<String> = listed
-            .into_iter()
-            .filter(|t| !self.local.contains_key(t) && !self.cancels.contains(t))
+            .iter()
+            .filter(|t| !self.local.contains_key(*t) && !self.cancels.contains(*t))
+            .cloned()
             .collect();
         let paths: Vec<String> = new
             .iter()

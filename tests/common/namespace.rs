@@ -341,6 +341,14 @@ impl Namespace {
         Zk::connect(&connect_options(&self.hosts)).expect("test session to ZooKeeper")
     }
 
+    /// Like [`Namespace::connect`], with the namespace's own nodes made
+    /// first, for a test that writes into it before any role runs.
+    pub fn connect_prepared(&self) -> Zk {
+        let zk = self.connect();
+        zkmw::session::ensure_namespace(&zk, &self.layout()).expect("the namespace");
+        zk
+    }
+
     /// Waits until task `id` is in `state` (`status TASK --json`); the
     /// task's view then.
     pub fn wait_task_state(&self, id: &str, state: &str, deadline: Instant) -> Value {
