@@ -389,3 +389,37 @@ fn existing(zk: &Zk, layout: &Layout, key: &str) -> Result<Option<String>, Error
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_at(index: usize, cause: ZkError) -> ZkError {
+        ZkError::TxnFailed {
+            index,
+            cause: Box::new(cause),
+        }
+    }
+
+    /// The failing operation and its cause say what a guarded store does
+    /// next; its own queue member found there means an earlier try stored
+    /// the task, not that the store failed.
+    #[test]
+    fn a_failure_is_read_from_the_operation_it_names() {
+        let layout = Layout::new("/zkmw");
+        let task = Task {
+            lock: Some("nightly".into()),
+            unique: Some("backup".into()),
+            token: "tok".into(),
+            ..Task::default()
+        };
+        // The queue's bump, its own member, the key, the task.
+        let ops = guarded_ops(&layout, &task, b"{}", Some(3), false);
+        let read = |err: ZkError| failure(&layout, &task, &ops, &err);
+        assert_eq!(read(failed_at(1, ZkError::NodeExists)), Failure::OwnMember);
+        assert_eq!(read(failed_at(2, ZkError::NodeExists)), Failure::KeyTaken);
+        assert_eq!(read(failed_at(0, ZkError::BadVersion)), Failure::QueueMoved);
+        assert_eq!(read(failed_at(3, ZkError::NoNode)), Failure::NoNamespace);
+        assert_eq!(read(ZkError::ConnectionLoss), Failure::Unknown);
+        assert_eq!(read(failed_at(3, ZkError::NodeExists)), Failure::Refused);
+    }
+}
