@@ -87,8 +87,9 @@ pub struct GlobalArgs {
     /// Key of the client certificate (PEM file).
     #[arg(long, env = "ZKMW_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
-    /// How long submit, status and purge keep trying to reach ZooKeeper before
-    /// exiting 125 (at least 1s).
+    /// How long a command (submit, status, tasks, purge...) keeps trying to
+    /// reach ZooKeeper before exiting 125, and to read again when the
+    /// connection drops under a read (at least 1s).
     #[arg(long, env = "ZKMW_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = DurationIn::at_least(SECOND))]
     pub connect_timeout: Duration,
     /// How log lines are written: text (for people) or json (one object

@@ -243,6 +243,50 @@ fn create_whose_reply_is_lost_stores_the_task_exactly_once() {
     assert_eq!(nodes_with_job(&ns, &zk, &job).len(), 1);
 }
 
+/// Runs `args` through a proxy that loses the reply to the first request
+/// naming `needle`, then cuts that connection (as a server of an ensemble
+/// stopping does to a read in flight) and lets the reconnect through.
+fn run_with_a_read_cut_off(ns: &Namespace, needle: &str, args: &[&str]) -> std::process::Output {
+    let proxy = Proxy::start(common::zk());
+    proxy.mute_replies_on(needle.as_bytes());
+    std::thread::scope(|s| {
+        let run = s.spawn(|| ns.run_via(&proxy.addr(), args));
+        let muted = wait_until(secs(15), || proxy.triggered());
+        proxy.heal();
+        let out = run.join().expect("command thread");
+        assert!(muted, "the command never read {needle}: {}", describe(&out));
+        out
+    })
+}
+
+#[test]
+fn a_read_cut_off_mid_call_fails_neither_submit_nor_status() {
+    let ns = Namespace::new("net-read-cut");
+    let zk = ns.connect_prepared();
+    let job = format!("echo read-cut-{}", now_ms());
+
+    // submit reads the cluster settings first: that read is cut off.
+    let config = ns.layout().config();
+    let out = run_with_a_read_cut_off(&ns, &config, &["submit", &job]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let id = stdout(&out).trim().to_string();
+    let stored = nodes_with_job(&ns, &zk, &job);
+    assert_eq!(
+        stored
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .collect::<Vec<_>>(),
+        [id.as_str()],
+        "the one task submit printed holds the job: {stored:?}"
+    );
+
+    // status's first read of the namespace is cut off.
+    let out = run_with_a_read_cut_off(&ns, &ns.layout().tasks(), &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let status: Value = serde_json::from_str(&stdout(&out)).expect("status --json is JSON");
+    assert_eq!(status["tasks"]["pending"], 1, "{status}");
+}
+
 #[test]
 fn silent_partition_expires_the_worker_and_its_tasks_finish_once() {
     const FIRST: usize = 8;

@@ -14,7 +14,9 @@
 //! expired client never opens a new session by itself; and it gives a
 //! session up after 1.4 session timeouts without an answer, so `keeper.rs`
 //! reconnects to the same session for as long as the server holds it.
-//! Requests over the server's packet limit are refused here, unsent
+//! A short command's reads ride out a dropped connection: they are tried
+//! again for up to its connect timeout (a read changes nothing); writes
+//! never are, here. Requests over the server's packet limit are refused here, unsent
 //! ([`ZkError::TooLarge`]): the server would drop the connection. Steps
 //! ready at once are sent as few transactions and multi-reads as
 //! [`group`] allows (group commit).
@@ -53,7 +55,9 @@ pub struct ConnectOptions {
     pub session_timeout: Duration,
     /// Deadline of each call.
     pub call_timeout: Duration,
-    /// How long to keep trying to connect; `None` means forever (services).
+    /// How long to keep trying to connect, and (for a command, not a
+    /// service) to try a read again after an unknown outcome; `None` means
+    /// forever (services).
     pub connect_timeout: Option<Duration>,
     /// Digest credentials `user:password`; nodes are then creator-only.
     pub auth: Option<String>,
@@ -150,6 +154,9 @@ pub struct Zk {
     /// The negotiated session timeout.
     session_timeout: Duration,
     session_id: i64,
+    /// How long a read is tried again after an unknown outcome (see
+    /// [`Zk::patiently`]); `None` for services.
+    read_patience: Option<Duration>,
 }
 
 /// Largest request zkmw sends. ZooKeeper drops the connection on a packet of
@@ -234,6 +241,7 @@ impl Zk {
             acls,
             session_timeout,
             session_id,
+            read_patience: opts.connect_timeout.filter(|_| !opts.service),
         }
     }
 
@@ -294,6 +302,47 @@ impl Zk {
         Instant::now() + self.call_timeout
     }
 
+    /// Runs `read` again while its outcome is unknown (the link dropped
+    /// mid-call, a server of the ensemble stopped), for as long as a short
+    /// command waits for ZooKeeper (its connect timeout): a read changes
+    /// nothing, so trying it again is safe, and one server restarting must
+    /// not fail a command. Services try once: their control loops read
+    /// again on their next round.
+    fn patiently<T>(&self, mut read: impl FnMut() -> Result<T, ZkError>) -> Result<T, ZkError> {
+        let Some(patience) = self.read_patience else {
+            return read();
+        };
+        let give_up = Instant::now() + patience;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        loop {
+            match read() {
+                Err(err) if err.is_unknown_outcome() && Instant::now() < give_up => {
+                    debug!("reading: {err}; trying again");
+                    backoff.sleep();
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// [`Zk::patiently`] for reads with one result per node: all of them
+    /// again while one's outcome is unknown.
+    fn patiently_each<T>(
+        &self,
+        mut read: impl FnMut() -> Vec<Result<T, ZkError>>,
+    ) -> Vec<Result<T, ZkError>> {
+        let mut last = Vec::new();
+        let _ = self.patiently(|| {
+            last = read();
+            let unknown = last.iter().filter_map(|r| r.as_ref().err());
+            match unknown.into_iter().find(|err| err.is_unknown_outcome()) {
+                Some(err) => Err(err.clone()),
+                None => Ok(()),
+            }
+        });
+        last
+    }
+
     /// The client to send a call on, and the call's deadline. A call made
     /// while the session is being resumed waits for it until the deadline.
     fn client(&self) -> Result<(Client, Instant), ZkError> {
@@ -318,49 +367,59 @@ impl Zk {
     /// deciding from a read whether a write with an unknown outcome
     /// happened: after a reconnect, the session may be on a lagging server.
     pub fn sync(&self, path: &str) -> Result<(), ZkError> {
-        let (client, deadline) = self.client()?;
-        self.wait(client.sync(path), deadline)
+        self.patiently(|| {
+            let (client, deadline) = self.client()?;
+            self.wait(client.sync(path), deadline)
+        })
     }
 
     /// Reads a node's data and stat; `None` when there is no such node.
     pub fn get(&self, path: &str) -> Result<Node, ZkError> {
-        let (client, deadline) = self.client()?;
-        node(self.wait(client.get_data(path), deadline))
+        self.patiently(|| {
+            let (client, deadline) = self.client()?;
+            node(self.wait(client.get_data(path), deadline))
+        })
     }
 
     /// Reads many nodes with all requests in flight at once; `None` for each
     /// node that is not there. One result per path, in order.
     pub fn get_many(&self, paths: &[String]) -> Vec<Result<Node, ZkError>> {
-        let (client, deadline) = match self.client() {
-            Ok(found) => found,
-            Err(err) => return all_failed(paths.len(), &err),
-        };
-        let pending: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
-        pending
-            .into_iter()
-            .map(|fut| node(self.wait(fut, deadline)))
-            .collect()
+        self.patiently_each(|| {
+            let (client, deadline) = match self.client() {
+                Ok(found) => found,
+                Err(err) => return all_failed(paths.len(), &err),
+            };
+            let pending: Vec<_> = paths.iter().map(|p| client.get_data(p)).collect();
+            pending
+                .into_iter()
+                .map(|fut| node(self.wait(fut, deadline)))
+                .collect()
+        })
     }
 
     /// The stat of a node, `None` when it is not there.
     pub fn exists(&self, path: &str) -> Result<Option<NodeStat>, ZkError> {
-        let (client, deadline) = self.client()?;
-        self.wait(client.check_stat(path), deadline)
-            .map(|s| s.map(Into::into))
+        self.patiently(|| {
+            let (client, deadline) = self.client()?;
+            self.wait(client.check_stat(path), deadline)
+                .map(|s| s.map(Into::into))
+        })
     }
 
     /// The stats of many nodes, with all requests in flight at once; `None`
     /// for each node that is not there.
     pub fn exists_many(&self, paths: &[String]) -> Vec<Result<Option<NodeStat>, ZkError>> {
-        let (client, deadline) = match self.client() {
-            Ok(found) => found,
-            Err(err) => return all_failed(paths.len(), &err),
-        };
-        let pending: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
-        pending
-            .into_iter()
-            .map(|fut| self.wait(fut, deadline).map(|s| s.map(Into::into)))
-            .collect()
+        self.patiently_each(|| {
+            let (client, deadline) = match self.client() {
+                Ok(found) => found,
+                Err(err) => return all_failed(paths.len(), &err),
+            };
+            let pending: Vec<_> = paths.iter().map(|p| client.check_stat(p)).collect();
+            pending
+                .into_iter()
+                .map(|fut| self.wait(fut, deadline).map(|s| s.map(Into::into)))
+                .collect()
+        })
     }
 
     /// Like [`Zk::exists`], and arms a one-shot watch on the node (created,
@@ -377,8 +436,10 @@ impl Zk {
 
     /// Lists a node's children (names only); `NoNode` if it is not there.
     pub fn children(&self, path: &str) -> Result<Vec<String>, ZkError> {
-        let (client, deadline) = self.client()?;
-        self.wait(client.list_children(path), deadline)
+        self.patiently(|| {
+            let (client, deadline) = self.client()?;
+            self.wait(client.list_children(path), deadline)
+        })
     }
 
     /// Lists the children of many nodes in ONE read (a ZooKeeper multi-read),
@@ -410,6 +471,11 @@ impl Zk {
     /// node that is not there. The reads are independent, as pipelined
     /// ones are: only each group is from one state of the server.
     pub fn get_grouped(&self, paths: &[String]) -> Result<Vec<Node>, ZkError> {
+        self.patiently(|| self.get_grouped_once(paths))
+    }
+
+    /// One try of [`Zk::get_grouped`].
+    fn get_grouped_once(&self, paths: &[String]) -> Result<Vec<Node>, ZkError> {
         let (client, deadline) = self.client()?;
         let pending = paths
             .chunks(READ_GROUP)
@@ -444,20 +510,22 @@ impl Zk {
             &str,
         ) -> Result<(), zookeeper_client::Error>,
     ) -> Result<Vec<MultiReadResult>, ZkError> {
-        let (client, deadline) = self.client()?;
-        let mut reader = client.new_multi_reader();
-        for path in paths {
-            add(&mut reader, path)?;
-        }
-        let results = self.wait(reader.commit(), deadline)?;
-        if results.len() != paths.len() {
-            return Err(ZkError::Other(format!(
-                "a multi-read of {} nodes answered {}",
-                paths.len(),
-                results.len()
-            )));
-        }
-        Ok(results)
+        self.patiently(|| {
+            let (client, deadline) = self.client()?;
+            let mut reader = client.new_multi_reader();
+            for path in paths {
+                add(&mut reader, path)?;
+            }
+            let results = self.wait(reader.commit(), deadline)?;
+            if results.len() != paths.len() {
+                return Err(ZkError::Other(format!(
+                    "a multi-read of {} nodes answered {}",
+                    paths.len(),
+                    results.len()
+                )));
+            }
+            Ok(results)
+        })
     }
 
     /// Like [`Zk::children`], and arms a one-shot watch on the set of
@@ -512,15 +580,17 @@ impl Zk {
 
     /// Lists the children of many nodes with all requests in flight at once.
     pub fn children_many(&self, paths: &[String]) -> Vec<Result<Vec<String>, ZkError>> {
-        let (client, deadline) = match self.client() {
-            Ok(found) => found,
-            Err(err) => return all_failed(paths.len(), &err),
-        };
-        let pending: Vec<_> = paths.iter().map(|p| client.list_children(p)).collect();
-        pending
-            .into_iter()
-            .map(|fut| self.wait(fut, deadline))
-            .collect()
+        self.patiently_each(|| {
+            let (client, deadline) = match self.client() {
+                Ok(found) => found,
+                Err(err) => return all_failed(paths.len(), &err),
+            };
+            let pending: Vec<_> = paths.iter().map(|p| client.list_children(p)).collect();
+            pending
+                .into_iter()
+                .map(|fut| self.wait(fut, deadline))
+                .collect()
+        })
     }
 
     /// Creates a persistent node. `NodeExists` if it is there already.
@@ -534,21 +604,24 @@ impl Zk {
 
     /// Creates a persistent node unless it exists (an idempotent `mkdir`).
     pub fn ensure(&self, path: &str) -> Result<(), ZkError> {
-        match self.create(path, b"") {
+        // Made or found the same either way: safe to try again.
+        self.patiently(|| match self.create(path, b"") {
             Ok(()) | Err(ZkError::NodeExists) => Ok(()),
             Err(err) => Err(err),
-        }
+        })
     }
 
     /// Like [`Zk::ensure`], but with the open ACL whatever the session's
     /// credentials: for nodes shared with other namespaces.
     pub fn ensure_open(&self, path: &str) -> Result<(), ZkError> {
         let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
-        let (client, deadline) = self.client()?;
-        match self.wait(client.create(path, b"", &options), deadline) {
-            Ok(_) | Err(ZkError::NodeExists) => Ok(()),
-            Err(err) => Err(err),
-        }
+        self.patiently(|| {
+            let (client, deadline) = self.client()?;
+            match self.wait(client.create(path, b"", &options), deadline) {
+                Ok(_) | Err(ZkError::NodeExists) => Ok(()),
+                Err(err) => Err(err),
+            }
+        })
     }
 
     /// Creates one persistent sequential node under `prefix` for each of
