@@ -140,11 +140,11 @@ pub enum Missing {
         /// The highest task id purged so far.
         through: String,
     },
-    /// No task ever had this id; the next one handed out will be this
-    /// (none when the namespace holds no task folder at all).
+    /// No task ever had this id (as far as the purge mark tells: it is
+    /// above every purged id, and not found).
     NeverSubmitted {
-        /// The id the next submit gets.
-        next: Option<String>,
+        /// Whether the namespace has a task folder at all.
+        namespace: bool,
     },
 }
 
@@ -155,11 +155,11 @@ impl fmt::Display for Missing {
                 f,
                 "it was purged (results of tasks up to {through} have been deleted; the active master keeps them for its --result-ttl and at most its --keep-results, and `zkmw purge` deletes them sooner)"
             ),
-            Missing::NeverSubmitted { next: Some(next) } => write!(
+            Missing::NeverSubmitted { namespace: true } => write!(
                 f,
-                "no task with that id was ever submitted here (the next id will be {next}; check --root)"
+                "no task with that id was ever submitted here (check --root)"
             ),
-            Missing::NeverSubmitted { next: None } => write!(
+            Missing::NeverSubmitted { namespace: false } => write!(
                 f,
                 "no task with that id was ever submitted here (no task was ever submitted in this namespace; check --root)"
             ),

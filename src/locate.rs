@@ -82,28 +82,26 @@ pub fn find(zk: &Zk, layout: &Layout, task: &str) -> Result<Option<Place>, ZkErr
 
 /// Why `task` (a well-formed id that names no node) is missing: its result
 /// was purged, or no task ever had that id. Reads the purge mark in
-/// `/status` and the next sequence number (`/tasks`' child version).
+/// `/status` and whether `/tasks` is there.
 pub fn missing(zk: &Zk, layout: &Layout, task: &str) -> Result<Missing, ZkError> {
     let paths = [layout.status(), layout.tasks()];
     let mut got = zk.get_many(&paths).into_iter();
     let mut next = || got.next().unwrap_or(Ok(None));
     let mark = next()?.and_then(|(data, _)| model::decode::<PurgeMark>(&data).ok());
-    let next_seq = next()?.map(|(_, stat)| stat.cversion);
+    let namespace = next()?.is_some();
     let seq = task_sequence(task).unwrap_or(i64::MAX);
-    Ok(why_missing(seq, mark, next_seq))
+    Ok(why_missing(seq, mark, namespace))
 }
 
-/// Why a well-formed id names no task, as a plain rule: purged when it is at or below the
-/// purge mark, else never submitted (`next_seq`, the child version of
-/// /tasks, is the sequence number the next submit gets).
-fn why_missing(seq: i64, mark: Option<PurgeMark>, next_seq: Option<i32>) -> Missing {
+/// Why a well-formed id names no task, as a plain rule: purged when it is
+/// at or below the purge mark, else never submitted. (No "next id" is
+/// given: /tasks' child version is not it, see `submit::find_by_tokens`.)
+fn why_missing(seq: i64, mark: Option<PurgeMark>, namespace: bool) -> Missing {
     match mark {
         Some(mark) if seq <= mark.purged_through => Missing::Purged {
             through: task_name(mark.purged_through),
         },
-        _ => Missing::NeverSubmitted {
-            next: next_seq.map(|seq| task_name(seq.into())),
-        },
+        _ => Missing::NeverSubmitted { namespace },
     }
 }
 
@@ -117,17 +115,15 @@ mod tests {
         let purged = Missing::Purged {
             through: "task-0000000007".into(),
         };
-        assert_eq!(why_missing(3, mark, Some(20)), purged);
-        assert_eq!(why_missing(7, mark, Some(20)), purged);
-        let never = Missing::NeverSubmitted {
-            next: Some("task-0000000020".into()),
-        };
-        assert_eq!(why_missing(8, mark, Some(20)), never);
-        assert_eq!(why_missing(99, mark, Some(20)), never);
-        assert_eq!(why_missing(3, None, Some(20)), never);
+        assert_eq!(why_missing(3, mark, true), purged);
+        assert_eq!(why_missing(7, mark, true), purged);
+        let never = Missing::NeverSubmitted { namespace: true };
+        assert_eq!(why_missing(8, mark, true), never);
+        assert_eq!(why_missing(99, mark, true), never);
+        assert_eq!(why_missing(3, None, true), never);
         assert_eq!(
-            why_missing(3, None, None),
-            Missing::NeverSubmitted { next: None }
+            why_missing(3, None, false),
+            Missing::NeverSubmitted { namespace: false }
         );
     }
 }

@@ -731,10 +731,7 @@ mod tests {
     fn node(data: Vec<u8>, version: i32) -> Node {
         let stat = NodeStat {
             version,
-            ephemeral_owner: 0,
-            num_children: 0,
-            cversion: 0,
-            ctime_ms: 0,
+            ..NodeStat::default()
         };
         Some((data, stat))
     }

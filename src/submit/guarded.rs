@@ -168,7 +168,7 @@ fn on_failure(
     task: &Task,
     ops: &[Op],
     err: &ZkError,
-    search: (i32, Instant),
+    search: (i64, Instant),
 ) -> Result<Option<Stored>, Error> {
     let layout = &cfg.layout;
     match failure(layout, task, ops, err) {
@@ -228,10 +228,10 @@ fn guarded_ops(
     ops
 }
 
-/// `/tasks`' child version, from its stat: every task created after this
-/// read has a sequence number at least that (the floor of a search by
-/// token). A full queue stores nothing.
-fn queue_floor(stat: NodeStat, max_pending: usize) -> Result<i32, Error> {
+/// `/tasks`' `pzxid`, from its stat: every task created after this read
+/// has a greater `czxid` (the floor of a search by token). A full queue
+/// stores nothing.
+fn queue_floor(stat: NodeStat, max_pending: usize) -> Result<i64, Error> {
     let pending = usize::try_from(stat.num_children).unwrap_or(0);
     if pending >= max_pending {
         return Err(Error::QueueFull {
@@ -240,7 +240,7 @@ fn queue_floor(stat: NodeStat, max_pending: usize) -> Result<i32, Error> {
             limit: max_pending,
         });
     }
-    Ok(stat.cversion)
+    Ok(stat.pzxid)
 }
 
 /// The lock's queue node (made if missing): its data version and stat.
@@ -272,7 +272,7 @@ fn stored_after_all(
     zk: &mut Zk,
     cfg: &SubmitConfig,
     task: &Task,
-    search: (i32, Instant),
+    search: (i64, Instant),
 ) -> Result<Stored, Error> {
     find_own(zk, cfg, task, search)?.ok_or_else(|| {
         Error::zk(
@@ -288,7 +288,7 @@ fn find_own(
     zk: &mut Zk,
     cfg: &SubmitConfig,
     task: &Task,
-    search: (i32, Instant),
+    search: (i64, Instant),
 ) -> Result<Option<Stored>, Error> {
     let tokens = HashMap::from([(task.token.as_str(), 0)]);
     let found = find_until(zk, cfg, &tokens, search.0, search.1)?;

@@ -121,10 +121,7 @@ mod tests {
     fn stat(version: i32) -> NodeStat {
         NodeStat {
             version,
-            ephemeral_owner: 0,
-            num_children: 0,
-            cversion: 0,
-            ctime_ms: 0,
+            ..NodeStat::default()
         }
     }
 

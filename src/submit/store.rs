@@ -1,9 +1,9 @@
 //! Storing tasks exactly once: the "protected" create. Each task carries a
 //! random token; when a create's outcome is unknown (connection lost,
 //! deadline hit), submit looks for the token among the tasks created since
-//! (their sequence numbers are bounded below by /tasks' child version read
-//! in the same round trip) before it tries again. So a task is neither
-//! lost nor stored twice.
+//! it last read /tasks (newest first, down to the first node older than
+//! that read) before it tries again. So a task is neither lost nor stored
+//! twice.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::layout::{Layout, task_sequence};
 use crate::model::{self, Task, TaskResult};
 use crate::session;
-use crate::zk::{Zk, ZkError};
+use crate::zk::{Node, Zk, ZkError};
 
 /// Stores each task exactly once; returns the session now in use (a new one
 /// if the first expired) and the tasks' names, in order.
@@ -56,7 +56,7 @@ pub fn store(
         }
         let unknown = storer.create(&todo, datas, &mut names)?;
         if !unknown.is_empty() {
-            storer.find(&unknown, tasks, queue.cversion, &mut names)?;
+            storer.find(&unknown, tasks, queue.pzxid, &mut names)?;
         }
     }
 }
@@ -70,10 +70,10 @@ struct Storer<'a> {
 }
 
 impl Storer<'_> {
-    /// The stat of /tasks: the queue's size and its child version (every
-    /// task created after this read has a sequence number at least that
-    /// version, which bounds the search for a create whose outcome is
-    /// unknown). `None` when it must be read again.
+    /// The stat of /tasks: the queue's size and its `pzxid` (every task
+    /// created after this read has a greater `czxid`, which bounds the
+    /// search for a create whose outcome is unknown). `None` when it must
+    /// be read again.
     fn queue(&mut self) -> Result<Option<crate::zk::NodeStat>, Error> {
         let layout = &self.cfg.layout;
         match self.zk.exists(&layout.tasks()) {
@@ -147,20 +147,20 @@ impl Storer<'_> {
     }
 
     /// Finds out which of the creates `unknown` happened (by their tasks'
-    /// tokens, among the tasks numbered from `floor` on), filling in
-    /// `names`; the others are created again by the next round.
+    /// tokens, among the tasks created after transaction `after`), filling
+    /// in `names`; the others are created again by the next round.
     fn find(
         &mut self,
         unknown: &[usize],
         tasks: &[Task],
-        floor: i32,
+        after: i64,
         names: &mut [Option<String>],
     ) -> Result<(), Error> {
         let tokens: HashMap<&str, usize> = unknown
             .iter()
             .map(|i| (tasks[*i].token.as_str(), *i))
             .collect();
-        let found = find_until(&mut self.zk, self.cfg, &tokens, floor, self.give_up)?;
+        let found = find_until(&mut self.zk, self.cfg, &tokens, after, self.give_up)?;
         for (i, name) in found {
             names[i] = Some(name);
         }
@@ -190,7 +190,7 @@ pub(super) fn find_until(
     zk: &mut Zk,
     cfg: &SubmitConfig,
     tokens: &HashMap<&str, usize>,
-    floor: i32,
+    after: i64,
     give_up: Instant,
 ) -> Result<HashMap<usize, String>, Error> {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
@@ -198,7 +198,7 @@ pub(super) fn find_until(
         if zk.is_lost() {
             *zk = session::connect(&cfg.connect)?;
         }
-        match find_by_tokens(zk, &cfg.layout, tokens, floor) {
+        match find_by_tokens(zk, &cfg.layout, tokens, after) {
             Ok(found) => return Ok(found),
             Err(err) if Instant::now() > give_up => {
                 return Err(Error::zk(
@@ -218,10 +218,21 @@ pub(super) fn find_until(
 /// before it gives up (the caller tries again later).
 const SEARCH_ROUNDS: usize = 20;
 
-/// Which of `tokens` (token → the caller's index) were stored, among the
-/// tasks whose sequence is at least `floor`, wherever they are now (pending, assigned or finished).
-/// Starts with a sync: the session may now be on a server that has not yet
-/// applied the create in question.
+/// How many records a search reads at a time, newest first, before it
+/// looks whether it has gone past the tasks it looks for.
+const SEARCH_CHUNK: usize = 256;
+
+/// Which of `tokens` (token → the caller's index) were stored by a
+/// transaction after `after` (a zxid; 0 for any time), wherever the tasks
+/// are now (pending, assigned or finished). Starts with a sync: the session
+/// may now be on a server that has not yet applied the create in question.
+///
+/// Task ids are sequence numbers, so a task created after `after` has a
+/// higher one than every task that existed then: the search reads records
+/// from the highest id down and stops below the first node created at or
+/// before `after`. (Not from /tasks' child version down: ZooKeeper 3.8
+/// numbers children by creates only, so once tasks have left the queue the
+/// child version runs ahead of the ids the next tasks get.)
 ///
 /// Tasks move while the search runs (assigned, moved between workers,
 /// requeued, finished): a search that listed `/tasks` and then `/assign`
@@ -233,11 +244,11 @@ pub fn find_by_tokens(
     zk: &Zk,
     layout: &Layout,
     tokens: &HashMap<&str, usize>,
-    floor: i32,
+    after: i64,
 ) -> Result<HashMap<usize, String>, ZkError> {
     zk.sync(layout.root())?;
     for _ in 0..SEARCH_ROUNDS {
-        if let Some(found) = search_once(zk, layout, tokens, floor)? {
+        if let Some(found) = search_once(zk, layout, tokens, after)? {
             return Ok(found);
         }
     }
@@ -253,31 +264,41 @@ fn search_once(
     zk: &Zk,
     layout: &Layout,
     tokens: &HashMap<&str, usize>,
-    floor: i32,
+    after: i64,
 ) -> Result<Option<HashMap<usize, String>>, ZkError> {
     let Some(places) = list_places(zk, layout)? else {
         return Ok(None);
     };
     let folders: Vec<String> = places.iter().map(|(folder, _)| folder.clone()).collect();
-    let recent: Vec<(String, String)> = places
+    let mut newest_first: Vec<(i64, String, String)> = places
         .into_iter()
-        .flat_map(|(folder, names)| names.into_iter().map(move |n| (format!("{folder}/{n}"), n)))
-        .filter(|(_, n)| task_sequence(n).is_some_and(|s| s >= i64::from(floor)))
+        .flat_map(|(folder, names)| {
+            names
+                .into_iter()
+                .filter_map(move |n| task_sequence(&n).map(|seq| (seq, format!("{folder}/{n}"), n)))
+        })
         .collect();
-    let reads: Vec<String> = recent.iter().map(|(path, _)| path.clone()).collect();
+    newest_first.sort_unstable_by_key(|(seq, _, _)| std::cmp::Reverse(*seq));
     let mut found = HashMap::new();
-    for ((_, name), got) in recent.into_iter().zip(zk.get_many(&reads)) {
-        let data = match got? {
-            Some((data, _)) => data,
-            // Moved since the listing: it is in exactly one place now.
-            None if found.len() < tokens.len() => match read_anywhere(zk, &folders, &name)? {
-                Some(data) => data,
-                None => return Ok(None),
-            },
-            None => continue,
-        };
-        if let Some(i) = token_of(&data).and_then(|t| tokens.get(t.as_str()).copied()) {
-            found.insert(i, name);
+    for chunk in newest_first.chunks(SEARCH_CHUNK) {
+        let reads: Vec<String> = chunk.iter().map(|(_, path, _)| path.clone()).collect();
+        let mut past = false;
+        for ((_, _, name), got) in chunk.iter().zip(zk.get_grouped(&reads)?) {
+            let (data, stat) = match got {
+                Some(node) => node,
+                // Moved since the listing: it is in exactly one place now.
+                None => match read_anywhere(zk, &folders, name)? {
+                    Some(node) => node,
+                    None => return Ok(None),
+                },
+            };
+            past |= stat.czxid <= after;
+            if let Some(i) = token_of(&data).and_then(|t| tokens.get(t.as_str()).copied()) {
+                found.insert(i, name.clone());
+            }
+        }
+        if past || found.len() == tokens.len() {
+            break;
         }
     }
     Ok(Some(found))
@@ -291,12 +312,12 @@ fn token_of(data: &[u8]) -> Option<String> {
         .ok()
 }
 
-/// Task `name`'s record wherever it is among `folders`, read in one
-/// state of the server.
-fn read_anywhere(zk: &Zk, folders: &[String], name: &str) -> Result<Option<Vec<u8>>, ZkError> {
+/// Task `name`'s node wherever it is among `folders`, read in one state of
+/// the server.
+fn read_anywhere(zk: &Zk, folders: &[String], name: &str) -> Result<Node, ZkError> {
     let paths: Vec<String> = folders.iter().map(|f| format!("{f}/{name}")).collect();
     let nodes = zk.get_at_once(&paths)?;
-    Ok(nodes.into_iter().flatten().map(|(data, _)| data).next())
+    Ok(nodes.into_iter().flatten().next())
 }
 
 /// A folder's path and its children's names.

@@ -98,7 +98,7 @@ pub struct TlsFiles {
 pub type Node = Option<(Vec<u8>, NodeStat)>;
 
 /// The parts of a znode's stat that zkmw uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NodeStat {
     /// Data version: bumped by every write of the node's data.
     pub version: i32,
@@ -106,8 +106,15 @@ pub struct NodeStat {
     pub ephemeral_owner: i64,
     /// Number of children.
     pub num_children: i32,
-    /// Child version: bumped by every create or delete of a child.
+    /// Child version: bumped by every create or delete of a child. Not
+    /// the next sequence number: ZooKeeper 3.8 numbers children by creates
+    /// only (measured), so after deletes this runs ahead of them.
     pub cversion: i32,
+    /// The transaction that created this node.
+    pub czxid: i64,
+    /// The last transaction that created or deleted a child: every child
+    /// created after this stat was read has a greater `czxid`.
+    pub pzxid: i64,
     /// Creation time, unix milliseconds.
     pub ctime_ms: i64,
 }
@@ -119,6 +126,8 @@ impl From<zookeeper_client::Stat> for NodeStat {
             ephemeral_owner: s.ephemeral_owner,
             num_children: s.num_children,
             cversion: s.cversion,
+            czxid: s.czxid,
+            pzxid: s.pzxid,
             ctime_ms: s.ctime,
         }
     }

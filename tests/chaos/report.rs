@@ -110,7 +110,7 @@ impl Report<'_> {
                 "KEYS stored more than once (each fails the run)",
                 &t.split_keys,
             ),
-            ("submit failures", &e.failures),
+            ("SUBMIT FAILURES (each fails the run)", &e.failures),
             (
                 "acknowledged submits that warned (see submit/<marker>.warn)",
                 &e.warned,

@@ -183,10 +183,12 @@ impl Tally {
         }
     }
 
-    /// True when the run passed: it stored tasks (a run whose submits all
-    /// failed tested nothing) and found nothing wrong with them.
+    /// True when the run passed: every submit stored its task (a quorum
+    /// serves throughout, so none may fail) and nothing was wrong with the
+    /// tasks.
     pub fn passed(&self, e: &Evidence) -> bool {
         !e.acked.is_empty()
+            && e.failures.is_empty()
             && [
                 &self.lost,
                 &self.unexplained,
