@@ -287,10 +287,11 @@ fn search_once(
             let (data, stat) = match got {
                 Some(node) => node,
                 // Moved since the listing: it is in exactly one place now.
-                None => match read_anywhere(zk, &folders, name)? {
+                None if found.len() < tokens.len() => match read_anywhere(zk, &folders, name)? {
                     Some(node) => node,
                     None => return Ok(None),
                 },
+                None => continue,
             };
             past |= stat.czxid <= after;
             if let Some(i) = token_of(&data).and_then(|t| tokens.get(t.as_str()).copied()) {
