@@ -188,9 +188,16 @@ fn nodes_with_job(ns: &Namespace, zk: &Zk, job: &str) -> Vec<(String, String)> {
 }
 
 /// Submits `job` (which holds `marker`) through a proxy that loses the
-/// reply to its create after the server applied it; checks that submit
-/// found its task and that exactly one task holds the job. Returns its id.
-fn submit_with_its_reply_lost(ns: &Namespace, zk: &Zk, job: &str, marker: &str) -> String {
+/// reply to its create after the server applied it, runs `meanwhile` before
+/// submit may look for its task; checks that submit found its task and that
+/// exactly one task holds the job. Returns its id.
+fn submit_with_its_reply_lost(
+    ns: &Namespace,
+    zk: &Zk,
+    job: &str,
+    marker: &str,
+    meanwhile: impl FnOnce(),
+) -> String {
     let proxy = Proxy::start(common::zk());
     // The create carrying this job reaches the server; its reply is lost.
     proxy.mute_replies_on(marker.as_bytes());
@@ -199,6 +206,7 @@ fn submit_with_its_reply_lost(ns: &Namespace, zk: &Zk, job: &str, marker: &str) 
         let submit = s.spawn(|| ns.run_via(&proxy.addr(), &["submit", job]));
         let muted = wait_until(secs(15), || proxy.triggered());
         let stored = wait_until(secs(15), || !nodes_with_job(ns, zk, job).is_empty());
+        meanwhile();
         // Whatever happened, let submit finish.
         proxy.heal();
         let out = submit.join().expect("submit thread");
@@ -240,7 +248,7 @@ fn create_whose_reply_is_lost_stores_the_task_exactly_once() {
     let zk = ns.connect_prepared();
     let marker = format!("ambiguous-{}", now_ms());
     let job = format!("{}; : {marker}", ledger.record());
-    let id = submit_with_its_reply_lost(&ns, &zk, &job, &marker);
+    let id = submit_with_its_reply_lost(&ns, &zk, &job, &marker, || {});
 
     // And it runs once.
     let _master = ns.spawn_master("m1");
@@ -321,7 +329,25 @@ fn create_whose_reply_is_lost_is_found_after_tasks_left_the_queue() {
         .expect("taking the tasks out of the queue");
     let marker = format!("ambiguous-moved-{}", now_ms());
     let job = format!("echo {marker}");
-    submit_with_its_reply_lost(&ns, &zk, &job, &marker);
+    submit_with_its_reply_lost(&ns, &zk, &job, &marker, || {});
+}
+
+/// The search reads the newest records first, a chunk at a time: a task
+/// with more tasks created after it than one chunk holds is still found.
+#[test]
+fn create_whose_reply_is_lost_is_found_behind_many_newer_tasks() {
+    let ns = Namespace::new("net-ambiguous-behind");
+    let zk = ns.connect_prepared();
+    let layout = ns.layout();
+    let marker = format!("ambiguous-behind-{}", now_ms());
+    let job = format!("echo {marker}");
+    submit_with_its_reply_lost(&ns, &zk, &job, &marker, || {
+        let newer =
+            vec![br#"{"job":"true","submitted_ms":1,"retries":0,"token":"other"}"#.to_vec(); 600];
+        for created in zk.create_sequential_many(&layout.task_prefix(), &newer) {
+            created.expect("creating a newer task");
+        }
+    });
 }
 
 #[test]
