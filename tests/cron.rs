@@ -234,6 +234,31 @@ fn skip_if_locked_names_a_holder_whose_id_is_written_a_moment_later() {
     });
 }
 
+/// A master that is creating the namespace makes `/tasks` before `/lockq`:
+/// a `--lock` submit that comes in between makes the rest and stores its
+/// task (it exited 125, "no such node", in a fault run).
+#[test]
+fn a_lock_submit_into_a_half_made_namespace_stores_its_task() {
+    let ns = Namespace::new("lock-half-made");
+    let zk = ns.connect_prepared();
+    let layout = ns.layout();
+    zk.multi(&[zkmw::zk::Op::Delete {
+        path: layout.lockq(),
+        version: None,
+    }])
+    .expect("removing /lockq");
+    let out = ns.run(&["submit", "--lock", "nightly", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let id = stdout(&out).trim().to_string();
+    assert!(zkmw::layout::is_task_name(&id), "{}", describe(&out));
+    let queue = ns.children(&zk, &layout.lockq_dir("nightly"));
+    assert_eq!(
+        queue.len(),
+        1,
+        "the task joined its lock's queue: {queue:?}"
+    );
+}
+
 fn pending_or_running(ns: &Namespace) -> u64 {
     let t = &ns.status_json()["tasks"];
     ["pending", "assigned", "running"]

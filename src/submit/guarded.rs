@@ -244,13 +244,18 @@ fn queue_floor(stat: NodeStat, max_pending: usize) -> Result<i64, Error> {
 }
 
 /// The lock's queue node (made if missing): its data version and stat.
+/// `/lockq` itself may be missing too: a master that is creating the
+/// namespace makes `/tasks` before it.
 fn lock_queue(zk: &Zk, layout: &Layout, lock: &str) -> Result<(i32, NodeStat), ZkError> {
     let path = layout.lockq_dir(lock);
     loop {
         if let Some(stat) = zk.exists(&path)? {
             return Ok((stat.version, stat));
         }
-        zk.ensure(&path)?;
+        match zk.ensure(&path) {
+            Err(ZkError::NoNode) => session::ensure_namespace(zk, layout)?,
+            made => made?,
+        }
     }
 }
 
