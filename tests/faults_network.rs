@@ -229,16 +229,21 @@ fn submit_with_its_reply_lost(
     let ids: Vec<&str> = printed.lines().collect();
     assert_eq!(ids.len(), 1, "one id printed: {printed:?}");
     let id = ids[0].to_string();
+    assert_only_task_with_job(ns, zk, job, &id);
+    id
+}
+
+/// Exactly one node of the namespace holds `job`: task `id`'s.
+fn assert_only_task_with_job(ns: &Namespace, zk: &Zk, job: &str, id: &str) {
     let stored = nodes_with_job(ns, zk, job);
     assert_eq!(
         stored
             .iter()
             .map(|(_, name)| name.as_str())
             .collect::<Vec<_>>(),
-        [id.as_str()],
+        [id],
         "exactly one task holds the job, the one submit printed: {stored:?}"
     );
-    id
 }
 
 #[test]
@@ -285,16 +290,7 @@ fn a_read_cut_off_mid_call_fails_neither_submit_nor_status() {
     let config = ns.layout().config();
     let out = run_with_a_read_cut_off(&ns, &config, &["submit", &job]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let id = stdout(&out).trim().to_string();
-    let stored = nodes_with_job(&ns, &zk, &job);
-    assert_eq!(
-        stored
-            .iter()
-            .map(|(_, name)| name.as_str())
-            .collect::<Vec<_>>(),
-        [id.as_str()],
-        "the one task submit printed holds the job: {stored:?}"
-    );
+    assert_only_task_with_job(&ns, &zk, &job, stdout(&out).trim());
 
     // status's first read of the namespace is cut off.
     let out = run_with_a_read_cut_off(&ns, &ns.layout().tasks(), &["status", "--json"]);
