@@ -13,6 +13,7 @@
 # outcome is unknown and it must find its task.
 #
 # Usage: scripts/storm.sh [--minutes N] [--no-build]
+#   (with ZKMW_ZK_JARS set, the ensemble runs that ZooKeeper build: see scripts/zk.sh later-jars)
 #   --minutes N   how long the submitters run (default 3; CI runs 1)
 #   --no-build    use the binary last built (target/release/zkmw)
 # Prints one line (storm: submits=... failures=0 stored_twice=0 ...), then PASS or FAIL.
@@ -79,6 +80,10 @@ trap 'exit 143' TERM
 
 echo "storm: ensemble on $ZKMW_ZK; run folder $RUN; $MINUTES min of submits"
 scripts/zk.sh ensemble-start >"$RUN/logs/ensemble-start.log" 2>&1 || { cat "$RUN/logs/ensemble-start.log" >&2; exit 2; }
+# shellcheck disable=SC2016  # $1 expands in the inner bash
+version="$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && cat <&3' _ "${PORTS[0]}" |
+  sed -n 's/^Zookeeper version: \([^-,]*\).*/\1/p')"
+echo "storm: ZooKeeper ${version:-of unknown version}${ZKMW_ZK_JARS:+ (ZKMW_ZK_JARS)}"
 for role in "master --id m1" "master --id m2" "worker --id w1 --threads 4" "worker --id w2 --threads 4"; do
   # shellcheck disable=SC2086  # the role's words
   "$BIN" $role >"$RUN/logs/${role// /_}.log" 2>&1 &

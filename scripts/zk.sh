@@ -8,6 +8,8 @@
 #        scripts/zk.sh stop-all       stop every server this script started in the files folder
 #        scripts/zk.sh procs          list the processes whose command line names the files folder
 #        scripts/zk.sh free-ports N   print N free ports (see cmd_free_ports)
+#        scripts/zk.sh later-jars DIR download Debian 13's ZooKeeper jars into DIR and print
+#                                     the ZKMW_ZK_JARS value that runs them (see cmd_later_jars)
 #
 # Files folder: ${ZKMW_ZK_DIR:-the git-ignored .zk/ of this checkout}. Everything of every
 # server (config, data, log, pid file) lives under it; the tests and scripts/test.sh give
@@ -23,6 +25,9 @@
 # ca.pem, client.pem + client-key.pem (PKCS#8; client-key-rsa.pem is the same key as PKCS#1),
 # and, for negative tests, other-ca.pem and other-client.pem + other-client-key.pem from an
 # unrelated CA. tls-stop stops every TLS server this script started, whatever its ports.
+# Another ZooKeeper build: ZKMW_ZK_JARS, a colon-separated list of its jars (its
+# zookeeper.jar and zookeeper-jute.jar), goes ahead of Debian's on every server's classpath,
+# so its classes are the ones that run (see README, "Another ZooKeeper release").
 # Installs the Debian package `zookeeper` when it is missing.
 set -euo pipefail
 
@@ -43,7 +48,7 @@ STOP_TIMEOUT=15      # seconds between TERM and KILL
 
 # Narrow classpath: only one SLF4J binding (log4j 1.2), so the server log reaches
 # stdout; zookeeper.jar's manifest pulls in the rest of its dependencies.
-ZK_CLASSPATH="/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar"
+ZK_CLASSPATH="/etc/zookeeper/conf:${ZKMW_ZK_JARS:+$ZKMW_ZK_JARS:}/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar"
 
 die() { echo "zk.sh: error: $*" >&2; exit 1; }
 say() { echo "zk.sh: $*"; }
@@ -661,6 +666,34 @@ cmd_free_ports() {
   echo "${got[*]}"
 }
 
+# ---------- another ZooKeeper release ----------
+
+DEBIAN_LATER="${ZKMW_ZK_LATER_MIRROR:-http://deb.debian.org/debian}"
+DEBIAN_LATER_SUITE=trixie
+
+# Download Debian 13's libzookeeper-java (ZooKeeper 3.9, Java 8 bytecode, the same
+# dependencies as 3.8) into DIR and print ZKMW_ZK_JARS for it: a later release to run
+# the tests, chaos.sh or storm.sh against, beside Debian 12's 3.8.0. For developers'
+# comparisons only; CI and the tests use the installed package.
+cmd_later_jars() { # dir
+  local dir="${1:-}" index file deb jars
+  [ -n "$dir" ] || die "later-jars: name a folder for the jars"
+  mkdir -p "$dir" || die "later-jars: cannot make $dir"
+  dir="$(cd "$dir" && pwd)"
+  index="$DEBIAN_LATER/dists/$DEBIAN_LATER_SUITE/main/binary-all/Packages.xz"
+  file="$(curl -fsS --max-time 60 "$index" | xz -dc \
+    | awk '$1 == "Package:" { pkg = $2 } pkg == "libzookeeper-java" && $1 == "Filename:" { print $2; exit }')" \
+    || die "later-jars: cannot read $index"
+  [ -n "$file" ] || die "later-jars: $index names no libzookeeper-java"
+  deb="$dir/$(basename "$file")"
+  curl -fsS --max-time 300 -o "$deb" "$DEBIAN_LATER/$file" || die "later-jars: cannot download $file"
+  dpkg-deb -x "$deb" "$dir/pkg" || die "later-jars: cannot unpack $deb"
+  # The jute jar first: zookeeper.jar's manifest names Debian 12's by its plain name.
+  jars="$(readlink -f "$dir/pkg/usr/share/java/zookeeper-jute.jar"):$(readlink -f "$dir/pkg/usr/share/java/zookeeper.jar")"
+  say "$(basename "$file") unpacked; run with:" >&2
+  echo "$jars"
+}
+
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
@@ -676,8 +709,9 @@ case "${1:-}" in
   stop-all) cmd_stop_all ;;
   procs) cmd_procs ;;
   free-ports) cmd_free_ports "${2:-1}" ;;
+  later-jars) cmd_later_jars "${2:-}" ;;
   *)
-    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status|stop-all|procs|free-ports N" >&2
+    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status|stop-all|procs|free-ports N|later-jars DIR" >&2
     exit 2
     ;;
 esac
