@@ -53,6 +53,18 @@ def main(run):
                     wrong["wrong_id"].append(f"{marker}: held by {held[marker]}")
             elif held[marker] != [first]:
                 wrong["wrong_id"].append(f"{marker}: printed {first}, held by {held[marker]}")
+    # A submit, then `zkmw wait` on its id: exit codes, the id, the job's output.
+    for fields in read_lines(os.path.join(out, "later.txt")):
+        submits += 1
+        marker, code, expected, task = fields[0], int(fields[1]), int(fields[2]), fields[3]
+        first = fields[4] if len(fields) > 4 else ""
+        if code != expected:
+            wrong["failures"].append(f"later {marker}: exit {code}, see out/{marker}.err")
+            continue
+        if first != marker:
+            wrong["wrong_output"].append(f"{marker}: zkmw wait printed {first!r}")
+        if held[marker] != [task]:
+            wrong["wrong_id"].append(f"{marker}: printed {task}, held by {held[marker]}")
     # Batches: exit 0, 20 ids, each holding the job of its line.
     for fields in read_lines(os.path.join(out, "batch.txt")):
         submits += 1

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # scripts/storm.sh: the submitters' fault run. Submits as fast as it can, every way a
-# script does (plain, --lock, --unique, --stdin batches of 20, --wait), to a master,
-# a standby and two workers on a 3-node ZooKeeper ensemble of its own, while it stops
-# and freezes (SIGSTOP) the ensemble's nodes one at a time, the quorum kept. Then it
-# checks what the submitters saw (scripts/storm.py): every submit exited 0, no job was
-# stored twice or never, each id printed names its own job, every `--wait` printed its
-# job's output and exited with its code, every task finished, and the three servers
-# hold the same tasks (ZooKeeper 3.8.0's replicas were seen to disagree once, after
-# 10 minutes of this: one server held 12 acknowledged tasks the other two had lost). Where chaos.sh
+# script does (plain, --lock, --unique, --stdin batches of 20, --wait, a submit and then
+# `zkmw wait`), to a master, a standby and two workers on a 3-node ZooKeeper ensemble of
+# its own, while it stops and freezes (SIGSTOP) the ensemble's nodes one at a time, the
+# quorum kept. Then it checks what the submitters saw (scripts/storm.py): every submit
+# exited 0, no job was stored twice or never, each id printed names its own job, every
+# `--wait` and `zkmw wait` printed its job's output and exited with its code, every task
+# finished, and the three servers hold the same tasks (ZooKeeper 3.8.0's replicas were
+# seen to disagree once, after 10 minutes of this: one server held 12 acknowledged tasks
+# the other two had lost). Where chaos.sh
 # (tests/chaos.rs) kills and freezes zkmw's own roles, this one breaks the connections
 # under the submitters, hundreds of times a minute: the path where a submit's
 # outcome is unknown and it must find its task.
@@ -110,6 +111,20 @@ waiting() { # k
     echo "$marker $? $code $(head -n 1 "$OUT/$marker.out")" >>"$OUT/wait.txt"
   done
 }
+# A plain submit, then `zkmw wait` on the id it printed: the way a script waits later.
+later() {
+  local i=0 marker code id rc
+  while running; do
+    i=$((i + 1)); marker="z-$i"; code=$((i % 3))
+    id="$("$BIN" submit "echo $marker; exit $code" 2>"$OUT/$marker.err")"; rc=$?
+    if ((rc == 0)); then
+      "$BIN" wait "$id" >"$OUT/$marker.out" 2>>"$OUT/$marker.err"; rc=$?
+    else
+      code=0; : >"$OUT/$marker.out"
+    fi
+    echo "$marker $rc $code ${id:--} $(head -n 1 "$OUT/$marker.out")" >>"$OUT/later.txt"
+  done
+}
 batches() {
   local i=0 j
   while running; do
@@ -138,8 +153,8 @@ faults() {
   done
 }
 
-plain & locked & keyed & waiting 1 & waiting 2 & batches & faults &
-LOAD=$(jobs -p | tail -n 7)
+plain & locked & keyed & waiting 1 & waiting 2 & later & batches & faults &
+LOAD=$(jobs -p | tail -n 8)
 # shellcheck disable=SC2086  # one pid per word
 wait $LOAD
 
