@@ -495,8 +495,14 @@ fn a_deposed_master_purges_no_result_before_it_is_elected_again() {
     let out = ns.run(&["config", "set", "keep-results", "0"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::describe(&out));
 
-    let purged = wait_until(secs(30), || ns.children(&zk, &layout.status()).is_empty());
+    // The master logs its purge once the deletes are done: wait for the
+    // line, not only for the results to go.
+    let purged = wait_until(secs(30), || master.log().contains("purged 20 results"));
     assert!(purged, "m1 never purged:\n{}", master.log());
+    assert!(
+        ns.children(&zk, &layout.status()).is_empty(),
+        "results left after the purge"
+    );
     let log = master.log();
     let deleted_at = log.find("purged 20 results").expect("the purge's line");
     let elected: Vec<usize> = log
