@@ -12,7 +12,7 @@ use crate::exec::KILL_GRACE;
 use crate::layout::Layout;
 use crate::notify;
 use crate::obs::Obs;
-use crate::zk::{ConnectOptions, Op, SessionEvent, Zk, ZkError};
+use crate::zk::{ConnectOptions, SessionEvent, Zk, ZkError};
 
 /// How long a worker cut off from ZooKeeper keeps its jobs running, given
 /// its session timeout `t`: `2t + 2 s` (12 s with the default 5 s), so a
@@ -148,53 +148,17 @@ pub fn connect(opts: &ConnectOptions) -> Result<Zk, Error> {
 }
 
 /// Creates every persistent node of the namespace that is missing: the
-/// ancestors of the root open to all, then the namespace itself, with the
-/// session's ACL, in one transaction. So no process, however it is cut off,
-/// leaves a namespace half made (`/tasks` there, `/lockq` not) for the
-/// others to meet.
+/// ancestors of the root open to all, the namespace itself with the
+/// session's ACL.
 pub fn ensure_namespace(zk: &Zk, layout: &Layout) -> Result<(), ZkError> {
     layout
         .ancestors()
         .iter()
         .try_for_each(|path| zk.ensure_open(path))?;
-    let skeleton = layout.skeleton();
-    let mut tries = 0;
-    loop {
-        let ops = missing_nodes(zk, &skeleton)?;
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let Err(err) = zk.multi(&ops) else {
-            return Ok(());
-        };
-        // Another process made some of them, or the outcome is unknown:
-        // what is there now says what is left to make.
-        let (_, cause) = err.txn_cause();
-        let again =
-            err.is_unknown_outcome() || matches!(cause, ZkError::NodeExists | ZkError::NoNode);
-        tries += 1;
-        if !again || tries == NAMESPACE_TRIES {
-            return Err(cause.clone());
-        }
-    }
-}
-
-/// How many times [`ensure_namespace`] makes what it found missing before
-/// it gives up: others making the namespace meanwhile cost one more read.
-const NAMESPACE_TRIES: u32 = 3;
-
-/// The creates of the nodes of `skeleton` (parents first) that do not exist.
-fn missing_nodes(zk: &Zk, skeleton: &[String]) -> Result<Vec<Op>, ZkError> {
-    let mut ops = Vec::new();
-    for (path, found) in skeleton.iter().zip(zk.exists_many(skeleton)) {
-        if found?.is_none() {
-            ops.push(Op::Create {
-                path: path.clone(),
-                data: Vec::new(),
-            });
-        }
-    }
-    Ok(ops)
+    layout
+        .skeleton()
+        .iter()
+        .try_for_each(|path| zk.ensure(path))
 }
 
 /// This machine's host name, for the records people read in status.

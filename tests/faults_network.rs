@@ -299,42 +299,6 @@ fn a_read_cut_off_mid_call_fails_neither_submit_nor_status() {
     assert_eq!(status["tasks"]["pending"], 1, "{status}");
 }
 
-/// A submit into a namespace that does not exist yet makes it. Cut off
-/// while it does (its request creating `/lockq` lost with the network), it
-/// leaves the namespace whole or absent, never half made for others to
-/// meet, and stores its task once the network heals.
-#[test]
-fn a_namespace_cut_off_while_being_made_is_whole_or_absent() {
-    let ns = Namespace::new("net-half-made");
-    let zk = ns.connect();
-    let job = format!("echo half-made-{}", now_ms());
-    let skeleton = ns.layout().skeleton();
-    let proxy = Proxy::start(common::zk());
-    // The create of /lockq: its path, then its empty data's length (a read
-    // of the node has a single byte after the path).
-    let mut create_lockq = ns.layout().lockq().into_bytes();
-    create_lockq.extend_from_slice(&[0, 0, 0, 0]);
-    proxy.blackhole_on(&create_lockq);
-
-    std::thread::scope(|s| {
-        let submit = s.spawn(|| ns.run_via(&proxy.addr(), &["submit", &job]));
-        let held = wait_until(secs(15), || proxy.triggered());
-        let made: Vec<&String> = skeleton
-            .iter()
-            .filter(|path| zk.exists(path).expect("reading the namespace").is_some())
-            .collect();
-        proxy.heal();
-        let out = submit.join().expect("submit thread");
-        assert!(held, "submit never created /lockq: {}", describe(&out));
-        assert!(
-            made.is_empty() || made.len() == skeleton.len(),
-            "the namespace was left half made: only {made:?}"
-        );
-        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-        assert_only_task_with_job(&ns, &zk, &job, stdout(&out).trim());
-    });
-}
-
 /// Tasks leaving the queue (the master assigning them) move /tasks' child
 /// version on, but not the sequence numbers of the tasks created next: the
 /// search for a task whose create's reply was lost must not start at the
