@@ -8,10 +8,9 @@
 # `--wait` and `zkmw wait` printed its job's output and exited with its code, every task
 # finished, and the three servers hold the same tasks (ZooKeeper 3.8.0's replicas were
 # seen to disagree once, after 10 minutes of this: one server held 12 acknowledged tasks
-# the other two had lost). Where chaos.sh
-# (tests/chaos.rs) kills and freezes zkmw's own roles, this one breaks the connections
-# under the submitters, hundreds of times a minute: the path where a submit's
-# outcome is unknown and it must find its task.
+# the other two had lost). Where chaos.sh (tests/chaos.rs) kills and freezes zkmw's own
+# roles, this one breaks the connections under the submitters, hundreds of times a
+# minute: the path where a submit's outcome is unknown and it must find its task.
 #
 # Usage: scripts/storm.sh [--minutes N] [--no-build]
 #   (with ZKMW_ZK_JARS set, the ensemble runs that ZooKeeper build: see scripts/zk.sh later-jars)
@@ -81,10 +80,7 @@ trap 'exit 143' TERM
 
 echo "storm: ensemble on $ZKMW_ZK; run folder $RUN; $MINUTES min of submits"
 scripts/zk.sh ensemble-start >"$RUN/logs/ensemble-start.log" 2>&1 || { cat "$RUN/logs/ensemble-start.log" >&2; exit 2; }
-# shellcheck disable=SC2016  # $1 expands in the inner bash
-version="$(timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && cat <&3' _ "${PORTS[0]}" |
-  sed -n 's/^Zookeeper version: \([^-,]*\).*/\1/p')"
-echo "storm: ZooKeeper ${version:-of unknown version}${ZKMW_ZK_JARS:+ (ZKMW_ZK_JARS)}"
+echo "storm: ZooKeeper $(scripts/zk.sh version "${PORTS[0]}" 2>/dev/null || echo 'of unknown version')${ZKMW_ZK_JARS:+ (ZKMW_ZK_JARS)}"
 for role in "master --id m1" "master --id m2" "worker --id w1 --threads 4" "worker --id w2 --threads 4"; do
   # shellcheck disable=SC2086  # the role's words
   "$BIN" $role >"$RUN/logs/${role// /_}.log" 2>&1 &

@@ -8,6 +8,7 @@
 #        scripts/zk.sh stop-all       stop every server this script started in the files folder
 #        scripts/zk.sh procs          list the processes whose command line names the files folder
 #        scripts/zk.sh free-ports N   print N free ports (see cmd_free_ports)
+#        scripts/zk.sh version PORT   print the version of the server on 127.0.0.1:PORT
 #        scripts/zk.sh later-jars DIR download Debian 13's ZooKeeper jars into DIR and print
 #                                     the ZKMW_ZK_JARS value that runs them (see cmd_later_jars)
 #
@@ -668,6 +669,15 @@ cmd_free_ports() {
 
 # ---------- another ZooKeeper release ----------
 
+# Print the release of the server on 127.0.0.1:PORT (3.8.0, say); fail when none answers.
+cmd_version() { # port
+  local version
+  [[ "${1:-}" =~ ^[0-9]+$ ]] || die "version: name the server's client port"
+  version="$(four_lw "$1" srvr | sed -n 's/^Zookeeper version: \([^-,]*\).*/\1/p')"
+  [ -n "$version" ] || die "version: no ZooKeeper answers on 127.0.0.1:$1"
+  echo "$version"
+}
+
 DEBIAN_LATER="${ZKMW_ZK_LATER_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_LATER_SUITE=trixie
 
@@ -709,9 +719,10 @@ case "${1:-}" in
   stop-all) cmd_stop_all ;;
   procs) cmd_procs ;;
   free-ports) cmd_free_ports "${2:-1}" ;;
+  version) cmd_version "${2:-}" ;;
   later-jars) cmd_later_jars "${2:-}" ;;
   *)
-    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status|stop-all|procs|free-ports N|later-jars DIR" >&2
+    echo "usage: $0 start|stop|status|ensemble-start|ensemble-stop|ensemble-status|node-start N|node-stop N|tls-start|tls-stop|tls-status|stop-all|procs|free-ports N|version PORT|later-jars DIR" >&2
     exit 2
     ;;
 esac

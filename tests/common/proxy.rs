@@ -18,11 +18,8 @@
 //! [`Proxy::mute_replies_on`] arms a trigger: the first request frame from a
 //! client that contains a given byte string switches the proxy to
 //! [`Mode::MuteReplies`] before that frame is forwarded, so exactly that
-//! request's reply (and everything after it) is lost.
-//! [`Proxy::blackhole_on`] arms one that switches to [`Mode::Blackhole`]
-//! instead, and holds that frame back: the request (and everything after
-//! it) never reaches the server. Requests are ZooKeeper frames: a 4-byte
-//! big-endian length, then the body.
+//! request's reply (and everything after it) is lost. Requests are
+//! ZooKeeper frames: a 4-byte big-endian length, then the body.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -58,8 +55,7 @@ struct Shared {
     changed: Condvar,
     conns: Mutex<Vec<Arc<Conn>>>,
     stop: AtomicBool,
-    /// The needle, and the mode its frame switches to.
-    trigger: Mutex<Option<(Vec<u8>, Mode)>>,
+    trigger: Mutex<Option<Vec<u8>>>,
     triggered: AtomicBool,
     accepted: AtomicUsize,
 }
@@ -183,19 +179,8 @@ impl Proxy {
     /// switches the proxy to [`Mode::MuteReplies`] just before it is
     /// forwarded.
     pub fn mute_replies_on(&self, needle: &[u8]) {
-        self.arm(needle, Mode::MuteReplies);
-    }
-
-    /// Arms the trigger: the first client request containing `needle`
-    /// switches the proxy to [`Mode::Blackhole`] and is not forwarded: a
-    /// request lost as the network fails.
-    pub fn blackhole_on(&self, needle: &[u8]) {
-        self.arm(needle, Mode::Blackhole);
-    }
-
-    fn arm(&self, needle: &[u8], mode: Mode) {
         self.shared.triggered.store(false, Ordering::SeqCst);
-        *lock(&self.shared.trigger) = Some((needle.to_vec(), mode));
+        *lock(&self.shared.trigger) = Some(needle.to_vec());
     }
 
     /// True once the armed trigger fired.
@@ -360,8 +345,7 @@ fn pump(conn: &Conn, shared: &Shared, mut from: TcpStream, mut to: TcpStream, re
 }
 
 /// Takes the complete frames off the front of `partial`, firing the
-/// trigger on the first that contains its needle (a black hole's frame
-/// stays behind, unsent).
+/// trigger on the first that contains its needle.
 fn take_frames(partial: &mut Vec<u8>, shared: &Shared) -> Vec<u8> {
     let mut end = 0;
     while partial.len() >= end + 4 {
@@ -381,16 +365,13 @@ fn take_frames(partial: &mut Vec<u8>, shared: &Shared) -> Vec<u8> {
         }
         let frame = &partial[end..end + 4 + len];
         let mut trigger = lock(&shared.trigger);
-        if let Some((needle, mode)) = trigger.clone()
+        if let Some(needle) = trigger.as_ref()
             && frame.windows(needle.len()).any(|w| w == needle.as_slice())
         {
             *trigger = None;
-            *lock(&shared.mode) = mode;
+            *lock(&shared.mode) = Mode::MuteReplies;
             shared.triggered.store(true, Ordering::SeqCst);
             shared.changed.notify_all();
-            if mode == Mode::Blackhole {
-                break;
-            }
         }
         end += 4 + len;
     }
