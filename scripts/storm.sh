@@ -14,7 +14,7 @@
 #
 # Usage: scripts/storm.sh [--minutes N] [--no-build]
 #   (with ZKMW_ZK_JARS set, the ensemble runs that ZooKeeper build: see scripts/zk.sh later-jars)
-#   --minutes N   how long the submitters run (default 3; CI runs 1)
+#   --minutes N   how long the submitters run (default 3)
 #   --no-build    use the binary last built (target/release/zkmw)
 # Prints one line (storm: submits=... failures=0 stored_twice=0 ...), then PASS or FAIL.
 # Run folder: .zk/storm-<stamp>/ (git-ignored): each submit's output, the faults, the
