@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use common::{Namespace, group_alive, now_ms, secs, wait_until};
 use serde_json::Value;
+use zkmw::master::plan::window;
 
 /// The status view of worker `id`, or null.
 fn worker<'a>(status: &'a Value, id: &str) -> &'a Value {
@@ -21,24 +22,25 @@ fn sigterm_finishes_running_jobs_hands_back_the_rest_at_once_and_exits_zero() {
     let ns = Namespace::new("drain-clean");
     let ledger = ns.ledger();
     let _master = ns.spawn_master("m1");
-    let mut wa = ns.spawn_worker("wa", 2);
+    let mut wa = ns.spawn_worker("wa", 1);
     ns.wait_for_master("m1", secs(15));
     ns.wait_for_workers(&["wa"], secs(15));
 
-    // wa's window is 4 (2 x 2 threads): two run, two wait behind them, the
-    // fifth stays queued.
+    // wa's one thread runs one task, the rest of its window waits behind
+    // it, one more stays queued; wb has a thread for each of those.
+    let behind = window(1) - 1;
     let job = format!("sleep 3; {}", ledger.record());
-    let ids: Vec<String> = (0..5).map(|_| ns.submit(&job)).collect();
+    let ids: Vec<String> = (0..behind + 2).map(|_| ns.submit(&job)).collect();
     let mut status = Value::Null;
     let loaded = wait_until(secs(15), || {
         status = ns.status_json();
-        worker(&status, "wa")["running"] == 2 && worker(&status, "wa")["assigned"] == 2
+        worker(&status, "wa")["running"] == 1 && worker(&status, "wa")["assigned"] == behind
     });
     assert!(
         loaded,
-        "wa never had 2 tasks running and 2 waiting: {status}"
+        "wa never had 1 task running and {behind} waiting: {status}"
     );
-    let _wb = ns.spawn_worker("wb", 4);
+    let _wb = ns.spawn_worker("wb", behind as u16 + 1);
     ns.wait_for_workers(&["wa", "wb"], secs(15));
     let mut running = Vec::new();
     let mut waiting = Vec::new();
@@ -52,7 +54,7 @@ fn sigterm_finishes_running_jobs_hands_back_the_rest_at_once_and_exits_zero() {
     }
     assert_eq!(
         (running.len(), waiting.len()),
-        (2, 2),
+        (1, behind),
         "wa's tasks: running {running:?}, waiting {waiting:?}"
     );
 
@@ -90,7 +92,7 @@ fn sigterm_finishes_running_jobs_hands_back_the_rest_at_once_and_exits_zero() {
         sigterm.elapsed(),
         wa.log()
     );
-    ns.wait_finished(5, secs(20));
+    ns.wait_finished(ids.len() as u64, secs(20));
     for id in &running {
         let t = ns.task_json(id);
         assert_eq!(t["state"], "done", "{id}: {t}");

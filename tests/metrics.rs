@@ -7,6 +7,7 @@ mod common;
 
 use common::http::{sample, sample_opt, scrape, status_of};
 use common::{Namespace, free_port, now_ms, secs, wait_until};
+use zkmw::master::plan::window;
 
 const DONE_OK: &str = r#"zkmw_tasks_finished_total{outcome="done",exit_class="0",reason="none"}"#;
 const DONE_3: &str =
@@ -83,8 +84,8 @@ fn metrics_follow_the_tasks_and_the_active_master() {
     );
     assert_eq!(sample(&after, "zkmw_worker_threads"), 2.0, "{after}");
 
-    // The active master's gauges: two jobs run, two wait on the worker
-    // (its window is twice its threads), the rest is queued.
+    // The active master's gauges: two jobs run, the rest of the worker's
+    // window waits on it, four more are queued.
     let active = scrape(port_a);
     assert_eq!(sample(&active, "zkmw_master_active"), 1.0, "{active}");
     assert!(sample(&active, r#"zkmw_transactions_sent_total{kind="assign"}"#) >= 5.0);
@@ -100,11 +101,12 @@ fn metrics_follow_the_tasks_and_the_active_master() {
         ns.submit("sleep 60");
     }
     wait_for_sample(port_w, "zkmw_worker_jobs_running", 2.0);
-    for _ in 0..6 {
+    let waiting = window(2) - 2;
+    for _ in 0..waiting + 4 {
         ns.submit("true");
     }
     wait_for_sample(port_a, "zkmw_queue_depth", 4.0);
-    let load = wait_for_sample(port_a, "zkmw_tasks_assigned", 2.0);
+    let load = wait_for_sample(port_a, "zkmw_tasks_assigned", waiting as f64);
     assert_eq!(sample(&load, "zkmw_tasks_running"), 2.0, "{load}");
     assert_eq!(sample(&load, "zkmw_workers_live"), 1.0, "{load}");
 

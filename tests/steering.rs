@@ -14,6 +14,7 @@ use common::proxy::Proxy;
 use common::servers::Standalone;
 use common::{Namespace, Reaped, describe, group_alive, secs, stderr, stdout, wait_until};
 use serde_json::Value;
+use zkmw::master::plan::window;
 
 /// The server's last zxid counter (its low 32 bits count transactions).
 fn zxid(port: u16) -> u64 {
@@ -96,10 +97,14 @@ fn cancel_of_pending_assigned_and_running_tasks() {
         pids.display()
     ));
     ns.wait_task_state(&running, "running", secs(15));
-    // w1's one thread is busy: the next one waits assigned, the others
-    // pending (its window is two).
+    // w1's one thread is busy: the next ones wait assigned until its
+    // window is full, the last pending.
     let assigned = ns.submit("sleep 1");
     ns.wait_task_state(&assigned, "assigned", secs(15));
+    for _ in 2..window(1) {
+        let filler = ns.submit("sleep 1");
+        ns.wait_task_state(&filler, "assigned", secs(15));
+    }
     let pending = ns.submit("sleep 1");
     ns.wait_task_state(&pending, "pending", secs(15));
     let mut waiter = ns.cmd();
