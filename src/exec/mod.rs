@@ -1149,11 +1149,13 @@ mod tests {
 
     /// Runs a job that traps SIGTERM (and goes on), and once it runs calls
     /// `stop` from another thread with its switch and a file that exists
-    /// once the job got SIGTERM. Returns the report, the job's process
-    /// group and how long the run went on from the call.
+    /// once the job got SIGTERM. `stop` returns the moment the grace under
+    /// test began. Returns the report, the job's process group and how long
+    /// the run went on from that moment: waiting for the trap, slow on a
+    /// loaded machine, counts only where the test says so.
     fn stop_job_trapping_term(
         name: &str,
-        stop: impl FnOnce(&KillSwitch, &Path) + Send,
+        stop: impl FnOnce(&KillSwitch, &Path) -> Instant + Send,
     ) -> (JobReport, String, Duration) {
         let term = format!("{name}-term");
         let files = TempFiles::new([name, &term]);
@@ -1167,9 +1169,7 @@ mod tests {
         let (report, took) = thread::scope(|scope| {
             let stopper = scope.spawn(|| {
                 assert!(wait_for_file(started), "job never started");
-                let at = Instant::now();
-                stop(&kill, termed);
-                at
+                stop(&kill, termed)
             });
             let report = run(&mut spec(&job), &kill);
             let ended = Instant::now();
@@ -1183,7 +1183,11 @@ mod tests {
     #[test]
     fn cancel_kills_after_its_grace_and_keeps_the_output() {
         let grace = Duration::from_millis(300);
-        let (r, pgid, took) = stop_job_trapping_term("cancel", |kill, _| kill.cancel(grace));
+        let (r, pgid, took) = stop_job_trapping_term("cancel", |kill, _| {
+            let at = Instant::now();
+            kill.cancel(grace);
+            at
+        });
         assert_eq!(r.outcome, Outcome::Cancelled);
         assert_eq!(text(&r.stdout), format!("before {pgid}\n"));
         // Well before the 2 s of a kill.
@@ -1219,7 +1223,9 @@ mod tests {
         let (r, _, took) = stop_job_trapping_term("cancel-kill", |kill, termed| {
             kill.cancel(Duration::from_secs(30));
             assert!(wait_for_file(termed), "no SIGTERM");
+            let at = Instant::now();
             kill.kill();
+            at
         });
         assert_eq!(r.outcome, Outcome::Cancelled);
         assert!(took >= KILL_GRACE, "took {took:?}");
@@ -1233,9 +1239,12 @@ mod tests {
     fn cancel_during_a_kill_keeps_killed_and_shortens_the_grace() {
         let grace = Duration::from_millis(300);
         let (r, _, took) = stop_job_trapping_term("kill-cancel", |kill, termed| {
+            // Counted from the kill: the cancel cuts its grace short.
+            let at = Instant::now();
             kill.kill();
             assert!(wait_for_file(termed), "no SIGTERM");
             kill.cancel(grace);
+            at
         });
         assert_eq!(r.outcome, Outcome::Killed);
         assert!(took >= grace, "took {took:?}");
