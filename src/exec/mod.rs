@@ -1160,8 +1160,11 @@ mod tests {
         let term = format!("{name}-term");
         let files = TempFiles::new([name, &term]);
         let [started, termed] = &files.0;
+        // `sleep & wait`, not a foreground `sleep`: a SIGTERM that comes
+        // before the shell has started its sleep would wait for that whole
+        // sleep to run its trap, while `wait` returns to it at once.
         let job = format!(
-            "trap \"touch '{}'\" TERM; echo \"before $$\"; touch '{}'; while :; do sleep 30; done",
+            "trap \"touch '{}'\" TERM; echo \"before $$\"; touch '{}'; while :; do sleep 30 & wait $!; done",
             termed.display(),
             started.display()
         );
