@@ -918,6 +918,24 @@ mod tests {
     }
 
     #[test]
+    fn a_labelled_task_waits_while_its_only_worker_is_full() {
+        // w2 alone has the label, and its window is full; w1 has room.
+        let full: Vec<Assigned> = (1..=window(1) as u32).map(|n| assigned(n, 0, 0)).collect();
+        let mut snap = snapshot(&["w1", "w2"], &[("w1", vec![]), ("w2", full)], Some(&[]));
+        snap.live_workers.insert("w1".into(), 1);
+        snap.live_workers.insert("w2".into(), 1);
+        snap.labels = BTreeMap::from([("w2".to_string(), BTreeSet::from(["gpu".to_string()]))]);
+        let gpu = |t: &mut Task| t.on = vec!["gpu".into()];
+        snap.pending = vec![pending_with(90, gpu), pending(91)];
+        let got = plan(&snap, &mut first);
+        assert_eq!(assigned_to(&got.actions), [(name(91), "w1".into())]);
+        assert_eq!(
+            parked_for(&got),
+            [(name(90), Wait::Labels(vec!["gpu".into()]))]
+        );
+    }
+
+    #[test]
     fn fills_each_worker_up_to_its_window_only() {
         let mut snap = snapshot(
             &["w1", "w2"],
@@ -931,8 +949,9 @@ mod tests {
         let got = assigned_to(&plan(&snap, &mut first).actions);
         // Fewest assignments first, ties to the first: they take turns,
         // w2 first, until both are full; tasks 9 to 11 stay queued.
-        let turns = (2..9).map(|n| (name(n), if n % 2 == 0 { "w2" } else { "w1" }.into()));
-        assert_eq!(got, turns.collect::<Vec<(String, String)>>());
+        let turn = |n: u32| if n.is_multiple_of(2) { "w2" } else { "w1" };
+        let turns: Vec<(String, String)> = (2..9).map(|n| (name(n), turn(n).into())).collect();
+        assert_eq!(got, turns);
         let held = [("w1".to_string(), 1), ("w2".to_string(), 0)]
             .into_iter()
             .collect();
