@@ -71,6 +71,7 @@ pub struct Metrics {
     run_seconds: Histogram,
     last_success: Gauge<f64, AtomicU64>,
     jobs_running: Gauge,
+    jobs_claimed: Gauge,
     threads: Gauge,
     active: Gauge,
     epoch: Gauge,
@@ -108,6 +109,7 @@ impl Metrics {
             run_seconds: Histogram::new(RUN_BUCKETS),
             last_success: Gauge::default(),
             jobs_running: Gauge::default(),
+            jobs_claimed: Gauge::default(),
             threads: Gauge::default(),
             active: Gauge::default(),
             epoch: Gauge::default(),
@@ -181,6 +183,11 @@ impl Metrics {
             "worker_jobs_running",
             "Jobs this worker runs now",
             self.jobs_running.clone(),
+        );
+        r.register(
+            "worker_jobs_claimed_ahead",
+            "Tasks this worker claimed ahead of a free thread, their jobs not started",
+            self.jobs_claimed.clone(),
         );
         r.register(
             "worker_threads",
@@ -278,9 +285,11 @@ impl Metrics {
         self.expiries.inc();
     }
 
-    /// A worker's running jobs and its capacity.
-    pub fn worker_jobs(&self, running: usize, threads: usize) {
+    /// A worker's running jobs, its claims waiting for a thread, and its
+    /// capacity.
+    pub fn worker_jobs(&self, running: usize, claimed: usize, threads: usize) {
         self.jobs_running.set(running as i64);
+        self.jobs_claimed.set(claimed as i64);
         self.threads.set(threads as i64);
     }
 

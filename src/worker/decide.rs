@@ -1,8 +1,8 @@
 //! The worker's decisions as plain functions over plain data, time passed
 //! in, so each rule is unit-tested without a server: what to do with an
 //! assignment it lists, who holds its id when registering fails, when a
-//! worker cut off from ZooKeeper gives its jobs up, and when a worker whose
-//! jobs cannot start stops taking work.
+//! worker cut off from ZooKeeper gives its jobs up, when a worker whose
+//! jobs cannot start stops taking work, and when it claims ahead.
 
 use std::time::{Duration, Instant};
 
@@ -196,6 +196,58 @@ impl StartHealth {
     }
 }
 
+/// A job that took less than this counts as short for [`Pace`].
+pub const SHORT_JOB: Duration = Duration::from_millis(100);
+
+/// A claim made ahead whose job has not started after this long goes back
+/// to the queue uncounted, so it does not wait behind a long job while
+/// another worker could run it.
+pub const CLAIM_AHEAD_HOLD: Duration = Duration::from_secs(1);
+
+/// How fast the worker's jobs end. While its last jobs were all short,
+/// it claims one assignment ahead per thread: a thread that frees then
+/// starts its next job at once, instead of waiting for a claim to commit
+/// (which takes as long as a short job). A long job or a claim held too
+/// long stops it until jobs are short again.
+#[derive(Debug, Clone, Default)]
+pub struct Pace {
+    short_in_a_row: usize,
+}
+
+impl Pace {
+    /// Records how long one job took.
+    pub fn record(&mut self, took: Duration) {
+        if took < SHORT_JOB {
+            self.short_in_a_row += 1;
+        } else {
+            self.short_in_a_row = 0;
+        }
+    }
+
+    /// A claim made ahead waited past [`CLAIM_AHEAD_HOLD`]: the jobs are
+    /// not short enough to claim ahead of.
+    pub fn stalled(&mut self) {
+        self.short_in_a_row = 0;
+    }
+
+    /// How many assignments to claim beyond its free threads: one per
+    /// thread once twice as many jobs in a row as it has threads were
+    /// short, none before.
+    pub fn ahead(&self, threads: usize) -> usize {
+        if self.short_in_a_row >= threads.max(1) * 2 {
+            threads
+        } else {
+            0
+        }
+    }
+}
+
+/// True when a claim made ahead at `since` and not started by `now` is to
+/// go back to the queue.
+pub fn claim_ahead_is_overdue(since: Instant, now: Instant) -> bool {
+    now >= since + CLAIM_AHEAD_HOLD
+}
+
 /// True when a worker cut off from ZooKeeper since `since` must give its
 /// jobs up at `now`: its session may be expired by then and the master
 /// may soon run them elsewhere.
@@ -294,6 +346,42 @@ mod tests {
         assert_eq!(health.record(true), None);
         assert_eq!(health.record(true), None);
         assert_eq!(health.record(true), Some(FIRST_PAUSE));
+    }
+
+    #[test]
+    fn claims_ahead_only_while_its_recent_jobs_are_short() {
+        let short = SHORT_JOB - Duration::from_millis(1);
+        let mut pace = Pace::default();
+        assert_eq!(pace.ahead(4), 0, "nothing known yet");
+        for _ in 0..7 {
+            pace.record(short);
+        }
+        assert_eq!(
+            pace.ahead(4),
+            0,
+            "seven short jobs are not enough for 4 threads"
+        );
+        pace.record(short);
+        assert_eq!(pace.ahead(4), 4, "one ahead per thread");
+        pace.record(SHORT_JOB);
+        assert_eq!(pace.ahead(4), 0, "one long job stops it");
+        for _ in 0..8 {
+            pace.record(short);
+        }
+        assert_eq!(pace.ahead(4), 4);
+        pace.stalled();
+        assert_eq!(pace.ahead(4), 0, "a claim held too long stops it");
+        pace.record(short);
+        pace.record(short);
+        assert_eq!(pace.ahead(1), 1, "a single thread needs two short jobs");
+    }
+
+    #[test]
+    fn a_claim_made_ahead_goes_back_once_held_too_long() {
+        let t0 = Instant::now();
+        let just_before = t0 + CLAIM_AHEAD_HOLD - Duration::from_millis(1);
+        assert!(!claim_ahead_is_overdue(t0, just_before));
+        assert!(claim_ahead_is_overdue(t0, t0 + CLAIM_AHEAD_HOLD));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! `/status/<t>`, delete the assignment and the claim. A run the worker had
 //! to kill while its session lives (stopping past the drain timeout) is
 //! handed back in one step: `/tasks/<t>` created again, the assignment and
-//! the claim deleted, so it runs again at once.
+//! the claim deleted, so it runs again at once. A claim made ahead whose
+//! job never started is released the same way, its run not counted.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,16 @@ fn attempt_end(outcome: &Outcome) -> AttemptEnd {
     }
 }
 
+/// A claimed assignment: the task as it was assigned, and with this run
+/// counted (what its job runs as).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    /// The task as assigned, before the claim.
+    pub assigned: Task,
+    /// The task with this run counted.
+    pub run: Task,
+}
+
 /// What is to be written for a run that ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EndStep {
@@ -108,6 +119,15 @@ pub enum EndStep {
         /// The step.
         ops: Vec<Op>,
     },
+    /// Claimed ahead, its job not started: back to the queue as it was
+    /// assigned, the run not counted. If that cannot be done, the job
+    /// runs here after all.
+    Release {
+        /// The step.
+        ops: Vec<Op>,
+        /// The claim, to run if the release fails.
+        claim: Box<Claimed>,
+    },
 }
 
 impl EndStep {
@@ -116,7 +136,8 @@ impl EndStep {
         match self {
             EndStep::Finish { ops, .. }
             | EndStep::Retry { ops, .. }
-            | EndStep::HandBack { ops } => ops,
+            | EndStep::HandBack { ops }
+            | EndStep::Release { ops, .. } => ops,
         }
     }
 }
@@ -202,19 +223,28 @@ fn hand_back_ops(layout: &Layout, worker: &str, name: &str, task: &Task) -> Vec<
     back_to_queue(layout, worker, name, &back)
 }
 
+/// The step releasing a claim whose job has not started: the task goes
+/// back to the queue as it was assigned (its attempts as they were).
+pub fn release(layout: &Layout, worker: &str, name: &str, claim: Claimed) -> EndStep {
+    EndStep::Release {
+        ops: back_to_queue(layout, worker, name, &claim.assigned),
+        claim: Box::new(claim),
+    }
+}
+
 /// The claim step of `task` at `started_ms` (see `decide::on_claim` for
 /// what each operation's failure means): raise the assignment from version
 /// 0, create the ephemeral claim, prove there is no result yet (creating
 /// and deleting `/status/<t>` fails if it exists), and take the task's
-/// lock. Returns the task with this run counted, and the step.
+/// lock. Returns the claim and its step.
 pub fn claim(
     layout: &Layout,
     worker: &str,
     name: &str,
-    task: Task,
+    assigned: Task,
     started_ms: u64,
-) -> (Task, Vec<Op>) {
-    let task = task.started(worker, started_ms);
+) -> (Claimed, Vec<Op>) {
+    let task = assigned.clone().started(worker, started_ms);
     let claim = Claim {
         worker: worker.to_string(),
         started_ms,
@@ -253,7 +283,13 @@ pub fn claim(
             data: model::encode(&holder),
         });
     }
-    (task, ops)
+    (
+        Claimed {
+            assigned,
+            run: task,
+        },
+        ops,
+    )
 }
 
 fn execute(ctx: &JobContext, name: &str, task: &Task, kill: &KillSwitch) -> JobReport {

@@ -135,7 +135,7 @@ pub fn run(cfg: &WorkerConfig, tx: &Sender<Msg>, rx: &Receiver<Msg>) -> Result<(
     let mut previous: Option<i64> = None;
     // Followed live, and kept across sessions.
     let mut tuning = Tuning::new(WORKER_KEYS, cfg.given.clone());
-    cfg.obs.metrics().worker_jobs(0, cfg.threads);
+    cfg.obs.metrics().worker_jobs(0, 0, cfg.threads);
     loop {
         cfg.obs.stage(Stage::Connecting);
         let is_stop = |m: &Msg| matches!(m, Msg::Shutdown);

@@ -6,6 +6,12 @@
 //! that ended; gives its jobs up when cut off from ZooKeeper past the
 //! hold; pauses when its jobs cannot start; drains on SIGTERM.
 //!
+//! While its recent jobs are short (`decide::Pace`), it claims one
+//! assignment ahead per thread, so a thread that frees starts its next job
+//! at once; a claim made ahead that waits too long, or whose task is
+//! cancelled, or that a pause or a drain finds, is given up without the run
+//! being counted.
+//!
 //! Its writes are grouped (`zk::group`): on each turn, the steps of every
 //! job that ended since its last write (results, re-runs, hand-backs) and
 //! the claims of the assignments it can start now go out together, as one
@@ -22,8 +28,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 use threadpool::ThreadPool;
 
-use super::decide::{self, ClaimVerdict, FinishVerdict, OnListed, StartHealth};
-use super::job::{self, EndStep, JobContext};
+use super::decide::{self, ClaimVerdict, FinishVerdict, OnListed, Pace, StartHealth};
+use super::job::{self, Claimed, EndStep, JobContext};
 use super::{Msg, WorkerConfig, register_ops, worker_info};
 use crate::backoff::Backoff;
 use crate::exec::{JobReport, KillSwitch, Outcome};
@@ -40,11 +46,19 @@ enum Local {
     /// Listed and read, not claimed: waits for a free thread (the master
     /// may still move it elsewhere).
     Waiting(Box<Task>),
+    /// Claimed, its job not started: it starts when a thread is free; it
+    /// is released (back to the queue, uncounted) if it has not started
+    /// within `decide::CLAIM_AHEAD_HOLD` of `held_since` (`None`: a release
+    /// failed, so it runs here).
+    Claimed {
+        claim: Box<Claimed>,
+        held_since: Option<Instant>,
+    },
     /// Claimed; its job runs on a thread (the task has this run counted).
     Running { kill: KillSwitch, task: Box<Task> },
     /// The claim's outcome is unknown: the claim is read before anything
     /// else is done with it.
-    Unsure(Box<Task>),
+    Unsure(Box<Claimed>),
     /// Its job ended; this is what to write for it.
     Ended(Box<Ending>),
     /// Not to run now: claimed by an earlier session of this worker (the
@@ -80,8 +94,8 @@ impl Ending {
 enum Write {
     /// The step of a job that ended.
     End(String),
-    /// The claim of a waiting assignment (the task with this run counted).
-    Claim(String, Box<Task>),
+    /// The claim of a waiting assignment.
+    Claim(String, Box<Claimed>),
 }
 
 /// How long a stopping worker waits for its killed jobs' threads.
@@ -113,6 +127,8 @@ pub struct WorkerSession<'a> {
     /// The watch on the cluster settings is armed and has not fired.
     settings_armed: bool,
     health: StartHealth,
+    /// How short its recent jobs were: whether it claims ahead.
+    pace: Pace,
     /// Taking no work until then: its recent jobs could not start.
     paused_until: Option<Instant>,
 }
@@ -152,6 +168,7 @@ impl<'a> WorkerSession<'a> {
             tuning,
             settings_armed: false,
             health: StartHealth::default(),
+            pace: Pace::default(),
             paused_until: None,
         }
     }
@@ -168,10 +185,11 @@ impl<'a> WorkerSession<'a> {
         let mut next_tick = Instant::now();
         loop {
             self.cfg.obs.beat();
-            self.cfg
-                .obs
-                .metrics()
-                .worker_jobs(self.running(), self.cfg.threads);
+            self.cfg.obs.metrics().worker_jobs(
+                self.running(),
+                self.claimed_ahead(),
+                self.cfg.threads,
+            );
             let now = Instant::now();
             if self.zk.is_lost() {
                 return Next::Restart;
@@ -198,7 +216,10 @@ impl<'a> WorkerSession<'a> {
                     debug!("worker {}: round failed ({err}); retrying", self.cfg.id);
                 }
             }
+            self.start_claimed();
+            self.release_overdue(now);
             self.write_ready();
+            self.start_claimed();
             let first = match rx.recv_deadline(notify::wake_by(self.next_wake(next_tick))) {
                 Ok(msg) => Some(msg),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -237,6 +258,7 @@ impl<'a> WorkerSession<'a> {
             self.cut_off_since.map(|since| since + self.hold),
             self.paused_until,
             self.next_due(),
+            self.next_release(),
         ]
         .into_iter()
         .flatten()
@@ -299,6 +321,7 @@ impl<'a> WorkerSession<'a> {
         };
         self.cancel_armed = true;
         self.cancels = listed.into_iter().collect();
+        self.cancel_claimed();
         // Only a running job has anything to stop.
         let ours: Vec<String> = self
             .cancels
@@ -442,8 +465,8 @@ impl<'a> WorkerSession<'a> {
                 let result = result.map(drop);
                 again |= match write {
                     Write::End(task) => self.ended_written(&task, &result),
-                    Write::Claim(task, started) => {
-                        self.claimed(task, started, &result);
+                    Write::Claim(task, claim) => {
+                        self.claimed(task, claim, &result);
                         false
                     }
                 };
@@ -468,22 +491,23 @@ impl<'a> WorkerSession<'a> {
             }
         }
         for (task, waiting) in self.claimable() {
-            let (started, ops) = job::claim(
+            let (claim, ops) = job::claim(
                 &self.cfg.layout,
                 &self.cfg.id,
                 &task,
                 waiting,
                 model::now_ms(),
             );
-            writes.push(Write::Claim(task, Box::new(started)));
+            writes.push(Write::Claim(task, Box::new(claim)));
             steps.push(ops);
         }
         (writes, steps)
     }
 
     /// The waiting assignments to claim now: as many as it has free
-    /// threads, oldest first, none with a cancel request; none while it
-    /// takes no work.
+    /// threads (and, while its jobs are short, one ahead per thread),
+    /// oldest first, none with a cancel request; none while it takes no
+    /// work.
     fn claimable(&self) -> Vec<(String, Task)> {
         if !self.accepting {
             return Vec::new();
@@ -491,8 +515,14 @@ impl<'a> WorkerSession<'a> {
         let taken = self
             .local
             .values()
-            .filter(|s| matches!(s, Local::Running { .. } | Local::Unsure(_)))
+            .filter(|s| {
+                matches!(
+                    s,
+                    Local::Running { .. } | Local::Claimed { .. } | Local::Unsure(_)
+                )
+            })
             .count();
+        let room = self.cfg.threads + self.pace.ahead(self.cfg.threads);
         let mut waiting: Vec<(&String, &Task)> = self
             .local
             .iter()
@@ -504,20 +534,20 @@ impl<'a> WorkerSession<'a> {
         waiting.sort_by(|a, b| a.0.cmp(b.0));
         waiting
             .into_iter()
-            .take(self.cfg.threads.saturating_sub(taken))
+            .take(room.saturating_sub(taken))
             .map(|(name, task)| (name.clone(), task.clone()))
             .collect()
     }
 
-    /// What became of a claim: an assignment that is ours starts on a
-    /// thread; one held by another run or whose lock is held is looked at
+    /// What became of a claim: an assignment that is ours starts when a
+    /// thread is free; one held by another run or whose lock is held is looked at
     /// again after a tick; one whose outcome is unknown is read first.
-    fn claimed(&mut self, task: String, started: Box<Task>, result: &Result<(), ZkError>) {
+    fn claimed(&mut self, task: String, claim: Box<Claimed>, result: &Result<(), ZkError>) {
         let verdict = decide::on_claim(&self.cfg.obs.metrics().txn("claim", result.clone()));
         match verdict {
-            ClaimVerdict::Ours => self.start(task, started),
+            ClaimVerdict::Ours => self.hold_claim(task, claim),
             ClaimVerdict::Unknown => {
-                self.local.insert(task, Local::Unsure(started));
+                self.local.insert(task, Local::Unsure(claim));
             }
             ClaimVerdict::HeldByAnotherRun => {
                 warn!("{task}: assigned here, but another run holds it; not running it");
@@ -549,6 +579,121 @@ impl<'a> WorkerSession<'a> {
             .insert(task, Local::Ignored(Instant::now() + self.cfg.tick));
     }
 
+    /// A claim of ours: its job starts when a thread is free, and it is
+    /// released if that takes too long.
+    fn hold_claim(&mut self, task: String, claim: Box<Claimed>) {
+        let held_since = Some(Instant::now());
+        self.local
+            .insert(task, Local::Claimed { claim, held_since });
+    }
+
+    /// Starts the claimed jobs, oldest first, on the free threads (one
+    /// whose task has a cancel request ends `cancelled` instead); while it
+    /// takes no work (paused, draining), releases them instead.
+    fn start_claimed(&mut self) {
+        if !self.accepting {
+            self.release_claimed(None);
+        }
+        let free = self.cfg.threads.saturating_sub(self.running());
+        for task in self.claimed_names().into_iter().take(free) {
+            let Some(Local::Claimed { claim, .. }) = self.local.remove(&task) else {
+                continue;
+            };
+            if self.cancels.contains(&task) {
+                self.cancel_unstarted(task, *claim);
+            } else {
+                self.start(task, Box::new(claim.run));
+            }
+        }
+    }
+
+    /// The claimed tasks whose jobs have not started, oldest first.
+    fn claimed_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(_, s)| matches!(s, Local::Claimed { .. }))
+            .map(|(t, _)| t.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Ends the claimed, unstarted tasks that have a cancel request:
+    /// `cancelled`, their run not counted, as the master ends an unclaimed
+    /// one.
+    fn cancel_claimed(&mut self) {
+        for task in self.claimed_names() {
+            if self.cancels.contains(&task)
+                && let Some(Local::Claimed { claim, .. }) = self.local.remove(&task)
+            {
+                self.cancel_unstarted(task, *claim);
+            }
+        }
+    }
+
+    fn cancel_unstarted(&mut self, task: String, claim: Claimed) {
+        info!("{task}: cancelled before its job started");
+        let result = TaskResult::failed(
+            Some(&claim.assigned),
+            FailReason::Cancelled,
+            Some(&self.cfg.id),
+            model::now_ms(),
+        );
+        let step = job::finish(&self.cfg.layout, &self.cfg.id, &task, Box::new(result));
+        self.local
+            .insert(task, Local::Ended(Box::new(Ending::new(step))));
+    }
+
+    /// Releases the claims whose jobs have not started within their hold
+    /// (all of them if `now` is `None`: a pause or a drain); true if one
+    /// was.
+    fn release_claimed(&mut self, now: Option<Instant>) -> bool {
+        let due: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(_, s)| match s {
+                Local::Claimed {
+                    held_since: Some(since),
+                    ..
+                } => now.is_none_or(|now| decide::claim_ahead_is_overdue(*since, now)),
+                _ => false,
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task in &due {
+            if let Some(Local::Claimed { claim, .. }) = self.local.remove(task) {
+                info!("{task}: claimed, its job not started: back to the queue, uncounted");
+                let step = job::release(&self.cfg.layout, &self.cfg.id, task, *claim);
+                self.local
+                    .insert(task.clone(), Local::Ended(Box::new(Ending::new(step))));
+            }
+        }
+        !due.is_empty()
+    }
+
+    /// Releases the claims held past their hold: the jobs ahead of them
+    /// are not short, so it claims no more ahead for now.
+    fn release_overdue(&mut self, now: Instant) {
+        if self.release_claimed(Some(now)) {
+            self.pace.stalled();
+        }
+    }
+
+    /// When the next claim's hold ends, if one is held.
+    fn next_release(&self) -> Option<Instant> {
+        self.local
+            .values()
+            .filter_map(|s| match s {
+                Local::Claimed {
+                    held_since: Some(since),
+                    ..
+                } => Some(*since + decide::CLAIM_AHEAD_HOLD),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Runs a claimed task's job on a thread.
     fn start(&mut self, task: String, started: Box<Task>) {
         let kill = KillSwitch::new();
@@ -575,6 +720,7 @@ impl<'a> WorkerSession<'a> {
             EndStep::Finish { .. } => "finish",
             EndStep::Retry { .. } => "requeue_failed",
             EndStep::HandBack { .. } => "hand_back",
+            EndStep::Release { .. } => "release",
         };
         let result = self.cfg.obs.metrics().txn(kind, result.clone());
         let layout = &self.cfg.layout;
@@ -610,6 +756,23 @@ impl<'a> WorkerSession<'a> {
                 ending.step = job::finish(layout, &self.cfg.id, task, result);
                 return true;
             }
+            (EndStep::Release { .. }, Err(err)) if err.is_unknown_outcome() => {
+                ending.unsure = true;
+                ending.due = Instant::now() + ending.backoff.next_wait();
+                return false;
+            }
+            (EndStep::Release { claim, .. }, Err(err)) => {
+                warn!("{task}: could not release its claim ({err}); running it here");
+                let claim = claim.clone();
+                self.local.insert(
+                    task.to_string(),
+                    Local::Claimed {
+                        claim,
+                        held_since: None,
+                    },
+                );
+                return false;
+            }
             (EndStep::HandBack { .. }, Err(err)) => {
                 warn!("{task}: killed; not handed back ({err}): the master requeues it");
                 self.local.remove(task);
@@ -640,6 +803,7 @@ impl<'a> WorkerSession<'a> {
             EndStep::HandBack { .. } => {
                 info!("{task}: killed (worker stopping); handed back to the queue")
             }
+            EndStep::Release { .. } => info!("{task}: released; back in the queue"),
         }
     }
 
@@ -662,8 +826,8 @@ impl<'a> WorkerSession<'a> {
     /// Reads the claims of the tasks whose last write had an unknown
     /// outcome (after a sync, so the read sees every committed write): a
     /// claim of this session means the claim went through (its job starts)
-    /// or an ended job's step did not (it goes again when due); no claim,
-    /// the opposite.
+    /// or an ended job's or a release's step did not (it goes again when
+    /// due); no claim, the opposite.
     fn settle_unsure(&mut self) -> Result<(), ZkError> {
         let now = Instant::now();
         let unsure: Vec<String> = self
@@ -687,7 +851,7 @@ impl<'a> WorkerSession<'a> {
         for (task, claim) in unsure.into_iter().zip(self.zk.exists_many(&paths)) {
             let ours = claim?.is_some_and(|s| s.ephemeral_owner == self.zk.session_id());
             match self.local.remove(&task) {
-                Some(Local::Unsure(started)) if ours => self.start(task, started),
+                Some(Local::Unsure(claim)) if ours => self.hold_claim(task, claim),
                 Some(Local::Unsure(_)) => {}
                 Some(Local::Ended(mut ending)) if ours => {
                     ending.unsure = false;
@@ -758,6 +922,8 @@ impl<'a> WorkerSession<'a> {
             return;
         };
         let could_not_start = matches!(report.outcome, Outcome::CouldNotStart(_));
+        let took = report.finished_ms.saturating_sub(report.started_ms);
+        self.pace.record(Duration::from_millis(took));
         let killed = report.outcome == Outcome::Killed;
         let step = job::end_step(&self.cfg.layout, &self.cfg.id, &task, &run, report);
         self.local
@@ -850,6 +1016,14 @@ impl<'a> WorkerSession<'a> {
             .count()
     }
 
+    /// Its claims whose jobs wait for a thread.
+    fn claimed_ahead(&self) -> usize {
+        self.local
+            .values()
+            .filter(|s| matches!(s, Local::Claimed { .. }))
+            .count()
+    }
+
     /// Its runs not done with yet: claimed (or perhaps claimed), running,
     /// or ended with their step still to write.
     fn busy(&self) -> usize {
@@ -858,7 +1032,10 @@ impl<'a> WorkerSession<'a> {
             .filter(|s| {
                 matches!(
                     s,
-                    Local::Running { .. } | Local::Unsure(_) | Local::Ended(_)
+                    Local::Claimed { .. }
+                        | Local::Running { .. }
+                        | Local::Unsure(_)
+                        | Local::Ended(_)
                 )
             })
             .count()
@@ -873,7 +1050,8 @@ impl<'a> WorkerSession<'a> {
             self.busy()
         );
         self.accepting = false;
-        // What it has not claimed is the master's to requeue.
+        // What it has not claimed is the master's to requeue; what it has
+        // claimed and not started it releases (`start_claimed`).
         self.local.retain(|_, s| !matches!(s, Local::Waiting(_)));
         self.cfg.obs.stage(Stage::Draining);
         self.step_away("draining", None);
@@ -928,6 +1106,7 @@ impl<'a> WorkerSession<'a> {
     fn wait_for_jobs(&mut self, rx: &Receiver<Msg>, deadline: Instant) -> bool {
         loop {
             self.write_ready();
+            self.start_claimed();
             if self.busy() == 0 {
                 return true;
             }
