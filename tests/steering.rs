@@ -1,8 +1,9 @@
 //! Seeing and steering work in flight: a job's progress (seen by `status
 //! TASK`, `tasks` and the live line of `submit --wait`, coalesced, gone
 //! with its worker), `cancel` of a pending, an assigned and a running task
-//! (racing the task's own end: one result each), `tasks` with its filters,
-//! and the history of a task run twice.
+//! (racing the task's own end: one result each), a task claimed ahead of
+//! a free thread (cancelled before its start, or released to an idle
+//! worker), `tasks` with its filters, and the history of a task run twice.
 
 mod common;
 
@@ -160,6 +161,38 @@ fn cancel_of_pending_assigned_and_running_tasks() {
     let out = ns.run(&["cancel", "task-0099999999"]);
     assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
     assert!(stderr(&out).contains("no task"), "{}", describe(&out));
+}
+
+/// A worker whose jobs were short claims one task ahead per thread; behind
+/// a long job, that claim is cancelled without running, or released (its
+/// run not counted) to a worker that joins, instead of waiting for the
+/// long job.
+#[test]
+fn a_task_claimed_ahead_behind_a_long_job_is_cancelled_or_released() {
+    let ns = Namespace::new("steering-ahead");
+    let marker = ns.dir.join("ran");
+    let (_master, _workers) = ns.spawn_cluster(&["w1"], 1);
+    for _ in 0..3 {
+        let out = ns.submit_wait(&["true"]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let long = ns.submit("sleep 20");
+    ns.wait_task_state(&long, "running", secs(15));
+
+    let cancelled = ns.submit(&format!("touch '{}'", marker.display()));
+    let out = ns.run(&["cancel", &cancelled]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let t = ns.wait_task_state(&cancelled, "failed", secs(10));
+    assert_eq!(t["reason"], "cancelled", "{t}");
+    assert_eq!(t["attempts"], 0, "never ran: {t}");
+    assert!(!marker.exists(), "the cancelled job ran");
+
+    let released = ns.submit("true");
+    let _w2 = ns.spawn_worker("w2", 1);
+    let t = ns.wait_task_state(&released, "done", secs(15));
+    assert_eq!(t["worker"], "w2", "it waited for w1's long job: {t}");
+    assert_eq!(t["attempts"], 1, "the release counted a run: {t}");
+    assert_eq!(ns.task_json(&long)["state"], "running");
 }
 
 /// Cancels racing the tasks' own ends, many times: one result each, and
