@@ -499,3 +499,52 @@ fn a_worker_cut_off_and_back_watches_its_assignments_again() {
         "the same session"
     );
 }
+
+/// A worker cut off from ZooKeeper starts nothing new, not even a task it
+/// claimed ahead of a free thread: when the job before it ends during the
+/// cut, the claimed one waits, and runs (once) only when the worker is
+/// back.
+#[test]
+fn a_worker_cut_off_starts_no_job_it_claimed_ahead() {
+    let ns = Namespace::new("net-cut-ahead");
+    let proxy = Proxy::start(common::zk());
+    let _master = ns.spawn_master("m1");
+    let args = ["worker", "--id", "w1", "--threads", "1"];
+    let w1 = ns.spawn_via("w1", &proxy.addr(), &args);
+    ns.wait_for_master("m1", secs(15));
+    ns.wait_for_workers(&["w1"], secs(15));
+    // Short jobs in a row: w1 claims one ahead of its one thread.
+    for _ in 0..3 {
+        let out = ns.submit_wait(&["true"]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let gate = ns.dir.join("gate");
+    let marker = ns.dir.join("ran");
+    let first = ns.submit(&format!(
+        "while [ ! -e '{}' ]; do sleep 0.02; done",
+        gate.display()
+    ));
+    let ahead = ns.submit(&format!("touch '{}'", marker.display()));
+    ns.wait_task_state(&first, "running", secs(15));
+    ns.wait_task_state(&ahead, "running", secs(15));
+    assert!(!marker.exists(), "both ran at once on one thread");
+
+    // Cut off for less than the session timeout (3 s): the session lives.
+    proxy.blackhole();
+    proxy.cut();
+    std::fs::write(&gate, b"").expect("open the gate");
+    let started = wait_until(Instant::now() + Duration::from_millis(1500), || {
+        marker.exists()
+    });
+    assert!(
+        !started,
+        "a job claimed ahead started while cut off:\n{}",
+        w1.log()
+    );
+    proxy.heal();
+
+    let t = ns.wait_task_state(&ahead, "done", secs(20));
+    assert!(marker.exists(), "{t}");
+    assert_eq!(t["attempts"], 1, "{t}");
+    assert_eq!(ns.wait_task_state(&first, "done", secs(10))["attempts"], 1);
+}

@@ -589,10 +589,14 @@ impl<'a> WorkerSession<'a> {
 
     /// Starts the claimed jobs, oldest first, on the free threads (one
     /// whose task has a cancel request ends `cancelled` instead); while it
-    /// takes no work (paused, draining), releases them instead.
+    /// takes no work (paused, draining), releases them instead. Cut off
+    /// from ZooKeeper, it starts nothing new: they wait.
     fn start_claimed(&mut self) {
         if !self.accepting {
             self.release_claimed(None);
+        }
+        if !self.zk.is_connected() {
+            return;
         }
         let free = self.cfg.threads.saturating_sub(self.running());
         for task in self.claimed_names().into_iter().take(free) {
