@@ -57,6 +57,9 @@ export ZKMW_ENSEMBLE_ELECTION_PORTS="${PORTS[6]},${PORTS[7]},${PORTS[8]}"
 export ZKMW_ZK="127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}"
 export ZKMW_ROOT="/storm"
 export ZKMW_SESSION_TIMEOUT=4s
+# The master keeps every result: the verdict reads them all, and ten minutes store more
+# than the default 100,000 (the oldest were purged, and their ids read as wrong).
+export ZKMW_KEEP_RESULTS=100000000
 
 node_pid() { cat "$ZKMW_ZK_DIR/ensemble-$1/zookeeper.pid" 2>/dev/null; }
 thaw_all() {

@@ -259,6 +259,47 @@ fn a_lock_submit_into_a_half_made_namespace_stores_its_task() {
     );
 }
 
+/// A `submit ARGS` through `proxy` (patient: 30 s to connect), once the
+/// proxy's trigger has fired on one of its requests.
+fn submit_until_triggered(ns: &Namespace, proxy: &Proxy, args: &[&str]) -> Reaped {
+    let mut cmd = ns.cmd_via(&proxy.addr());
+    cmd.args(["--connect-timeout", "30s", "submit"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let submit = Reaped::spawn(&mut cmd).expect("submit through the proxy");
+    assert!(
+        wait_until(secs(10), || proxy.triggered()),
+        "no request of `submit {args:?}` went through the proxy's trigger"
+    );
+    submit
+}
+
+/// A `--lock` submit whose session expires while it reads its lock's
+/// queue (cut off past the 3 s session timeout) goes on in a new session
+/// and stores its task, once (it exited 125, "session expired", in a storm
+/// run).
+#[test]
+fn a_lock_submit_whose_session_expires_mid_read_stores_its_task_once() {
+    let ns = Namespace::new("lock-expired");
+    let layout = ns.layout();
+    let zk = ns.connect_prepared();
+    let proxy = Proxy::start(ns.hosts());
+    proxy.mute_replies_on(layout.lockq_dir("expiring").as_bytes());
+    let submit = submit_until_triggered(&ns, &proxy, &["--lock", "expiring", "echo locked"]);
+    proxy.blackhole();
+    // Kept cut off for twice the session timeout: the server expires it.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    proxy.heal();
+    let out = submit.wait_with_output().expect("the submit ends");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let id = stdout(&out).trim().to_string();
+    let tasks = ns.children(&zk, &layout.tasks());
+    assert_eq!(tasks, [id], "one task stored: {}", describe(&out));
+    let queue = ns.children(&zk, &layout.lockq_dir("expiring"));
+    assert_eq!(queue.len(), 1, "one member of its lock's queue: {queue:?}");
+}
+
 fn pending_or_running(ns: &Namespace) -> u64 {
     let t = &ns.status_json()["tasks"];
     ["pending", "assigned", "running"]
@@ -314,22 +355,7 @@ fn unique_survives_a_submitter_whose_reply_is_lost() {
     let (_master, _workers) = ns.spawn_cluster(&["w1"], 2);
     let proxy = Proxy::start(ns.hosts());
     proxy.mute_replies_on(b"weekly-report");
-    let mut cut = ns.cmd_via(&proxy.addr());
-    cut.args([
-        "--connect-timeout",
-        "20s",
-        "submit",
-        "--unique",
-        "weekly-report",
-        "echo report",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let cut = Reaped::spawn(&mut cut).expect("submit through the proxy");
-    assert!(
-        wait_until(secs(10), || proxy.triggered()),
-        "the create never went through the proxy"
-    );
+    let cut = submit_until_triggered(&ns, &proxy, &["--unique", "weekly-report", "echo report"]);
     let mut others = submit_at_once(&ns, 3, &["--unique", "weekly-report", "echo report"]);
     // They find the task whose reply was lost, and end.
     wait_until(secs(20), || {

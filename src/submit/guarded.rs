@@ -73,26 +73,29 @@ pub fn store_guarded(
         if zk.is_lost() {
             *zk = session::connect(&cfg.connect)?;
         }
-        let floor = match zk.exists(&layout.tasks()) {
-            Ok(Some(stat)) => queue_floor(stat, cfg.max_pending)?,
-            Ok(None) => {
-                session::ensure_namespace(zk, layout).map_err(doing)?;
-                continue;
-            }
-            Err(err) if err.is_unknown_outcome() => {
+        let (tasks, stored_earlier, queue) = match read_before_try(zk, layout, task, unsure) {
+            Ok(Reads::Made) => continue,
+            Ok(Reads::Ready {
+                tasks,
+                stored_earlier,
+                queue,
+            }) => (tasks, stored_earlier, queue),
+            // Nothing is sent before these reads answer: read again, in a
+            // new session if this one expired.
+            Err(err) if err.is_unknown_outcome() || err.is_session_lost() => {
+                debug!("reading before storing the task: {err}; retrying");
                 backoff.sleep();
                 continue;
             }
             Err(err) => return Err(doing(err)),
         };
-        let search = (*since.get_or_insert(floor), give_up);
-        if unsure && own_member(zk, layout, task).map_err(doing)? {
+        let search = (
+            *since.get_or_insert(queue_floor(tasks, cfg.max_pending)?),
+            give_up,
+        );
+        if stored_earlier {
             return stored_after_all(zk, cfg, task, search);
         }
-        let queue = match &task.lock {
-            Some(lock) => Some(lock_queue(zk, layout, lock).map_err(doing)?),
-            None => None,
-        };
         if skip_if_locked
             && let Some((_, stat)) = &queue
             && stat.num_children > 0
@@ -116,6 +119,38 @@ pub fn store_guarded(
             }
         }
     }
+}
+
+/// What the reads before a try of the transaction found.
+enum Reads {
+    /// `/tasks` was missing: the namespace is made now; read again.
+    Made,
+    /// `/tasks`' stat; whether an earlier try, whose outcome was unknown,
+    /// went through (its lock queue member is there); if not, the lock's
+    /// queue (version and stat).
+    Ready {
+        tasks: NodeStat,
+        stored_earlier: bool,
+        queue: Option<(i32, NodeStat)>,
+    },
+}
+
+/// Reads what a try of `task`'s transaction rests on.
+fn read_before_try(zk: &Zk, layout: &Layout, task: &Task, unsure: bool) -> Result<Reads, ZkError> {
+    let Some(tasks) = zk.exists(&layout.tasks())? else {
+        session::ensure_namespace(zk, layout)?;
+        return Ok(Reads::Made);
+    };
+    let stored_earlier = unsure && own_member(zk, layout, task)?;
+    let queue = match &task.lock {
+        Some(lock) if !stored_earlier => Some(lock_queue(zk, layout, lock)?),
+        _ => None,
+    };
+    Ok(Reads::Ready {
+        tasks,
+        stored_earlier,
+        queue,
+    })
 }
 
 /// What a failed guarded transaction says, read from its failing
