@@ -259,22 +259,6 @@ fn a_lock_submit_into_a_half_made_namespace_stores_its_task() {
     );
 }
 
-/// A `submit ARGS` through `proxy` (patient: 30 s to connect), once the
-/// proxy's trigger has fired on one of its requests.
-fn submit_until_triggered(ns: &Namespace, proxy: &Proxy, args: &[&str]) -> Reaped {
-    let mut cmd = ns.cmd_via(&proxy.addr());
-    cmd.args(["--connect-timeout", "30s", "submit"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let submit = Reaped::spawn(&mut cmd).expect("submit through the proxy");
-    assert!(
-        wait_until(secs(10), || proxy.triggered()),
-        "no request of `submit {args:?}` went through the proxy's trigger"
-    );
-    submit
-}
-
 /// A `--lock` submit whose session expires while it reads its lock's
 /// queue (cut off past the 3 s session timeout) goes on in a new session
 /// and stores its task, once (it exited 125, "session expired", in a storm
@@ -286,7 +270,11 @@ fn a_lock_submit_whose_session_expires_mid_read_stores_its_task_once() {
     let zk = ns.connect_prepared();
     let proxy = Proxy::start(ns.hosts());
     proxy.mute_replies_on(layout.lockq_dir("expiring").as_bytes());
-    let submit = submit_until_triggered(&ns, &proxy, &["--lock", "expiring", "echo locked"]);
+    let submit = ns.submit_until_triggered(
+        &proxy,
+        &["--lock", "expiring", "echo locked"],
+        Stdio::null(),
+    );
     proxy.blackhole();
     // Kept cut off for twice the session timeout: the server expires it.
     std::thread::sleep(std::time::Duration::from_secs(6));
@@ -355,7 +343,11 @@ fn unique_survives_a_submitter_whose_reply_is_lost() {
     let (_master, _workers) = ns.spawn_cluster(&["w1"], 2);
     let proxy = Proxy::start(ns.hosts());
     proxy.mute_replies_on(b"weekly-report");
-    let cut = submit_until_triggered(&ns, &proxy, &["--unique", "weekly-report", "echo report"]);
+    let cut = ns.submit_until_triggered(
+        &proxy,
+        &["--unique", "weekly-report", "echo report"],
+        Stdio::null(),
+    );
     let mut others = submit_at_once(&ns, 3, &["--unique", "weekly-report", "echo report"]);
     // They find the task whose reply was lost, and end.
     wait_until(secs(20), || {

@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{Background, Namespace, Reaped, describe, secs, stdout, wait_until};
+use common::{Background, Namespace, describe, secs, stdout, wait_until};
 use zkmw::layout::Layout;
 use zkmw::model::{self, FailReason, Task, TaskResult};
 use zkmw::zk::{Op, Zk};
@@ -225,16 +225,8 @@ fn a_batch_whose_reply_is_lost_is_stored_once() {
     let path = common::scratch_dir("lost-reply").join("stdin");
     std::fs::write(&path, &input).expect("writing the input");
     let stdin = std::fs::File::open(&path).expect("opening the input");
-    let mut cmd = ns.cmd_via(&proxy.addr());
-    cmd.args(["--connect-timeout", "20s", "submit", "--stdin"])
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let submit = Reaped::spawn(&mut cmd).expect("submit through the proxy");
-    assert!(
-        wait_until(secs(10), || proxy.triggered()),
-        "the second batch never went through the proxy"
-    );
+    // Waits for the second batch to go through the proxy.
+    let submit = ns.submit_until_triggered(&proxy, &["--stdin"], stdin.into());
     // The muted transaction took effect: 1,000 tasks are there.
     let stored = wait_until(secs(10), || ns.children(&zk, &layout.tasks()).len() == 1000);
     assert!(stored, "the second batch was not applied");

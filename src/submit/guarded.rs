@@ -73,16 +73,12 @@ pub fn store_guarded(
         if zk.is_lost() {
             *zk = session::connect(&cfg.connect)?;
         }
-        let (tasks, stored_earlier, queue) = match read_before_try(zk, layout, task, unsure) {
-            Ok(Reads::Made) => continue,
-            Ok(Reads::Ready {
-                tasks,
-                stored_earlier,
-                queue,
-            }) => (tasks, stored_earlier, queue),
+        let before = match read_before_try(zk, layout, task, unsure) {
+            Ok(Some(before)) => before,
+            Ok(None) => continue,
             // Nothing is sent before these reads answer: read again, in a
             // new session if this one expired.
-            Err(err) if err.is_unknown_outcome() || err.is_session_lost() => {
+            Err(err) if err.is_cut_off() => {
                 debug!("reading before storing the task: {err}; retrying");
                 backoff.sleep();
                 continue;
@@ -90,20 +86,26 @@ pub fn store_guarded(
             Err(err) => return Err(doing(err)),
         };
         let search = (
-            *since.get_or_insert(queue_floor(tasks, cfg.max_pending)?),
+            *since.get_or_insert(queue_floor(before.tasks, cfg.max_pending)?),
             give_up,
         );
-        if stored_earlier {
+        if before.stored_earlier {
             return stored_after_all(zk, cfg, task, search);
         }
         if skip_if_locked
-            && let Some((_, stat)) = &queue
+            && let Some((_, stat)) = &before.queue
             && stat.num_children > 0
         {
             let lock = task.lock.as_deref().unwrap_or_default();
             return Ok(Stored::Locked(holders(zk, layout, lock)));
         }
-        let ops = guarded_ops(layout, task, data, queue.map(|(v, _)| v), skip_if_locked);
+        let ops = guarded_ops(
+            layout,
+            task,
+            data,
+            before.queue.map(|(v, _)| v),
+            skip_if_locked,
+        );
         match zk.multi_created(&ops) {
             Ok(created) => {
                 let name = created.last().cloned().flatten().unwrap_or_default();
@@ -111,7 +113,7 @@ pub fn store_guarded(
                 return Ok(Stored::New(name));
             }
             Err(err) => {
-                unsure |= err.is_unknown_outcome() || err.is_session_lost();
+                unsure |= err.is_cut_off();
                 match on_failure(zk, cfg, task, &ops, &err, search)? {
                     Some(stored) => return Ok(stored),
                     None => backoff.sleep(),
@@ -122,35 +124,38 @@ pub fn store_guarded(
 }
 
 /// What the reads before a try of the transaction found.
-enum Reads {
-    /// `/tasks` was missing: the namespace is made now; read again.
-    Made,
-    /// `/tasks`' stat; whether an earlier try, whose outcome was unknown,
-    /// went through (its lock queue member is there); if not, the lock's
-    /// queue (version and stat).
-    Ready {
-        tasks: NodeStat,
-        stored_earlier: bool,
-        queue: Option<(i32, NodeStat)>,
-    },
+struct Before {
+    /// `/tasks`' stat.
+    tasks: NodeStat,
+    /// An earlier try, whose outcome was unknown, went through (its lock
+    /// queue member is there).
+    stored_earlier: bool,
+    /// The lock's queue (version and stat), unless stored earlier.
+    queue: Option<(i32, NodeStat)>,
 }
 
-/// Reads what a try of `task`'s transaction rests on.
-fn read_before_try(zk: &Zk, layout: &Layout, task: &Task, unsure: bool) -> Result<Reads, ZkError> {
+/// Reads what a try of `task`'s transaction rests on; `None` when
+/// `/tasks` was missing (the namespace is made now: read again).
+fn read_before_try(
+    zk: &Zk,
+    layout: &Layout,
+    task: &Task,
+    unsure: bool,
+) -> Result<Option<Before>, ZkError> {
     let Some(tasks) = zk.exists(&layout.tasks())? else {
         session::ensure_namespace(zk, layout)?;
-        return Ok(Reads::Made);
+        return Ok(None);
     };
     let stored_earlier = unsure && own_member(zk, layout, task)?;
     let queue = match &task.lock {
         Some(lock) if !stored_earlier => Some(lock_queue(zk, layout, lock)?),
         _ => None,
     };
-    Ok(Reads::Ready {
+    Ok(Some(Before {
         tasks,
         stored_earlier,
         queue,
-    })
+    }))
 }
 
 /// What a failed guarded transaction says, read from its failing
@@ -189,7 +194,7 @@ fn failure(layout: &Layout, task: &Task, ops: &[Op], err: &ZkError) -> Failure {
         (Some(i), ZkError::NodeExists) if own_member(i) => Failure::OwnMember,
         (Some(_), ZkError::BadVersion) => Failure::QueueMoved,
         (Some(_), ZkError::NoNode) => Failure::NoNamespace,
-        (None, cause) if cause.is_unknown_outcome() || cause.is_session_lost() => Failure::Unknown,
+        (None, cause) if cause.is_cut_off() => Failure::Unknown,
         _ => Failure::Refused,
     }
 }

@@ -82,10 +82,7 @@ impl Storer<'_> {
                 self.ensure_namespace()?;
                 Ok(None)
             }
-            Err(err)
-                if Instant::now() < self.give_up
-                    && (err.is_unknown_outcome() || err.is_session_lost()) =>
-            {
+            Err(err) if Instant::now() < self.give_up && err.is_cut_off() => {
                 debug!("reading {}: {err}; retrying", layout.tasks());
                 self.renew()?;
                 self.backoff.sleep();
@@ -116,7 +113,7 @@ impl Storer<'_> {
                 Ok(name) => names[*i] = Some(name),
                 // Nothing was created: simply try again.
                 Err(ZkError::NoNode) => missing_namespace = true,
-                Err(err) if err.is_unknown_outcome() || err.is_session_lost() => {
+                Err(err) if err.is_cut_off() => {
                     unknown.push(*i);
                     last_err = Some(err);
                 }

@@ -63,6 +63,13 @@ impl ZkError {
         matches!(self, ZkError::SessionExpired | ZkError::AuthFailed)
     }
 
+    /// True when the call got no definite answer because the connection
+    /// or the session went: a write may or may not have been applied, and
+    /// a command goes on (after finding out) in a new session.
+    pub fn is_cut_off(&self) -> bool {
+        self.is_unknown_outcome() || self.is_session_lost()
+    }
+
     /// For a failed transaction, the failing index and its cause; otherwise
     /// `None` and the error itself (the whole request failed).
     pub fn txn_cause(&self) -> (Option<usize>, &ZkError) {

@@ -15,7 +15,8 @@ use zkmw::zk::{ConnectOptions, Op, Zk, ZkError};
 
 use super::command::{describe, parse_json, run_bounded};
 use super::ledger::Ledger;
-use super::process::Proc;
+use super::process::{Proc, Reaped};
+use super::proxy::Proxy;
 use super::scratch::{scratch_folder, unique};
 use super::server::zk;
 use super::wait::{secs, wait_until};
@@ -219,6 +220,24 @@ impl Namespace {
         let mut cmd = self.cmd_via(hosts);
         cmd.args(args);
         run_bounded(cmd, COMMAND_LIMIT)
+    }
+
+    /// Starts `submit ARGS` through `proxy` (patient: 30 s to connect),
+    /// `stdin` on its stdin, and waits until the proxy's trigger has fired
+    /// on one of its requests.
+    pub fn submit_until_triggered(&self, proxy: &Proxy, args: &[&str], stdin: Stdio) -> Reaped {
+        let mut cmd = self.cmd_via(&proxy.addr());
+        cmd.args(["--connect-timeout", "30s", "submit"])
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let submit = Reaped::spawn(&mut cmd).expect("submit through the proxy");
+        assert!(
+            wait_until(secs(10), || proxy.triggered()),
+            "no request of `submit {args:?}` went through the proxy's trigger"
+        );
+        submit
     }
 
     /// Runs the binary with this namespace's flags and `args`, `input` on
