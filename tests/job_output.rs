@@ -108,9 +108,14 @@ fn worker_whose_jobs_cannot_start_pauses_and_the_queue_runs_elsewhere() {
     );
     ns.wait_for_workers(&["w1"], secs(15));
     std::fs::remove_file(&shell).unwrap();
-    let _good = ns.spawn_worker("w2", 2);
-    ns.wait_for_workers(&["w1", "w2"], secs(15));
+    // The queue goes to w1 alone until it pauses, then to w2 (with both
+    // live from the start, w2 could take all but two, and w1 never pause).
     let ids: Vec<String> = (0..20).map(|i| ns.submit(&format!("echo {i}"))).collect();
+    let zk = ns.connect();
+    let away = format!("{}/away/w1", ns.root);
+    let paused = wait_until(secs(30), || zk.get(&away).is_ok_and(|a| a.is_some()));
+    assert!(paused, "w1 never paused:\n{}", broken.log());
+    let _good = ns.spawn_worker("w2", 2);
     ns.wait_finished(ids.len() as u64, secs(60));
     let mut could_not_start = 0;
     for id in &ids {
@@ -135,8 +140,7 @@ fn worker_whose_jobs_cannot_start_pauses_and_the_queue_runs_elsewhere() {
         "{could_not_start} failed on w1"
     );
     assert!(broken.is_running(), "the paused worker keeps running");
-    let zk = ns.connect();
-    let away = zk.get(&format!("{}/away/w1", ns.root)).unwrap();
+    let away = zk.get(&away).unwrap();
     let away = String::from_utf8_lossy(&away.expect("w1 is away").0).into_owned();
     assert!(away.contains("paused"), "{away}");
 }
